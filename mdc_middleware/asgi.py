@@ -1,0 +1,168 @@
+"""Pure ASGI middleware for Starlette and FastAPI (no BaseHTTPMiddleware: streaming stays streaming).
+
+Shaped like starlette's GZipMiddleware: the middleware decides per request whether to act and hands
+over to a small per-request ``_Exchange`` that wraps ``receive`` and ``send``. Messages are passed on
+unchanged; the only change to a response is the request-id header, added when the app set none and
+``echo_request_id`` is on. Any error of ours is counted and logged, never raised into the app.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable, MutableMapping, Optional
+
+from . import runtime
+from .capture import BoundedBody, Route, RoutesSpec
+from .config import Settings
+from .policy import CapturePolicy
+from .writer import Writer
+
+logger = logging.getLogger("mdc_middleware")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class DataCollectionMiddleware:
+    """Collect request features (``inputs``) and response predictions (``predictions``) of routes.
+
+    ``routes``: a list of paths/globs, a mapping of path → ``Schema``, or ``Route`` objects; none
+    means every POST. Settings come from the environment; keyword arguments override them.
+    """
+
+    def __init__(self, app: ASGIApp, routes: RoutesSpec = None, *, settings: Optional[Settings] = None,
+                 writer: Optional[Writer] = None, **overrides: Any) -> None:
+        self.app = app
+        if settings is None:
+            settings = Settings.from_env(**overrides)
+        elif overrides:
+            settings = settings.replace(**overrides)
+        self.settings = settings
+        self.policy = CapturePolicy(routes, settings, writer)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" and self.settings.enabled:
+            await self.app(scope, receive, self._flush_on_shutdown(send))
+            return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            route = self.policy.select(scope["method"], scope["path"])
+            exchange = _Exchange(self.policy, route, scope) if route is not None else None
+        except Exception:
+            logger.exception("mdc: could not start a capture; request passes through")
+            exchange = None
+        if exchange is None:
+            await self.app(scope, receive, send)
+            return
+        await exchange.run(self.app, receive, send)
+
+    def _flush_on_shutdown(self, send: Send) -> Send:
+        async def lifespan_send(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                # After the app's own shutdown handlers, which may still collect.
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(None, self.policy.writer.force_flush, self.settings.shutdown_deadline)
+            await send(message)
+
+        return lifespan_send
+
+
+class _Exchange:
+    """One request/response pair: bounded body buffers, ids, and the hand-off to the queue."""
+
+    def __init__(self, policy: CapturePolicy, route: Route, scope: Scope) -> None:
+        self.policy = policy
+        self.route = route
+        self.scope = scope
+        headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers") or ()]
+        found = dict(headers)
+        self.context = policy.start(headers)
+        self.request_type = found.get("content-type", "")
+        self.request_encoding = found.get("content-encoding", "")
+        self.request = BoundedBody(policy.settings.max_body_bytes, self.request_type)
+        self.request_complete = False
+        self.response: Optional[BoundedBody] = None
+        self.response_type = ""
+        self.response_encoding = ""
+        self.status = 0
+        self.done = False
+
+    async def run(self, app: ASGIApp, receive: Receive, send: Send) -> None:
+        token = runtime.current_request.set(self.context)
+        try:
+            await app(self.scope, self._receiver(receive), self._sender(send))
+        finally:
+            runtime.current_request.reset(token)
+            if not self.done:
+                self.policy.writer.metrics.skip("response_incomplete")
+
+    def _receiver(self, receive: Receive) -> Receive:
+        async def wrapped_receive() -> Message:
+            message = await receive()
+            try:
+                if message["type"] == "http.request":
+                    self.request.feed(message.get("body", b""))
+                    if not message.get("more_body", False):
+                        self.request_complete = True
+            except Exception:
+                self._internal_error()
+            return message
+
+        return wrapped_receive
+
+    def _sender(self, send: Send) -> Send:
+        async def wrapped_send(message: Message) -> None:
+            try:
+                kind = message["type"]
+                if kind == "http.response.start":
+                    message = self._on_start(message)
+                elif kind == "http.response.body" and not self.done:
+                    if self.response is not None:
+                        self.response.feed(message.get("body", b""))
+                    if not message.get("more_body", False):
+                        self._finish()
+            except Exception:
+                self._internal_error()
+            await send(message)
+
+        return wrapped_send
+
+    def _on_start(self, message: Message) -> Message:
+        self.status = int(message["status"])
+        headers = list(message.get("headers") or ())
+        names = set()
+        for key, value in headers:
+            name = bytes(key).lower()
+            names.add(name)
+            if name == b"content-type":
+                self.response_type = bytes(value).decode("latin-1")
+            elif name == b"content-encoding":
+                self.response_encoding = bytes(value).decode("latin-1")
+        if self.policy.wants_status(self.status):
+            self.response = BoundedBody(self.policy.settings.max_body_bytes, self.response_type)
+        header = self.policy.header_name
+        if self.policy.settings.echo_request_id and header and header not in names:
+            message = dict(message)
+            message["headers"] = headers + [(header, self.context.request_id.encode("latin-1"))]
+        return message
+
+    def _finish(self) -> None:
+        self.done = True
+        if self.response is None:
+            self.policy.writer.metrics.skip(f"status_{self.status}")
+            return
+        request_body = self.request.take() if self.request_complete else "body_not_read"
+        self.policy.submit(self.route, self.context, request_body, self.request_type, self.request_encoding,
+                           self.response.take(), self.response_type, self.response_encoding)
+
+    def _internal_error(self) -> None:
+        logger.exception("mdc: capture failed; the request is unaffected")
+        try:
+            self.policy.writer.metrics.add("internal_errors")
+        except Exception:
+            pass

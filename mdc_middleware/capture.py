@@ -1,0 +1,273 @@
+"""What one HTTP request leaves behind, shared by the ASGI and WSGI middleware.
+
+On the request path only two things happen: body chunks are kept by reference (bounded, media never
+kept), and a ``Capture`` is put on the queue when the response ends. Decoding, JSON parsing and schema
+extraction run later on the writer thread via ``Capture.to_records``.
+"""
+from __future__ import annotations
+
+import csv
+import email.parser
+import email.policy
+import fnmatch
+import io
+import json
+import logging
+import random
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from urllib.parse import parse_qsl
+
+from . import media
+from .metrics import Metrics
+from .paths import Target
+from .records import Record
+from .schema import PayloadMismatch, Schema
+
+logger = logging.getLogger("mdc_middleware")
+
+REQUEST_ID_HEADERS = ("x-ms-request-id", "x-request-id")
+_warned: set = set()
+
+
+def warn_once(key: Tuple[str, ...], message: str, *args: Any) -> None:
+    """Log a problem once per (route, reason): a bad client must not flood the log."""
+    if key in _warned:
+        return
+    _warned.add(key)
+    logger.warning(message, *args)
+
+
+class BoundedBody:
+    """Keeps body chunks up to ``limit`` bytes; past it, or for media, keeps nothing and says why."""
+
+    __slots__ = ("limit", "chunks", "size", "skip_reason")
+
+    def __init__(self, limit: int, content_type: Optional[str] = None) -> None:
+        self.limit = limit
+        self.chunks: List[bytes] = []
+        self.size = 0
+        self.skip_reason: Optional[str] = "media_content_type" if media.is_media_type(content_type) else None
+
+    def feed(self, chunk: bytes) -> None:
+        if self.skip_reason is not None or not chunk:
+            return
+        if self.size == 0 and media.sniff_media(chunk[:media.SNIFF_BYTES]):
+            self._skip("media_magic_bytes")
+            return
+        self.size += len(chunk)
+        if self.size > self.limit:
+            self._skip("body_too_large")
+            return
+        self.chunks.append(bytes(chunk))
+
+    def _skip(self, reason: str) -> None:
+        self.skip_reason = reason
+        self.chunks = []
+
+    def take(self) -> Union[bytes, str]:
+        """The body, or the reason it was not kept."""
+        if self.skip_reason is not None:
+            return self.skip_reason
+        return b"".join(self.chunks)
+
+
+@dataclass(frozen=True)
+class Route:
+    pattern: str
+    schema: Schema
+    methods: Tuple[str, ...] = ("POST",)
+
+    def matches(self, method: str, path: str) -> bool:
+        return method in self.methods and (self.pattern == path or fnmatch.fnmatchcase(path, self.pattern))
+
+
+RoutesSpec = Union[None, Sequence[str], Mapping[str, Optional[Schema]], Sequence[Route]]
+
+
+class RouteTable:
+    """Which requests to capture, and with which schema. No routes configured: every POST."""
+
+    def __init__(self, routes: RoutesSpec = None, env_routes: Sequence[str] = ()) -> None:
+        built: List[Route] = []
+        if isinstance(routes, Mapping):
+            built = [Route(p, s or Schema()) for p, s in routes.items()]
+        elif routes:
+            built = [r if isinstance(r, Route) else Route(str(r), Schema()) for r in routes]
+        elif env_routes:
+            built = [Route(p, Schema()) for p in env_routes]
+        self.routes = tuple(built)
+        self._catch_all = Route("*", Schema()) if not built else None
+
+    def match(self, method: str, path: str) -> Optional[Route]:
+        for route in self.routes:
+            if route.matches(method, path):
+                return route
+        if self._catch_all is not None and self._catch_all.matches(method, path):
+            return self._catch_all
+        return None
+
+
+def sampled(rate: float) -> bool:
+    return rate >= 1.0 or random.random() < rate
+
+
+def new_correlation_id() -> str:
+    return str(uuid.uuid4())
+
+
+def pick_request_id(headers: Iterable[Tuple[str, str]]) -> Optional[str]:
+    """The client's request id, if it sent a usable one (short, printable)."""
+    found = dict(headers)
+    for name in REQUEST_ID_HEADERS:
+        value = found.get(name)
+        if value and len(value) <= 128 and value.isprintable() and "," not in value:
+            return value
+    return None
+
+
+@dataclass
+class Capture:
+    """One request/response pair waiting in the queue; becomes records on the writer thread."""
+
+    route: Route
+    inputs_target: Target
+    predictions_target: Target
+    request_body: Union[bytes, str]
+    request_type: str
+    request_encoding: str
+    response_body: Union[bytes, str]
+    response_type: str
+    response_encoding: str
+    correlation_id: str
+    request_id: str
+    timestamp: float
+    boundary: int
+    max_body_bytes: int
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def approx_bytes(self) -> int:
+        return sum(len(b) for b in (self.request_body, self.response_body) if isinstance(b, bytes)) + 512
+
+    def to_records(self, metrics: Metrics) -> List[Record]:
+        records = []
+        for designation, target, body, ctype, encoding in (
+            ("inputs", self.inputs_target, self.request_body, self.request_type, self.request_encoding),
+            ("predictions", self.predictions_target, self.response_body, self.response_type,
+             self.response_encoding),
+        ):
+            try:
+                table = self._table(designation, body, ctype, encoding, metrics)
+            except PayloadMismatch as exc:
+                metrics.skip(f"{designation}:{exc.reason}")
+                warn_once((self.route.pattern, designation, exc.reason),
+                          "mdc: %s of route %s not collected: %s (logged once per route and reason)",
+                          designation, self.route.pattern, exc)
+                continue
+            if table is None:
+                continue
+            columns, rows = table
+            if not rows:
+                metrics.skip(f"{designation}:empty")
+                continue
+            records.append(Record(target=target, data=rows, columns=columns, correlation_id=self.correlation_id,
+                                  timestamp=self.timestamp, request_id=self.request_id,
+                                  boundary=self.boundary, rows=len(rows)))
+        return records
+
+    def _table(self, designation: str, body: Union[bytes, str], ctype: str, encoding: str,
+               metrics: Metrics) -> Optional[Tuple[Tuple[str, ...], List[list]]]:
+        if isinstance(body, str):
+            metrics.skip(f"{designation}:{body}")
+            return None
+        body = _decode_content(body, encoding, self.max_body_bytes)
+        payload = _parse(body, ctype, metrics, designation)
+        if designation == "inputs":
+            columns, rows = self.route.schema.extract_inputs(payload)
+        else:
+            columns, rows = self.route.schema.extract_predictions(payload)
+        media_cells = _blank_media_cells(rows)
+        if media_cells:
+            metrics.skip(f"{designation}:media_in_json", media_cells)
+        return columns, rows
+
+
+def _decode_content(body: bytes, encoding: str, limit: int) -> bytes:
+    encoding = encoding.strip().lower()
+    if not encoding or encoding == "identity":
+        return body
+    if encoding not in ("gzip", "deflate", "x-gzip"):
+        raise PayloadMismatch("unsupported_content_encoding", encoding)
+    wbits = 47 if encoding != "deflate" else 15  # 47: gzip or zlib header, auto-detected
+    decoder = zlib.decompressobj(wbits)
+    try:
+        out = decoder.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise PayloadMismatch("bad_content_encoding", str(exc)) from None
+    if len(out) > limit or decoder.unconsumed_tail:
+        raise PayloadMismatch("body_too_large", "after decompression")
+    return out
+
+
+def _parse(body: bytes, content_type: str, metrics: Metrics, designation: str) -> Any:
+    if not body.strip():
+        raise PayloadMismatch("empty_body")
+    mime = content_type.split(";", 1)[0].strip().lower()
+    if mime == "multipart/form-data":
+        return _parse_multipart(body, content_type, metrics, designation)
+    if mime == "application/x-www-form-urlencoded":
+        return [dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))]
+    if mime == "text/csv":
+        return list(csv.DictReader(io.StringIO(body.decode("utf-8", "replace"))))
+    if media.sniff_media(body[:media.SNIFF_BYTES]):
+        raise PayloadMismatch("media_magic_bytes")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise PayloadMismatch("invalid_json", type(exc).__name__) from None
+
+
+def _parse_multipart(body: bytes, content_type: str, metrics: Metrics, designation: str) -> Any:
+    """Form fields become one record; JSON parts are payloads; media parts are skipped and counted."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    if not message.is_multipart():
+        raise PayloadMismatch("bad_multipart")
+    fields: Dict[str, Any] = {}
+    payload: Any = None
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition") or part.get_filename() or "part"
+        part_type = part.get_content_type()
+        raw = part.get_payload(decode=True) or b""
+        if media.is_media_type(part_type) or media.sniff_media(raw[:media.SNIFF_BYTES]):
+            metrics.skip(f"{designation}:media_multipart_part")
+            continue
+        if part_type == "application/json" or part_type.endswith("+json"):
+            try:
+                payload = json.loads(raw)
+            except ValueError:
+                metrics.skip(f"{designation}:invalid_json_part")
+            continue
+        if part_type.startswith("text/") or not part.get_filename():
+            fields[str(name)] = raw.decode(part.get_content_charset() or "utf-8", "replace")
+        else:
+            metrics.skip(f"{designation}:binary_multipart_part")
+    if payload is not None:
+        return payload
+    if not fields:
+        raise PayloadMismatch("no_collectable_part")
+    return [fields]
+
+
+def _blank_media_cells(rows: List[list]) -> int:
+    """Media smuggled into JSON strings (data: URIs, base64 of image/audio/video) is never written."""
+    blanked = 0
+    for row in rows:
+        for i, value in enumerate(row):
+            if isinstance(value, str) and len(value) > 10 and media.is_media_text(value):
+                row[i] = None
+                blanked += 1
+    return blanked

@@ -1,0 +1,155 @@
+"""A drop-in for ``azureml.monitoring.ModelDataCollector``: same constructor, same ``collect()``.
+
+An Azure ML ``score.py`` changes only its import line. ``collect()`` snapshots the data, puts one
+record on the queue and returns at once; the CSV is written by the background writer.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Dict, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import runtime
+from .capture import new_correlation_id
+from .config import ConfigError, Settings
+from .paths import Target
+from .records import (BOUNDARY, CORRELATION_ID, SCORING_TIMESTAMP, Record, count_rows, default_prefix,
+                      format_timestamp, infer_columns, snapshot)
+from .writer import Writer
+
+logger = logging.getLogger("mdc_middleware")
+
+REQUEST_ID = "$aml_request_id"
+_CORRELATION_COLUMNS = (CORRELATION_ID, SCORING_TIMESTAMP, BOUNDARY, REQUEST_ID)
+_DEFAULT_WORKSPACE = "default/default/default"
+
+
+class ModelDataCollector:
+    """Collects rows of one designation (``inputs``, ``predictions``, …) of one model."""
+
+    def __init__(self, model_name: str, designation: str = "default", feature_names: Optional[Sequence[str]] = None,
+                 workspace: str = _DEFAULT_WORKSPACE, webservice_name: str = "default",
+                 model_version: str = "default", collection_name: str = "default", *,
+                 settings: Optional[Settings] = None, writer: Optional[Writer] = None) -> None:
+        self.settings = settings or Settings.from_env()
+        # Explicit arguments win; Azure's defaults give way to what the deployment configured.
+        parts = (workspace.split("/") if workspace != _DEFAULT_WORKSPACE
+                 else [self.settings.subscription_id, self.settings.resource_group, self.settings.workspace_name])
+        if len(parts) != 3:
+            raise ConfigError(f"workspace: expected '<subscriptionid>/<resourcegroup>/<workspace>', got {workspace!r}")
+        stem = collection_name if designation in ("signals", "general") and collection_name != "default" else "data"
+        try:
+            self.target = Target(
+                subscription_id=parts[0], resource_group=parts[1], workspace_name=parts[2],
+                webservice_name=webservice_name if webservice_name != "default" else self.settings.webservice_name,
+                model_name=model_name,
+                model_version=model_version if model_version != "default" else self.settings.model_version,
+                designation=designation, file_stem=stem)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if isinstance(feature_names, str):
+            raise ConfigError("feature_names: expected a list of names, got a string")
+        self.feature_names = tuple(str(n) for n in feature_names) if feature_names is not None else None
+        self.model_name = model_name
+        self.designation = designation
+        self.collection_name = collection_name
+        self._writer = writer
+
+    def __repr__(self) -> str:
+        return (f"ModelDataCollector(model_name={self.model_name!r}, designation={self.designation!r}, "
+                f"enabled={self.enabled})")
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings.enabled
+
+    @property
+    def writer(self) -> Writer:
+        if self._writer is None:
+            self._writer = runtime.writer_for(self.settings)
+        return self._writer
+
+    def collect(self, input_data: Any, user_correlation_id: str = "") -> Dict[str, Any]:
+        """Queue ``input_data`` (list, numpy array or DataFrame) and return its correlation values.
+
+        Never raises for bad data: a value that cannot be collected is logged and counted, and the
+        scoring code goes on.
+        """
+        context = runtime.current_request.get()
+        now = time.time()
+        correlation_id = context.correlation_id if context else new_correlation_id()
+        if user_correlation_id:
+            correlation_id = f"{user_correlation_id}-{correlation_id}"
+        request_id = context.request_id if context else ""
+        data = input_data
+        if isinstance(data, pd.DataFrame) and CORRELATION_ID in data.columns and len(data):
+            # Rows prepared by add_correlations(): reuse their ids so they join with the first collect.
+            first = data.iloc[0]
+            correlation_id = str(first[CORRELATION_ID])
+            request_id = str(first.get(REQUEST_ID, request_id) or request_id)
+            data = data.drop(columns=[c for c in _CORRELATION_COLUMNS if c in data.columns])
+        correlations = {
+            CORRELATION_ID: correlation_id,
+            SCORING_TIMESTAMP: format_timestamp(now),
+            BOUNDARY: self.settings.boundary,
+            REQUEST_ID: request_id,
+        }
+        if not self.settings.enabled:
+            return correlations
+        try:
+            copied = snapshot(data)
+            rows = count_rows(copied, self.feature_names)
+            columns = self.feature_names
+            if columns is None and isinstance(copied, pd.DataFrame):
+                columns = tuple(str(c) for c in copied.columns)
+            record = Record(target=self.target, data=copied, columns=columns, correlation_id=correlation_id,
+                            timestamp=now, request_id=request_id, boundary=self.settings.boundary, rows=rows)
+            writer = self.writer
+            writer.metrics.add("rows_captured", rows)
+            writer.submit(record, rows=rows, nbytes=_approx_bytes(copied))
+        except Exception:  # collection must never break scoring
+            logger.exception("mdc: collect() failed for model %s", self.model_name)
+            try:
+                self.writer.metrics.add("internal_errors")
+            except Exception:
+                pass
+        return correlations
+
+    def add_correlations(self, input_data: Any, correlations: Dict[str, Any]) -> pd.DataFrame:
+        """``input_data`` as a DataFrame with the correlation columns of an earlier collect().
+
+        Collecting the result reuses those ids, so (for example) labels or predictions join with
+        the inputs they belong to.
+        """
+        if isinstance(input_data, pd.DataFrame):
+            frame = input_data.copy()
+        else:
+            array = np.asarray(input_data, dtype=object)
+            if array.ndim == 0:
+                array = array.reshape(1, 1)
+            elif array.ndim == 1:
+                array = array.reshape(-1, 1)
+            else:
+                array = array.reshape(len(array), -1)
+            if self.feature_names and len(self.feature_names) == array.shape[1]:
+                names = list(self.feature_names)
+            else:
+                names = list(infer_columns(array, default_prefix(self.designation)))
+            frame = pd.DataFrame(array, columns=names)
+        for name in _CORRELATION_COLUMNS:
+            if name in correlations:
+                frame[name] = correlations[name]
+        return frame
+
+
+def _approx_bytes(data: Any) -> int:
+    if isinstance(data, np.ndarray):
+        return int(data.nbytes) + 256
+    if isinstance(data, pd.DataFrame):
+        return int(data.memory_usage(index=False, deep=False).sum()) + 256
+    if isinstance(data, list):
+        return 64 * (len(data) + 1) * (len(data[0]) if data and isinstance(data[0], list) else 1)
+    return 256

@@ -1,0 +1,251 @@
+"""One settings object, read from the environment first, keyword arguments overriding.
+
+A container on AKS configures collection with environment variables only. Azure ML's own names are
+accepted so an existing deployment keeps working; our own names carry the ``MDC_`` prefix. A bad value
+fails at start-up with a message naming the variable, because a typo found at 3 a.m. by missing data
+is far worse than a crash at deploy time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+from .paths import validate_component
+
+MODEL_CONFIG_MAP = "/var/azureml-app/model_config_map.json"
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the variable or argument."""
+
+
+def _parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true/false, got {value!r}")
+
+
+def _parse_boundary(value: str) -> int:
+    lowered = value.strip().lower()
+    if lowered in ("day", "1440", ""):
+        return 1440
+    if lowered in ("hour", "60"):
+        return 60
+    raise ValueError(f"expected 'day' or 'hour', got {value!r}")
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(value: str) -> Any:
+        number = kind(value)
+        if number <= 0:
+            raise ValueError(f"must be > 0, got {value!r}")
+        return number
+
+    return parse
+
+
+def _fraction(value: str) -> float:
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"must be between 0 and 1, got {value!r}")
+    return number
+
+
+def _routes(value: str) -> tuple:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _names(value: str) -> tuple:
+    return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+
+
+def _text(value: str) -> str:
+    return value.strip()
+
+
+# field name -> (environment variables, first match wins; parser of the variable's text)
+_ENV: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
+    "enabled": (("MDC_ENABLED", "AML_MODEL_DC_STORAGE_ENABLED"), _parse_bool),
+    "debug": (("MDC_DEBUG", "AML_MODEL_DC_DEBUG"), _parse_bool),
+    "boundary": (("MDC_BOUNDARY", "AML_MODEL_DC_BOUNDARY"), _parse_boundary),
+    "storage_connection_string": (("MDC_STORAGE_CONNECTION_STRING",), _text),
+    "storage_account_url": (("MDC_STORAGE_ACCOUNT_URL",), _text),
+    "storage_sas_token": (("MDC_STORAGE_SAS_TOKEN",), _text),
+    "storage_managed_identity": (("MDC_STORAGE_MANAGED_IDENTITY",), _parse_bool),
+    "container": (("MDC_CONTAINER",), _text),
+    "local_dir": (("MDC_LOCAL_DIR",), _text),
+    "subscription_id": (("MDC_SUBSCRIPTION_ID",), _text),
+    "resource_group": (("MDC_RESOURCE_GROUP",), _text),
+    "workspace_name": (("MDC_WORKSPACE_NAME",), _text),
+    "webservice_name": (("MDC_WEBSERVICE_NAME", "SERVICE_NAME"), _text),
+    "model_name": (("MDC_MODEL_NAME",), _text),
+    "model_version": (("MDC_MODEL_VERSION",), _text),
+    "routes": (("MDC_ROUTES",), _routes),
+    "sample_rate": (("MDC_SAMPLE_RATE",), _fraction),
+    "max_body_bytes": (("MDC_MAX_BODY_BYTES",), _positive(int)),
+    "batch_rows": (("MDC_BATCH_ROWS",), _positive(int)),
+    "batch_bytes": (("MDC_BATCH_BYTES",), _positive(int)),
+    "flush_interval": (("MDC_FLUSH_INTERVAL_SECONDS",), _positive(float)),
+    "queue_size": (("MDC_QUEUE_SIZE",), _positive(int)),
+    "queue_max_bytes": (("MDC_QUEUE_MAX_BYTES",), _positive(int)),
+    "spool_dir": (("MDC_SPOOL_DIR",), _text),
+    "shutdown_deadline": (("MDC_SHUTDOWN_DEADLINE_SECONDS",), _positive(float)),
+    "retry_deadline": (("MDC_RETRY_DEADLINE_SECONDS",), _positive(float)),
+    "request_id_header": (("MDC_REQUEST_ID_HEADER",), lambda v: v.strip().lower()),
+    "echo_request_id": (("MDC_ECHO_REQUEST_ID",), _parse_bool),
+    "neutralize_formulas": (("MDC_CSV_NEUTRALIZE_FORMULAS",), _parse_bool),
+    "collect_status": (("MDC_COLLECT_STATUS",), _text),
+}
+
+_SECRETS = ("storage_connection_string", "storage_sas_token")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything collection needs to know; immutable once built."""
+
+    enabled: bool = False
+    debug: bool = False
+    boundary: int = 1440
+    # Storage: a connection string or an account URL selects Azure Blob Storage, else the local sink.
+    storage_connection_string: str = field(default="", repr=False)
+    storage_account_url: str = ""
+    storage_sas_token: str = field(default="", repr=False)
+    storage_managed_identity: bool = False
+    container: str = "modeldata"
+    local_dir: str = "mdc-data"
+    # Identity of the data, i.e. the folders of the layout.
+    subscription_id: str = "default"
+    resource_group: str = "default"
+    workspace_name: str = "default"
+    webservice_name: str = "default"
+    model_name: str = "default"
+    model_version: str = "default"
+    # What the middleware captures.
+    routes: tuple = ()
+    sample_rate: float = 1.0
+    max_body_bytes: int = 1 << 20
+    collect_status: str = "2xx"
+    request_id_header: str = "x-ms-request-id"
+    echo_request_id: bool = True
+    neutralize_formulas: bool = True
+    # The writer.
+    batch_rows: int = 10_000
+    batch_bytes: int = 4 << 20
+    flush_interval: float = 5.0
+    queue_size: int = 10_000
+    queue_max_bytes: int = 256 << 20
+    spool_dir: str = ""
+    shutdown_deadline: float = 25.0
+    retry_deadline: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in ("subscription_id", "resource_group", "workspace_name", "webservice_name",
+                     "model_name", "model_version", "container"):
+            try:
+                validate_component(getattr(self, name))
+            except ValueError as exc:
+                raise ConfigError(f"{name}: {exc}") from None
+        if self.boundary not in (60, 1440):
+            raise ConfigError(f"boundary: must be 60 or 1440, got {self.boundary!r}")
+        if self.collect_status not in ("2xx", "all"):
+            raise ConfigError(f"collect_status: expected '2xx' or 'all', got {self.collect_status!r}")
+        if not 0.0 <= self.sample_rate <= 1.0:
+            raise ConfigError(f"sample_rate: must be between 0 and 1, got {self.sample_rate!r}")
+
+    @property
+    def workspace(self) -> str:
+        """Azure's `<subscriptionid>/<resourcegroup>/<workspace>` form."""
+        return f"{self.subscription_id}/{self.resource_group}/{self.workspace_name}"
+
+    @property
+    def uses_blob_storage(self) -> bool:
+        return bool(self.storage_connection_string or self.storage_account_url)
+
+    def sink_key(self) -> tuple:
+        """Settings that share one sink (and so one writer thread) must have equal keys."""
+        return (self.storage_connection_string, self.storage_account_url, self.storage_sas_token,
+                self.storage_managed_identity, self.container, str(Path(self.local_dir).resolve()),
+                self.batch_rows, self.batch_bytes, self.flush_interval, self.queue_size,
+                self.queue_max_bytes, self.spool_dir, self.retry_deadline, self.neutralize_formulas)
+
+    def __repr__(self) -> str:  # secrets never reach a log, even through a repr
+        shown = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in _SECRETS:
+                value = "***" if value else ""
+            elif f.name == "storage_account_url":
+                value = value.split("?", 1)[0]
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides: Any) -> "Settings":
+        """Defaults < Azure's model_config_map.json < environment < keyword arguments."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        values.update(_read_model_config_map(environ.get("MDC_MODEL_CONFIG_MAP", MODEL_CONFIG_MAP)))
+        for name, (variables, parse) in _ENV.items():
+            for variable in variables:
+                raw = environ.get(variable)
+                if raw is None:
+                    continue
+                try:
+                    values[name] = parse(raw)
+                except ValueError as exc:
+                    shown = "***" if name in _SECRETS else raw
+                    raise ConfigError(f"{variable}={shown!r}: {exc}") from None
+                break
+        workspace = environ.get("MDC_WORKSPACE")
+        if workspace:
+            values.update(_split_workspace(workspace, "MDC_WORKSPACE"))
+        known = {f.name for f in dataclasses.fields(cls)}
+        for name, value in overrides.items():
+            if name not in known:
+                raise ConfigError(f"unknown setting {name!r}")
+            if value is not None:
+                values[name] = tuple(value) if name == "routes" else value
+        return cls(**values)
+
+
+def _split_workspace(workspace: str, source: str) -> dict[str, str]:
+    parts = workspace.split("/")
+    if len(parts) != 3 or not all(parts):
+        raise ConfigError(f"{source}={workspace!r}: expected '<subscriptionid>/<resourcegroup>/<workspace>'")
+    return dict(zip(("subscription_id", "resource_group", "workspace_name"), parts))
+
+
+def _read_model_config_map(path: str) -> dict[str, str]:
+    """Azure ML's deployment writes the workspace identity here; pick up what is present."""
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(document, dict):
+        return {}
+    found: dict[str, str] = {}
+    scopes = [document] + [v for v in document.values() if isinstance(v, dict)]
+    aliases = {
+        "subscription_id": ("subscriptionId", "subscription_id"),
+        "resource_group": ("resourceGroupName", "resourceGroup", "resource_group"),
+        "workspace_name": ("workspaceName", "accountName", "workspace_name"),
+        "webservice_name": ("serviceName", "webserviceName", "service_name"),
+    }
+    for name, keys in aliases.items():
+        for scope in scopes:
+            value = next((scope[k] for k in keys if isinstance(scope.get(k), str) and scope[k]), None)
+            if value:
+                found[name] = value
+                break
+    return found

@@ -1,0 +1,206 @@
+"""Rows, their correlation columns, and their CSV encoding (drop-in with Azure ML's files).
+
+A ``Record`` is what one ``collect()`` call or one captured payload leaves in the queue: a snapshot of
+the data plus the metadata shared by all of its rows. Turning it into CSV text happens on the writer
+thread, never on the request path.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+from .paths import Target
+
+CORRELATION_ID = "$aml_dc_correlation_id"
+SCORING_TIMESTAMP = "$aml_dc_scoring_timestamp"
+BOUNDARY = "$aml_dc_boundary"
+META_COLUMNS: Tuple[str, ...] = (
+    CORRELATION_ID, SCORING_TIMESTAMP, BOUNDARY, "$aml_workspace", "$aml_service_name",
+    "$aml_model_name", "$aml_model_version", "$aml_request_id",
+)
+LINE_END = "\n"
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def format_timestamp(epoch_seconds: float) -> str:
+    """UTC ISO-8601 with microseconds, e.g. ``2026-11-25T08:15:02.123456Z``."""
+    moment = dt.datetime.fromtimestamp(epoch_seconds, tz=dt.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class Record:
+    """One collect() call: rows for one target that share correlation metadata."""
+
+    target: Target
+    data: Any                     # list of rows, 1-D/2-D ndarray, or DataFrame (already a snapshot)
+    columns: Optional[Tuple[str, ...]]
+    correlation_id: str
+    timestamp: float              # epoch seconds, UTC
+    request_id: str
+    boundary: int = 1440
+    rows: int = 0                 # known row count (for metrics and batching)
+
+
+def snapshot(data: Any) -> Any:
+    """Copy what the caller could still mutate after collect() returns; cheap for arrays."""
+    if isinstance(data, pd.DataFrame):
+        return data.copy(deep=True)
+    if isinstance(data, pd.Series):
+        return data.to_frame()
+    if isinstance(data, np.ndarray):
+        return data.copy()
+    if isinstance(data, (list, tuple)):
+        return [list(row) if isinstance(row, (list, tuple)) else row for row in data]
+    return data
+
+
+def count_rows(data: Any, columns: Optional[Sequence[str]] = None) -> int:
+    if isinstance(data, pd.DataFrame):
+        return len(data)
+    if isinstance(data, np.ndarray):
+        if data.ndim == 0:
+            return 1
+        if data.ndim == 1 and columns is not None and len(columns) == len(data) > 1:
+            return 1
+        return len(data)
+    if isinstance(data, (list, tuple)):
+        if data and columns is not None and len(columns) == len(data) > 1 and not _is_row(data[0]):
+            return 1
+        return len(data)
+    return 1
+
+
+def _is_row(value: Any) -> bool:
+    return isinstance(value, (list, tuple, dict, np.ndarray))
+
+
+def infer_columns(data: Any, prefix: str) -> Tuple[str, ...]:
+    """Column names for undeclared data: DataFrame columns, record keys, else ``<prefix>_<i>``."""
+    if isinstance(data, pd.DataFrame):
+        return tuple(str(c) for c in data.columns)
+    width = 1
+    if isinstance(data, np.ndarray):
+        width = 1 if data.ndim < 2 else int(np.prod(data.shape[1:]))
+    elif isinstance(data, (list, tuple)) and data:
+        first = data[0]
+        if isinstance(first, dict):
+            keys: dict = {}
+            for row in data:
+                if isinstance(row, dict):
+                    keys.update(dict.fromkeys(row))
+            return tuple(str(k) for k in keys)
+        if isinstance(first, (list, tuple, np.ndarray)):
+            width = len(first)
+    if width == 1:
+        return (prefix,)
+    return tuple(f"{prefix}_{i}" for i in range(width))
+
+
+def default_prefix(designation: str) -> str:
+    """Name stem for undeclared columns: ``prediction_<i>`` for predictions, else ``feature_<i>``."""
+    return "prediction" if designation == "predictions" else "feature"
+
+
+def _cell(value: Any, neutralize: bool) -> Any:
+    if isinstance(value, str):
+        if neutralize and value.startswith(_FORMULA_START) and not _NUMBER.match(value):
+            return "'" + value
+        return value
+    if isinstance(value, float):
+        return _float_text(value)
+    if isinstance(value, (dict, list, tuple)):
+        text = json.dumps(value, separators=(",", ":"), default=str)
+        return _cell(text, neutralize)
+    if isinstance(value, bytes):
+        return _cell(value.decode("utf-8", "replace"), neutralize)
+    if isinstance(value, (np.generic,)):
+        return _cell(value.item(), neutralize)
+    return value
+
+
+def _rows_as_lists(data: Any, columns: Sequence[str]) -> Iterable[List[Any]]:
+    """Rows in ``columns`` order; dict rows are aligned by name, missing cells left empty."""
+    if isinstance(data, pd.DataFrame):
+        frame = data.reindex(columns=list(columns)) if tuple(map(str, data.columns)) != tuple(columns) else data
+        return frame.astype(object).where(frame.notna(), None).values.tolist()
+    if isinstance(data, np.ndarray):
+        if data.ndim == 0:
+            return [[data.item()]]
+        if data.ndim == 1:
+            return [data.tolist()] if len(columns) == len(data) > 1 else [[v] for v in data.tolist()]
+        return data.reshape(len(data), -1).tolist()
+    if isinstance(data, (list, tuple)):
+        if data and len(columns) == len(data) > 1 and not _is_row(data[0]):
+            return [list(data)]
+        out = []
+        for row in data:
+            if isinstance(row, dict):
+                out.append([row.get(c) for c in columns])
+            elif isinstance(row, np.ndarray):
+                out.append(row.reshape(-1).tolist())
+            elif isinstance(row, (list, tuple)):
+                out.append(list(row))
+            else:
+                out.append([row])
+        return out
+    return [[data]]
+
+
+def header_line(columns: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator=LINE_END).writerow(list(columns) + list(META_COLUMNS))
+    return buffer.getvalue()
+
+
+def meta_cells(record: Record) -> List[Any]:
+    """The correlation cells shared by every row of a record, in META_COLUMNS order."""
+    target = record.target
+    return [record.correlation_id, format_timestamp(record.timestamp), record.boundary, target.workspace,
+            target.webservice_name, target.model_name, target.model_version, record.request_id]
+
+
+def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> Tuple[int, str]:
+    """CSV text of the record's rows (no header) and how many rows it holds.
+
+    Rows wider than ``columns`` are cut and narrower ones padded, so every line of a file matches
+    its header; the caller counts such mismatches before it gets here.
+    """
+    meta = [_cell(v, neutralize) for v in meta_cells(record)]
+    width = len(columns)
+    data = record.data
+    buffer = io.StringIO()
+    if (isinstance(data, np.ndarray) and data.dtype.kind in "iuf" and data.ndim == 2
+            and data.shape[1] == width and width):
+        # Fast path for numeric matrices: repr() is the shortest round-trip text of a float, and
+        # numbers never need quoting, so only the shared correlation cells go through csv.
+        if not len(data):
+            return 0, ""
+        csv.writer(buffer, lineterminator=LINE_END).writerow(meta)
+        separator = "," + buffer.getvalue()
+        lines = [",".join(map(repr, row)) for row in data.tolist()]
+        if data.dtype.kind == "f" and not np.isfinite(data).all():
+            lines = [",".join(_float_text(v) for v in row) for row in data.tolist()]
+        return len(lines), separator.join(lines) + separator
+    writer = csv.writer(buffer, lineterminator=LINE_END)
+    count = 0
+    for row in _rows_as_lists(data, columns):
+        if len(row) != width:
+            row = (row + [None] * width)[:width]
+        writer.writerow([_cell(v, neutralize) for v in row] + meta)
+        count += 1
+    return count, buffer.getvalue()
+
+
+def _float_text(value: float) -> str:
+    return "" if math.isnan(value) else repr(value)

@@ -1,0 +1,77 @@
+"""Process-wide plumbing: one writer per destination, the current request, and exit handling.
+
+Every collector and middleware in a process that writes to the same place shares one queue and one
+writer thread. At interpreter exit every writer is flushed within its deadline; after ``fork`` the
+child starts its own thread lazily (gunicorn ``--preload`` works).
+"""
+from __future__ import annotations
+
+import atexit
+import contextvars
+import threading
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+from .config import Settings
+from .metrics import Metrics, merge
+from .sinks import create_sink
+from .writer import Writer, _live_writers
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """Set by the middleware so explicit collect() calls inside a request share its ids."""
+
+    correlation_id: str
+    request_id: str
+    timestamp: float
+
+
+current_request: "contextvars.ContextVar[Optional[RequestContext]]" = contextvars.ContextVar(
+    "mdc_current_request", default=None)
+
+_writers: Dict[tuple, Writer] = {}
+_shutdown_deadline: Dict[tuple, float] = {}
+_lock = threading.Lock()
+
+
+def writer_for(settings: Settings) -> Writer:
+    """The shared writer for this destination, created on first use."""
+    key = settings.sink_key()
+    writer = _writers.get(key)
+    if writer is not None:
+        return writer
+    with _lock:
+        writer = _writers.get(key)
+        if writer is None:
+            metrics = Metrics()
+            writer = Writer(create_sink(settings, metrics), metrics=metrics, batch_rows=settings.batch_rows,
+                            batch_bytes=settings.batch_bytes, flush_interval=settings.flush_interval,
+                            queue_size=settings.queue_size, queue_max_bytes=settings.queue_max_bytes,
+                            retry_deadline=settings.retry_deadline,
+                            neutralize_formulas=settings.neutralize_formulas)
+            _writers[key] = writer
+            _shutdown_deadline[key] = settings.shutdown_deadline
+        return writer
+
+
+def flush(timeout: float = 30.0) -> bool:
+    """Write everything collected so far by every writer of this process."""
+    return all([w.force_flush(timeout) for w in list(_live_writers)])
+
+
+def shutdown(timeout: Optional[float] = None) -> bool:
+    """Flush and stop every shared writer; each gets its configured deadline unless ``timeout`` is given."""
+    with _lock:
+        items = list(_writers.items())
+        _writers.clear()
+    results = [w.shutdown(timeout if timeout is not None else _shutdown_deadline.get(k, 25.0)) for k, w in items]
+    return all(results)
+
+
+def metrics() -> Dict[str, object]:
+    """Counters summed over every writer of this process (see Metrics.COUNTERS)."""
+    return merge([w.snapshot() for w in list(_live_writers)])
+
+
+atexit.register(shutdown)

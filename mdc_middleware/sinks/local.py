@@ -1,0 +1,85 @@
+"""The embedded default: the blob layout, under a local directory.
+
+Several processes (gunicorn workers) may share one directory: a file is created with its header in
+one atomic step (write a temporary file, then hard-link it into place, which fails if the name is
+taken), and each batch is a single O_APPEND write, which Linux applies whole.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from pathlib import Path
+from typing import Dict, Optional, Tuple, Union
+
+from ..metrics import Metrics
+from ..paths import file_name
+from .base import SinkError
+
+
+class LocalSink:
+    def __init__(self, root: Union[str, os.PathLike], container: str = "modeldata", fsync: bool = False,
+                 metrics: Optional[Metrics] = None) -> None:
+        self.base = Path(root) / container
+        self.fsync = fsync
+        self.metrics = metrics or Metrics()
+        self._current: Dict[Tuple[str, str, str], Path] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"LocalSink({str(self.base)!r})"
+
+    def append(self, folder: str, stem: str, header: str, payload: bytes,
+               deadline: Optional[float] = None) -> None:
+        key = (folder, stem, header)
+        try:
+            with self._lock:
+                path = self._current.get(key) or self._open_file(folder, stem, header)
+                self._current[key] = path
+            descriptor = os.open(path, os.O_WRONLY | os.O_APPEND)
+            try:
+                view = memoryview(payload)
+                while view:
+                    written = os.write(descriptor, view)
+                    view = view[written:]
+                if self.fsync:
+                    os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        except OSError as exc:
+            raise SinkError(f"local write to {folder} failed: {exc.strerror or exc}") from exc
+
+    def _open_file(self, folder: str, stem: str, header: str) -> Path:
+        directory = self.base / folder
+        directory.mkdir(parents=True, exist_ok=True)
+        header_bytes = header.encode("utf-8")
+        part = 0
+        while True:
+            path = directory / file_name(stem, part)
+            if self._create_with_header(path, header_bytes):
+                self.metrics.add("files_created")
+                if part:
+                    self.metrics.add("files_rolled_over")
+                return path
+            with open(path, "rb") as existing:
+                if existing.read(len(header_bytes)) == header_bytes:
+                    return path
+            part += 1  # another header lives there: use the next sibling
+
+    @staticmethod
+    def _create_with_header(path: Path, header: bytes) -> bool:
+        temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        temporary.write_bytes(header)
+        try:
+            os.link(temporary, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            temporary.unlink()
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()  # the parent's writer thread may have held it at fork time
+
+    def close(self) -> None:
+        self._current.clear()
