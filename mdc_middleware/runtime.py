@@ -70,8 +70,8 @@ def shutdown(timeout: Optional[float] = None) -> bool:
 
 
 def metrics() -> Dict[str, object]:
-    """Counters summed over every writer of this process (see Metrics.COUNTERS)."""
-    return merge([w.snapshot() for w in list(_live_writers)])
+    """Counters summed over the shared writers of this process (see Metrics.COUNTERS)."""
+    return merge([w.snapshot() for w in list(_writers.values())])
 
 
 atexit.register(shutdown)

@@ -84,8 +84,9 @@ class _Exchange:
         try:
             self.request.feed(data)
             self.request_read += len(data)
-            if (not data and asked != 0) or (self.expected_length is not None
-                                             and self.request_read >= self.expected_length):
+            read_all = asked is None or asked < 0
+            if read_all or (not data and asked != 0) or (self.expected_length is not None
+                                                         and self.request_read >= self.expected_length):
                 self.request_complete = True
         except Exception:
             self.internal_error()
@@ -188,8 +189,8 @@ class _TeeInput:
     def readlines(self, hint: Optional[int] = -1) -> List[bytes]:
         lines = self._stream.readlines() if hint is None or hint < 0 else self._stream.readlines(hint)
         for line in lines:
-            self._exchange.on_request_bytes(line, None)
-        self._exchange.on_request_bytes(b"", None)
+            self._exchange.on_request_bytes(line, 0)
+        self._exchange.on_request_bytes(b"", -1 if hint is None or hint < 0 else 0)
         return lines
 
     def __iter__(self) -> Iterator[bytes]:

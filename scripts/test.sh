@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install everything (Python package with dev extras, Azurite from npm) and run the test suite.
+# Azurite is started by the tests themselves on a free loopback port and stopped afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+AZURITE_VERSION="3.37.0"
+
+if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e ".[dev]"
+
+if [ ! -x .tools/azurite/node_modules/.bin/azurite-blob ] \
+   || ! grep -q "\"version\": \"$AZURITE_VERSION\"" .tools/azurite/node_modules/azurite/package.json 2>/dev/null; then
+  mkdir -p .tools/azurite
+  npm install --silent --no-audit --no-fund --prefix .tools/azurite "azurite@$AZURITE_VERSION" >/dev/null
+fi
+export MDC_AZURITE_BIN="$PWD/.tools/azurite/node_modules/.bin/azurite-blob"
+
+status=0
+.venv/bin/python -m pytest "$@" || status=$?
+if [ "$status" -eq 5 ]; then
+  echo "pytest collected no tests: that is a failure here" >&2
+  exit 1
+fi
+exit "$status"

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pandas as pd
+import pytest
+
+import mdc_middleware
+from mdc_middleware import Settings
+from mdc_middleware.analysis import read_collected
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Tests never inherit collection settings from the shell, and never leave writers running."""
+    for name in list(os.environ):
+        if name.startswith(("MDC_", "AML_MODEL_DC_")) or name == "SERVICE_NAME":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("MDC_MODEL_CONFIG_MAP", "/nonexistent/model_config_map.json")
+    yield
+    mdc_middleware.shutdown(10)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "collected"
+
+
+@pytest.fixture
+def settings(data_dir: Path) -> Settings:
+    return Settings.from_env({}, enabled=True, local_dir=str(data_dir), flush_interval=60.0)
+
+
+def rows(data_dir: Path, designation: str, **filters) -> pd.DataFrame:
+    """Every collected row of a designation, cells exactly as written."""
+    mdc_middleware.flush(10)
+    return read_collected(data_dir, designation, as_text=True, **filters)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(command: list, env: dict, port: int, timeout: float = 60.0) -> subprocess.Popen:
+    """Start a real server on loopback and wait until /healthz answers."""
+    full_env = dict(os.environ, PYTHONPATH=str(ROOT), **env)
+    process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = process.stdout.read().decode() if process.stdout else ""
+            raise RuntimeError(f"server exited with {process.returncode}:\n{output}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("server did not become ready")
+
+
+PYTHON = sys.executable

@@ -1,0 +1,224 @@
+import asyncio
+import gzip
+import json
+
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.testclient import TestClient
+
+import mdc_middleware
+from mdc_middleware import DataCollectionMiddleware, ModelDataCollector, Schema
+
+from .conftest import rows
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+def make_app(**middleware_kwargs) -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/score")
+    async def score(request: Request):
+        body = await request.json()
+        return {"predictions": [sum(r) for r in body["data"]]}
+
+    @app.post("/echo")
+    async def echo(request: Request):
+        body = await request.body()
+        return Response(body, media_type=request.headers.get("content-type", "application/octet-stream"))
+
+    @app.post("/stream")
+    async def stream(request: Request):
+        body = await request.json()
+
+        async def parts():
+            yield b'{"predictions": ['
+            for i, row in enumerate(body["data"]):
+                yield (b"," if i else b"") + json.dumps(sum(row)).encode()
+            yield b"]}"
+
+        return StreamingResponse(parts(), media_type="application/json")
+
+    @app.post("/fail")
+    async def fail():
+        return JSONResponse({"error": "bad"}, status_code=422)
+
+    @app.post("/boom")
+    async def boom():
+        raise RuntimeError("app bug")
+
+    @app.post("/explicit")
+    async def explicit(request: Request):
+        dc = ModelDataCollector("explicit", designation="inputs", settings=middleware_kwargs["settings"])
+        correlations = dc.collect([[1, 2]])
+        return {"result": [correlations["$aml_request_id"]]}
+
+    if middleware_kwargs:
+        app.add_middleware(DataCollectionMiddleware, **middleware_kwargs)
+    return app
+
+
+def same_response(a, b):
+    assert a.status_code == b.status_code
+    assert a.content == b.content
+    strip = lambda r: [(k, v) for k, v in r.headers.multi_items() if k != "x-ms-request-id"]
+    assert strip(a) == strip(b)
+
+
+def test_inputs_and_predictions_share_ids(settings, data_dir):
+    app = make_app(settings=settings, routes={"/score": Schema(inputs=["a", "b"])})
+    with TestClient(app) as client:
+        response = client.post("/score", json={"data": [[1, 2], [3, 4]]}, headers={"x-request-id": "req-7"})
+    assert response.json() == {"predictions": [3, 7]}
+    assert response.headers["x-ms-request-id"] == "req-7"
+    inputs, predictions = rows(data_dir, "inputs"), rows(data_dir, "predictions")
+    assert inputs[["a", "b"]].values.tolist() == [["1", "2"], ["3", "4"]]
+    assert predictions["prediction"].tolist() == ["3", "7"]
+    assert set(inputs["$aml_request_id"]) == set(predictions["$aml_request_id"]) == {"req-7"}
+    assert inputs["$aml_dc_correlation_id"].nunique() == 1
+    assert set(inputs["$aml_dc_correlation_id"]) == set(predictions["$aml_dc_correlation_id"])
+
+
+@pytest.mark.parametrize("path,kwargs", [
+    ("/score", {"json": {"data": [[1, 2]]}}),
+    ("/stream", {"json": {"data": [[1, 2], [5, 5]]}}),
+    ("/echo", {"content": b"not json {", "headers": {"content-type": "application/json"}}),
+    ("/echo", {"content": PNG, "headers": {"content-type": "image/png"}}),
+    ("/echo", {"content": b"\xff\xfe\x00garbage", "headers": {"content-type": "application/json"}}),
+    ("/fail", {"json": {}}),
+    ("/score", {"content": b"", "headers": {"content-type": "application/json"}}),
+])
+def test_response_is_byte_identical_with_and_without_collection(settings, path, kwargs):
+    with TestClient(make_app(), raise_server_exceptions=False) as plain, \
+            TestClient(make_app(settings=settings), raise_server_exceptions=False) as collected:
+        same_response(plain.post(path, **kwargs), collected.post(path, **kwargs))
+    assert mdc_middleware.metrics()["internal_errors"] == 0
+
+
+def test_streamed_response_is_collected(settings, data_dir):
+    with TestClient(make_app(settings=settings)) as client:
+        client.post("/stream", json={"data": [[1, 2], [5, 5]]})
+    assert rows(data_dir, "predictions")["prediction"].tolist() == ["3", "10"]
+
+
+def test_app_exceptions_propagate_unchanged(settings):
+    with TestClient(make_app(settings=settings)) as client:
+        with pytest.raises(RuntimeError, match="app bug"):
+            client.post("/boom", json={})
+
+
+def test_failed_requests_are_counted_not_collected(settings, data_dir):
+    with TestClient(make_app(settings=settings)) as client:
+        client.post("/fail", json={"data": [[1]]})
+    mdc_middleware.flush(5)
+    assert not data_dir.exists()
+    assert mdc_middleware.metrics()["skipped"] == {"status_422": 1}
+
+
+def test_media_is_never_collected(settings, data_dir):
+    with TestClient(make_app(settings=settings)) as client:
+        client.post("/echo", content=PNG, headers={"content-type": "image/png"})
+        client.post("/echo", content=PNG, headers={"content-type": "application/json"})  # PNG in disguise
+        client.post("/echo", content=b"RIFF\x00\x00\x00\x00WAVEfmt ", headers={"content-type": "audio/wav"})
+    mdc_middleware.flush(5)
+    assert not data_dir.exists()
+    skipped = mdc_middleware.metrics()["skipped"]
+    assert skipped["inputs:media_content_type"] == 2 and skipped["predictions:media_content_type"] == 2
+    assert skipped["inputs:media_magic_bytes"] == 1 and skipped["predictions:media_magic_bytes"] == 1
+
+
+def test_multipart_media_parts_are_skipped_json_part_collected(settings, data_dir):
+    with TestClient(make_app(settings=settings, routes=["/echo"])) as client:
+        client.post("/echo", files={
+            "photo": ("cat.png", PNG, "image/png"),
+            "payload": ("payload.json", json.dumps({"data": [[1, 2]]}), "application/json"),
+        })
+    assert rows(data_dir, "inputs")[["feature_0", "feature_1"]].values.tolist() == [["1", "2"]]
+    assert mdc_middleware.metrics()["skipped"]["inputs:media_multipart_part"] == 1
+
+
+def test_base64_media_inside_json_is_blanked(settings, data_dir):
+    image = "iVBORw0KGgo" + "A" * 100
+    with TestClient(make_app(settings=settings, routes=["/echo"])) as client:
+        client.post("/echo", json=[{"age": 3, "photo": image}])
+    got = rows(data_dir, "inputs")
+    assert got[["age", "photo"]].values.tolist() == [["3", ""]]
+    assert image not in "".join(p.read_text() for p in data_dir.rglob("*.csv"))
+
+
+def test_gzip_encoded_bodies_are_decoded(settings, data_dir):
+    body = gzip.compress(json.dumps({"data": [[1, 2]]}).encode())
+    with TestClient(make_app(settings=settings, routes=["/echo"])) as client:
+        client.post("/echo", content=body, headers={"content-type": "application/json", "content-encoding": "gzip"})
+    assert rows(data_dir, "inputs")[["feature_0", "feature_1"]].values.tolist() == [["1", "2"]]
+
+
+def test_body_over_the_limit_is_passed_whole_but_not_kept(settings, data_dir):
+    big = json.dumps({"data": [[i, i] for i in range(20_000)]}).encode()
+    with TestClient(make_app(settings=settings.replace(max_body_bytes=10_000), routes=["/echo"])) as client:
+        response = client.post("/echo", content=big, headers={"content-type": "application/json"})
+    assert response.content == big
+    mdc_middleware.flush(5)
+    assert mdc_middleware.metrics()["skipped"]["inputs:body_too_large"] == 1
+
+
+def test_unmatched_routes_and_disabled_collection_pass_through_untouched(settings, data_dir):
+    with TestClient(make_app(settings=settings, routes=["/score"])) as client:
+        response = client.post("/echo", content=b"{}", headers={"content-type": "application/json"})
+    assert "x-ms-request-id" not in response.headers
+    with TestClient(make_app(settings=settings.replace(enabled=False))) as client:
+        response = client.post("/score", json={"data": [[1, 2]]})
+    assert "x-ms-request-id" not in response.headers
+    mdc_middleware.flush(5)
+    assert not data_dir.exists()
+
+
+def test_explicit_collect_inside_a_request_shares_its_request_id(settings, data_dir):
+    with TestClient(make_app(settings=settings, routes=["/nothing"])) as client:
+        client.post("/explicit", json={}, headers={"x-ms-request-id": "abc"})  # not captured, no context
+    with TestClient(make_app(settings=settings, routes=["/explicit"])) as client:
+        response = client.post("/explicit", json={}, headers={"x-ms-request-id": "abc"})
+    assert response.json() == {"result": ["abc"]}
+    got = rows(data_dir, "inputs", model="explicit")
+    assert got["$aml_request_id"].tolist() == ["", "abc"]
+
+
+def test_chunked_request_body_across_many_messages(settings, data_dir):
+    sent = []
+    body = json.dumps({"data": [[1, 2], [3, 4]]}).encode()
+    chunks = [body[i:i + 5] for i in range(0, len(body), 5)]
+
+    async def app(scope, receive, send):
+        received = b""
+        while True:
+            message = await receive()
+            received += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b"[1,", "more_body": True})
+        await send({"type": "http.response.body", "body": b"2]"})
+
+    async def receive():
+        chunk = chunks.pop(0)
+        return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+
+    async def send(message):
+        sent.append(message)
+
+    middleware = DataCollectionMiddleware(app, settings=settings)
+    scope = {"type": "http", "method": "POST", "path": "/x", "headers": [(b"content-type", b"application/json")]}
+    asyncio.run(middleware(scope, receive, send))
+    assert b"".join(m.get("body", b"") for m in sent) == b"[1,2]"
+    assert rows(data_dir, "inputs")[["feature_0", "feature_1"]].values.tolist() == [["1", "2"], ["3", "4"]]
+    assert rows(data_dir, "predictions")["prediction"].tolist() == ["1", "2"]
+
+
+def test_lifespan_shutdown_flushes(settings, data_dir):
+    app = make_app(settings=settings.replace(flush_interval=600), routes=["/score"])
+    with TestClient(app) as client:
+        client.post("/score", json={"data": [[1, 2]]})
+    # no explicit flush: leaving the client ran the lifespan shutdown
+    assert len(list(data_dir.rglob("data.csv"))) == 2

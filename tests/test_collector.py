@@ -1,0 +1,125 @@
+import importlib.util
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mdc_middleware
+from mdc_middleware import ModelDataCollector, Settings
+from mdc_middleware.records import META_COLUMNS
+
+from .conftest import ROOT, rows
+
+
+def test_azure_score_py_runs_unchanged_but_for_the_import(data_dir, monkeypatch):
+    monkeypatch.setenv("AML_MODEL_DC_STORAGE_ENABLED", "true")
+    monkeypatch.setenv("MDC_LOCAL_DIR", str(data_dir))
+    monkeypatch.setenv("MDC_WORKSPACE", "sub-1/rg-1/ws-1")
+    monkeypatch.setenv("SERVICE_NAME", "iris-svc")
+    spec = importlib.util.spec_from_file_location("score", ROOT / "examples" / "score.py")
+    score = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(score)
+    score.init()
+    batch = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
+    result = score.run(json.dumps({"data": batch}))
+    assert isinstance(result, list) and len(result) == 3
+
+    inputs = rows(data_dir, "inputs")
+    predictions = rows(data_dir, "predictions")
+    assert list(inputs.columns) == ["sepal_length", "sepal_width", "petal_length", "petal_width", *META_COLUMNS]
+    assert inputs[["sepal_length", "sepal_width", "petal_length", "petal_width"]].values.tolist() == [
+        [repr(v) for v in row] for row in batch]
+    assert predictions["prediction"].tolist() == [str(v) for v in result]
+    assert set(inputs["$aml_workspace"]) == {"sub-1/rg-1/ws-1"}
+    assert set(inputs["$aml_service_name"]) == {"iris-svc"}
+    files = sorted(p.relative_to(data_dir).as_posix() for p in data_dir.rglob("*.csv"))
+    assert all(f.startswith("modeldata/modeldata/sub-1/rg-1/ws-1/iris-svc/iris/default/") for f in files)
+
+
+def test_collect_accepts_lists_arrays_and_dataframes(settings, data_dir):
+    dc = ModelDataCollector("m", designation="inputs", feature_names=["a", "b"], settings=settings)
+    dc.collect([[1, "x"], [2, "y"]])
+    dc.collect(np.array([[3.5, 4.25]]))
+    dc.collect(pd.DataFrame({"a": [5], "b": ["z"]}))
+    dc.collect([6, 7])  # one instance given flat
+    got = rows(data_dir, "inputs")
+    assert got[["a", "b"]].values.tolist() == [["1", "x"], ["2", "y"], ["3.5", "4.25"], ["5", "z"], ["6", "7"]]
+
+
+def test_collect_without_feature_names_infers_them(settings, data_dir):
+    ModelDataCollector("m", designation="predictions", settings=settings).collect(np.array([0, 1, 1]))
+    ModelDataCollector("m2", designation="inputs", settings=settings).collect(np.array([[1, 2, 3]]))
+    assert rows(data_dir, "predictions")["prediction"].tolist() == ["0", "1", "1"]
+    assert rows(data_dir, "inputs", model="m2")[["feature_0", "feature_1", "feature_2"]].values.tolist() == [
+        ["1", "2", "3"]]
+
+
+def test_returned_correlations_and_user_correlation_id(settings, data_dir):
+    dc = ModelDataCollector("m", designation="inputs", settings=settings)
+    correlations = dc.collect([1.0], user_correlation_id="order-42")
+    cid = correlations["$aml_dc_correlation_id"]
+    assert cid.startswith("order-42-") and len(cid) == len("order-42-") + 36
+    got = rows(data_dir, "inputs")
+    assert got["$aml_dc_correlation_id"].tolist() == [cid]
+    assert got["$aml_dc_scoring_timestamp"].tolist() == [correlations["$aml_dc_scoring_timestamp"]]
+    assert got["$aml_dc_boundary"].tolist() == ["1440"]
+
+
+def test_add_correlations_joins_later_rows_to_the_first(settings, data_dir):
+    inputs = ModelDataCollector("m", designation="inputs", feature_names=["x"], settings=settings)
+    labels = ModelDataCollector("m", designation="labels", feature_names=["label"], settings=settings)
+    correlations = inputs.collect(np.array([[1.0], [2.0]]))
+    labels.collect(labels.add_correlations(["a", "b"], correlations))
+    got_inputs, got_labels = rows(data_dir, "inputs"), rows(data_dir, "labels")
+    assert got_labels["label"].tolist() == ["a", "b"]
+    assert got_labels["$aml_dc_correlation_id"].tolist() == got_inputs["$aml_dc_correlation_id"].tolist()
+
+
+def test_disabled_collection_writes_nothing(data_dir):
+    settings = Settings.from_env({}, local_dir=str(data_dir))
+    dc = ModelDataCollector("m", designation="inputs", settings=settings)
+    assert "$aml_dc_correlation_id" in dc.collect([[1, 2]])
+    mdc_middleware.flush(5)
+    assert not data_dir.exists()
+
+
+def test_data_mutated_after_collect_is_not_seen(settings, data_dir):
+    dc = ModelDataCollector("m", designation="inputs", feature_names=["a", "b"], settings=settings)
+    array = np.array([[1.0, 2.0]])
+    frame = pd.DataFrame({"a": [1], "b": [2]})
+    dc.collect(array)
+    dc.collect(frame)
+    array[0, 0] = 99.0
+    frame.loc[0, "a"] = 99
+    assert rows(data_dir, "inputs")["a"].tolist() == ["1.0", "1"]
+
+
+def test_signals_use_collection_name_as_file_name(settings, data_dir):
+    ModelDataCollector("m", designation="signals", collection_name="latency", settings=settings).collect([3])
+    mdc_middleware.flush(5)
+    assert [p.name for p in data_dir.rglob("*.csv")] == ["latency.csv"]
+
+
+def test_uncollectable_value_never_raises_and_is_counted(settings):
+    dc = ModelDataCollector("m", designation="inputs", settings=settings)
+
+    class Weird:
+        def __str__(self):
+            raise RuntimeError("boom")
+
+    dc.collect([[Weird()]])
+    mdc_middleware.flush(5)
+    snap = mdc_middleware.metrics()
+    assert snap["internal_errors"] == 1 and snap["dropped_reasons"] == {"encode_error": 1}
+
+
+def test_header_written_once_and_formula_injection_neutralised(settings, data_dir):
+    dc = ModelDataCollector("m", designation="inputs", feature_names=["text"], settings=settings)
+    for value in ["=cmd|' /C calc'!A0", "+1+1", "-2", "@SUM(A1)", 'he said "hi", then\nleft']:
+        dc.collect([value])
+    mdc_middleware.flush(5)
+    (path,) = data_dir.rglob("data.csv")
+    assert path.read_text().count("$aml_dc_correlation_id") == 1
+    assert rows(data_dir, "inputs")["text"].tolist() == [
+        "'=cmd|' /C calc'!A0", "'+1+1", "-2", "'@SUM(A1)", 'he said "hi", then\nleft']

@@ -1,0 +1,76 @@
+import pytest
+
+from mdc_middleware import ConfigError, ModelDataCollector, Settings
+from mdc_middleware.paths import Target, parse_path, validate_component
+
+
+def test_collection_is_off_unless_enabled():
+    assert Settings.from_env({}).enabled is False
+    assert Settings.from_env({"MDC_ENABLED": "true"}).enabled is True
+    assert Settings.from_env({"AML_MODEL_DC_STORAGE_ENABLED": "True"}).enabled is True
+    assert Settings.from_env({"MDC_ENABLED": "false", "AML_MODEL_DC_STORAGE_ENABLED": "true"}).enabled is False
+
+
+def test_azure_names_and_own_names():
+    s = Settings.from_env({"AML_MODEL_DC_BOUNDARY": "hour", "AML_MODEL_DC_DEBUG": "1", "SERVICE_NAME": "svc",
+                           "MDC_WORKSPACE": "sub/rg/ws", "MDC_MODEL_NAME": "m", "MDC_MODEL_VERSION": "3",
+                           "MDC_ROUTES": "/score, /v1/*/predict", "MDC_SAMPLE_RATE": "0.25",
+                           "MDC_BATCH_ROWS": "500", "MDC_FLUSH_INTERVAL_SECONDS": "2.5"})
+    assert (s.boundary, s.debug, s.webservice_name) == (60, True, "svc")
+    assert s.workspace == "sub/rg/ws"
+    assert (s.model_name, s.model_version, s.routes) == ("m", "3", ("/score", "/v1/*/predict"))
+    assert (s.sample_rate, s.batch_rows, s.flush_interval) == (0.25, 500, 2.5)
+
+
+def test_keyword_arguments_override_environment():
+    s = Settings.from_env({"MDC_BATCH_ROWS": "500", "MDC_ENABLED": "false"}, batch_rows=7, enabled=True)
+    assert (s.batch_rows, s.enabled) == (7, True)
+
+
+@pytest.mark.parametrize("variable,value", [
+    ("MDC_ENABLED", "maybe"), ("MDC_BATCH_ROWS", "-1"), ("MDC_BATCH_ROWS", "ten"),
+    ("MDC_SAMPLE_RATE", "1.5"), ("AML_MODEL_DC_BOUNDARY", "week"), ("MDC_FLUSH_INTERVAL_SECONDS", "0"),
+    ("MDC_WORKSPACE", "only/two"),
+])
+def test_bad_value_names_the_variable(variable, value):
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env({variable: value})
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/b", "a\\b", "x\x00y", "tab\tbed", "", "n" * 129, " lead"])
+def test_path_components_that_could_escape_are_rejected(name):
+    with pytest.raises(ValueError):
+        validate_component(name)
+    with pytest.raises(ConfigError, match="model_name"):
+        Settings.from_env({}, model_name=name)
+    with pytest.raises(ConfigError):
+        ModelDataCollector(name, designation="inputs")
+
+
+def test_secrets_never_in_repr():
+    secret = "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=c2VjcmV0S2V5;"
+    s = Settings.from_env({"MDC_STORAGE_CONNECTION_STRING": secret, "MDC_STORAGE_SAS_TOKEN": "sig=abc123secret"})
+    assert "c2VjcmV0S2V5" not in repr(s) and "abc123secret" not in repr(s)
+    assert s.uses_blob_storage
+
+
+def test_model_config_map_is_read(tmp_path):
+    path = tmp_path / "model_config_map.json"
+    path.write_text('{"accountContext": {"subscriptionId": "s1", "resourceGroupName": "rg1", '
+                    '"accountName": "ws1"}, "serviceName": "svc1"}')
+    s = Settings.from_env({"MDC_MODEL_CONFIG_MAP": str(path), "SERVICE_NAME": "from-env"})
+    assert s.workspace == "s1/rg1/ws1"
+    assert s.webservice_name == "from-env"  # environment beats the file
+
+
+def test_layout_round_trip_and_unpadded_folders():
+    import datetime as dt
+
+    target = Target("sub", "rg", "ws", "svc", "model", "2", "inputs")
+    folder = target.day_folder(dt.date(2026, 1, 5))
+    assert folder == "modeldata/sub/rg/ws/svc/model/2/inputs/2026/01/05"
+    parsed = parse_path(folder + "/data_3.csv")
+    assert (parsed.model_name, parsed.model_version, parsed.designation, parsed.date, parsed.file_name) == (
+        "model", "2", "inputs", dt.date(2026, 1, 5), "data_3.csv")
+    assert parse_path("modeldata/sub/rg/ws/svc/model/2/inputs/2026/1/5/data.csv").date == dt.date(2026, 1, 5)
+    assert parse_path("modeldata/sub/rg/ws/svc/model/2/inputs/2026/13/5/data.csv") is None

@@ -1,0 +1,85 @@
+"""Real servers on loopback: uvicorn (FastAPI) and gunicorn (Flask), stopped with SIGTERM."""
+import json
+import signal
+
+import httpx
+import pytest
+
+from mdc_middleware.analysis import read_collected
+
+from .conftest import PYTHON, free_port, start_server
+
+ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
+
+
+def send_traffic(port: int, requests: int) -> list:
+    """Each request carries 1-3 rows; returns the rows sent, in order."""
+    sent = []
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        for i in range(requests):
+            batch = ROWS[: 1 + i % 3]
+            if i % 5 == 0:  # chunked transfer encoding: no content-length
+                body = json.dumps({"data": batch}).encode()
+                response = client.post("/score", content=iter([body[:7], body[7:]]),
+                                       headers={"content-type": "application/json"})
+            else:
+                response = client.post("/score", json={"data": batch}, headers={"x-request-id": f"req-{i}"})
+            assert response.status_code == 200, response.text
+            assert len(response.json()["predictions"]) == len(batch)
+            sent.extend(batch)
+    return sent
+
+
+def stop(process) -> str:
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    return output.decode()
+
+
+def check_collected(data_dir, sent: list, requests: int) -> None:
+    inputs = read_collected(data_dir, "inputs", as_text=True)
+    predictions = read_collected(data_dir, "predictions", as_text=True)
+    features = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    assert len(inputs) == len(predictions) == len(sent)
+    assert sorted(map(tuple, inputs[features].values.tolist())) == sorted(
+        tuple(repr(v) for v in row) for row in sent)
+    assert inputs["$aml_dc_correlation_id"].nunique() == requests
+    merged = inputs.groupby("$aml_dc_correlation_id").size().sort_index()
+    assert merged.equals(predictions.groupby("$aml_dc_correlation_id").size().sort_index())
+    assert set(predictions["species"]) <= {"setosa", "versicolor", "virginica"}
+    assert set(inputs["$aml_model_name"]) == {"iris"} and set(inputs["$aml_model_version"]) == {"1"}
+
+
+@pytest.fixture
+def server_env(data_dir):
+    # A long flush interval: only the shutdown path can write the rows.
+    return {"MDC_ENABLED": "true", "MDC_LOCAL_DIR": str(data_dir), "MDC_FLUSH_INTERVAL_SECONDS": "600"}
+
+
+def test_uvicorn_fastapi_sigterm_flushes_everything(data_dir, server_env):
+    port = free_port()
+    process = start_server([PYTHON, "-m", "uvicorn", "examples.fastapi_app:app", "--host", "127.0.0.1",
+                            "--port", str(port)], server_env, port)
+    try:
+        sent = send_traffic(port, 60)
+    finally:
+        output = stop(process)
+    assert process.returncode in (0, -signal.SIGTERM), output  # uvicorn re-raises SIGTERM after a clean stop
+    assert "Application shutdown complete" in output
+    check_collected(data_dir, sent, 60)
+
+
+@pytest.mark.parametrize("preload", [False, True])
+def test_gunicorn_flask_workers_flush_at_exit(data_dir, server_env, preload):
+    port = free_port()
+    command = [PYTHON, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "--graceful-timeout", "20",
+               "examples.flask_app:app"]
+    if preload:
+        command.insert(3, "--preload")
+    process = start_server(command, server_env, port)
+    try:
+        sent = send_traffic(port, 40)
+    finally:
+        output = stop(process)
+    assert process.returncode == 0, output
+    check_collected(data_dir, sent, 40)

@@ -1,0 +1,70 @@
+import pytest
+
+from mdc_middleware import PayloadMismatch, Schema
+
+SHAPES = [
+    ({"data": [[1, 2], [3, 4]]}, None, (("feature_0", "feature_1"), [[1, 2], [3, 4]])),
+    ({"data": [[1, 2], [3, 4]]}, ["a", "b"], (("a", "b"), [[1, 2], [3, 4]])),
+    ({"data": [1, 2]}, ["a", "b"], (("a", "b"), [[1, 2]])),
+    ({"input_data": {"columns": ["b", "a"], "index": [0], "data": [[2, 1]]}}, ["a", "b"], (("a", "b"), [[1, 2]])),
+    ({"input_data": {"columns": ["b", "a"], "index": [0], "data": [[2, 1]]}}, None, (("b", "a"), [[2, 1]])),
+    ([{"a": 1, "b": 2}, {"a": 3}], None, (("a", "b"), [[1, 2], [3, None]])),
+    ([{"a": 1, "b": 2, "extra": 9}], ["b", "a"], (("b", "a"), [[2, 1]])),
+    ({"instances": [[1, 2]]}, None, (("feature_0", "feature_1"), [[1, 2]])),
+    ({"instances": [{"a": 1}]}, None, (("a",), [[1]])),
+    ({"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]}]}, None,
+     (("x_0", "x_1"), [[1, 2], [3, 4]])),
+    ({"inputs": [{"name": "a", "shape": [2], "datatype": "FP32", "data": [1, 3]},
+                 {"name": "b", "shape": [2, 1], "datatype": "BYTES", "data": [["u"], ["v"]]}]}, None,
+     (("a", "b"), [[1, "u"], [3, "v"]])),
+    ({"inputs": {"a": [1, 3], "b": [2, 4]}}, None, (("a", "b"), [[1, 2], [3, 4]])),
+    ({"dataframe_split": {"columns": ["a"], "data": [[1]]}}, None, (("a",), [[1]])),
+    ({"dataframe_records": [{"a": 1}]}, None, (("a",), [[1]])),
+    ({"a": 1, "b": "x"}, None, (("a", "b"), [[1, "x"]])),
+]
+
+
+@pytest.mark.parametrize("payload,declared,expected", SHAPES)
+def test_request_shapes(payload, declared, expected):
+    assert Schema(inputs=declared).extract_inputs(payload) == expected
+
+
+@pytest.mark.parametrize("payload,expected", [
+    ([0, 1], (("prediction",), [[0], [1]])),
+    ({"predictions": [[0.1, 0.9]]}, (("prediction_0", "prediction_1"), [[0.1, 0.9]])),
+    ({"result": ["cat"]}, (("prediction",), [["cat"]])),
+    ({"outputs": [{"name": "label", "shape": [2], "datatype": "INT64", "data": [1, 0]}]},
+     (("label",), [[1], [0]])),
+    ({"predictions": [{"label": "a", "score": 0.5}]}, (("label", "score"), [["a", 0.5]])),
+])
+def test_response_shapes(payload, expected):
+    assert Schema().extract_predictions(payload) == expected
+
+
+def test_declared_prediction_names_and_field_path():
+    schema = Schema(predictions=["p"], prediction_field="body.scores")
+    assert schema.extract_predictions({"body": {"scores": [1, 2]}}) == (("p",), [[1], [2]])
+
+
+def test_media_fields_are_never_extracted():
+    schema = Schema(media_fields=["photo"])
+    assert schema.extract_inputs([{"age": 3, "photo": "iVBORw0KGgo..."}]) == (("age",), [[3]])
+
+
+@pytest.mark.parametrize("payload,declared,reason", [
+    ({"data": [[1, 2], [3]]}, None, "ragged_rows"),
+    ({"data": [[1, 2, 3]]}, ["a", "b"], "width_mismatch"),
+    ({"something": 1, "nested": {"x": 1}}, None, "unknown_shape"),
+    ([{"x": 1}], ["a", "b"], "no_declared_feature"),
+    ({"data": [[1], {"a": 1}]}, None, "mixed_rows"),
+    ({"inputs": [{"name": "x", "shape": [2, 2], "data": [1, 2, 3]}]}, None, "bad_tensor_shape"),
+])
+def test_mismatches_have_a_reason(payload, declared, reason):
+    with pytest.raises(PayloadMismatch) as info:
+        Schema(inputs=declared).extract_inputs(payload)
+    assert info.value.reason == reason
+
+
+def test_schema_rejects_a_string_for_names():
+    with pytest.raises(TypeError):
+        Schema(inputs="abc")

@@ -1,0 +1,167 @@
+import multiprocessing
+import threading
+import time
+
+import pytest
+
+import mdc_middleware
+from mdc_middleware import ModelDataCollector, Settings
+from mdc_middleware.metrics import Metrics
+from mdc_middleware.paths import Target
+from mdc_middleware.records import Record
+from mdc_middleware.sinks import LocalSink, SinkError
+from mdc_middleware.writer import Writer
+
+from .conftest import rows
+
+TARGET = Target("s", "r", "w", "svc", "m", "1", "inputs")
+
+
+def record(value, ts=None):
+    return Record(TARGET, [[value]], ("x",), f"cid-{value}", ts or time.time(), "rid", rows=1)
+
+
+def wait_for(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+class FlakySink(LocalSink):
+    """The local sink, failing its first ``failures`` appends (or blocking until released)."""
+
+    def __init__(self, root, failures=0, gate=None):
+        super().__init__(root)
+        self.failures = failures
+        self.gate = gate
+        self.calls = 0
+
+    def append(self, folder, stem, header, payload, deadline=None):
+        self.calls += 1
+        if self.gate is not None:
+            self.gate.wait(10)
+        if self.failures:
+            self.failures -= 1
+            raise SinkError("injected failure")
+        super().append(folder, stem, header, payload, deadline)
+
+
+def written_values(data_dir):
+    return rows(data_dir, "inputs")["x"].tolist()
+
+
+def test_batches_by_row_count_without_a_flush(data_dir):
+    writer = Writer(LocalSink(data_dir), batch_rows=5, flush_interval=60)
+    for i in range(5):
+        writer.submit(record(i), rows=1)
+    assert wait_for(lambda: writer.metrics.snapshot()["rows_written"] == 5)
+    assert writer.metrics.snapshot()["batches_written"] == 1
+    writer.shutdown(5)
+    assert written_values(data_dir) == ["0", "1", "2", "3", "4"]
+
+
+def test_batches_by_time(data_dir):
+    writer = Writer(LocalSink(data_dir), batch_rows=10_000, flush_interval=0.2)
+    writer.submit(record(1), rows=1)
+    assert wait_for(lambda: writer.metrics.snapshot()["rows_written"] == 1, timeout=5)
+    writer.shutdown(5)
+
+
+def test_batches_by_bytes(data_dir):
+    writer = Writer(LocalSink(data_dir), batch_rows=10_000, batch_bytes=300, flush_interval=60)
+    for i in range(3):
+        writer.submit(record("v" * 120), rows=1)
+    assert wait_for(lambda: writer.metrics.snapshot()["rows_written"] >= 2)
+    writer.shutdown(5)
+    assert writer.metrics.snapshot()["rows_written"] == 3
+
+
+def test_full_queue_drops_and_counts_never_blocks(data_dir):
+    gate = threading.Event()
+    writer = Writer(FlakySink(data_dir, gate=gate), batch_rows=1, flush_interval=60, queue_size=3)
+    accepted = 0
+    started = time.monotonic()
+    for i in range(50):
+        accepted += writer.submit(record(i), rows=1)
+    assert time.monotonic() - started < 1.0  # submit never waits on storage
+    gate.set()
+    assert writer.force_flush(10)
+    snap = writer.metrics.snapshot()
+    assert snap["rows_written"] == accepted
+    assert snap["rows_dropped"] == 50 - accepted == snap["dropped_reasons"]["queue_full"]
+    assert 3 <= accepted <= 5
+    writer.shutdown(5)
+
+
+def test_transient_failures_are_retried_and_nothing_is_lost(data_dir):
+    writer = Writer(FlakySink(data_dir, failures=2), batch_rows=1, flush_interval=0.05)
+    for i in range(10):
+        writer.submit(record(i), rows=1)
+    assert wait_for(lambda: writer.metrics.snapshot()["rows_written"] == 10, timeout=15)
+    snap = writer.metrics.snapshot()
+    assert snap["write_errors"] == 2 and snap["rows_dropped"] == 0
+    writer.shutdown(5)
+    assert sorted(map(int, written_values(data_dir))) == list(range(10))
+
+
+def test_shutdown_respects_its_deadline_and_counts_what_did_not_land(data_dir):
+    writer = Writer(FlakySink(data_dir, failures=10**9), batch_rows=1, flush_interval=60)
+    writer.submit(record(1), rows=1)
+    started = time.monotonic()
+    assert writer.shutdown(timeout=1.0) is False
+    assert time.monotonic() - started < 3.0
+    snap = writer.metrics.snapshot()
+    assert snap["dropped_reasons"] == {"shutdown_undelivered": 1}
+    assert writer.submit(record(2), rows=1) is False
+    assert writer.metrics.snapshot()["dropped_reasons"]["writer_closed"] == 1
+
+
+def test_rows_are_partitioned_by_their_utc_day(data_dir):
+    writer = Writer(LocalSink(data_dir), flush_interval=60)
+    writer.submit(record(1, ts=1_700_000_000.0), rows=1)  # 2023-11-14
+    writer.submit(record(2, ts=1_700_100_000.0), rows=1)  # 2023-11-16
+    writer.shutdown(5)
+    days = sorted(p.parent.relative_to(data_dir).as_posix()[-10:] for p in data_dir.rglob("*.csv"))
+    assert days == ["2023/11/14", "2023/11/16"]
+
+
+def test_a_new_header_rolls_over_to_a_sibling_file(data_dir):
+    writer = Writer(LocalSink(data_dir), flush_interval=60)
+    writer.submit(record(1), rows=1)
+    writer.force_flush(5)
+    writer.submit(Record(TARGET, [[1, 2]], ("x", "y"), "c", time.time(), "r", rows=1), rows=1)
+    writer.shutdown(5)
+    names = sorted(p.name for p in data_dir.rglob("*.csv"))
+    assert names == ["data.csv", "data_1.csv"]
+    got = rows(data_dir, "inputs")
+    assert got[["x", "y"]].values.tolist() == [["1", ""], ["1", "2"]]
+
+
+def _child_collects(local_dir):
+    settings = Settings.from_env({}, enabled=True, local_dir=local_dir, flush_interval=60)
+    ModelDataCollector("m", designation="inputs", feature_names=["x"], settings=settings).collect([[7]])
+    # multiprocessing ends its children with os._exit, skipping atexit: flush explicitly here.
+    # (The atexit path is covered by the gunicorn end-to-end test.)
+    assert mdc_middleware.shutdown(10)
+
+
+def test_after_fork_the_child_starts_its_own_writer(settings, data_dir):
+    dc = ModelDataCollector("m", designation="inputs", feature_names=["x"], settings=settings)
+    dc.collect([[1]])  # the parent's writer thread is running before the fork
+    context = multiprocessing.get_context("fork")
+    child = context.Process(target=_child_collects, args=(str(data_dir),))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert sorted(rows(data_dir, "inputs")["x"].tolist()) == ["1", "7"]
+
+
+def test_metrics_sum_over_writers(settings, data_dir, tmp_path):
+    other = settings.replace(local_dir=str(tmp_path / "other"))
+    ModelDataCollector("m", designation="inputs", settings=settings).collect([[1]])
+    ModelDataCollector("m", designation="inputs", settings=other).collect([[1], [2]])
+    mdc_middleware.flush(5)
+    assert mdc_middleware.metrics()["rows_written"] == 3

@@ -1,0 +1,115 @@
+import json
+
+import pytest
+from flask import Flask, Response, jsonify, request, stream_with_context
+
+import mdc_middleware
+from mdc_middleware import ModelDataCollector, Schema, WSGIDataCollectionMiddleware
+
+from .conftest import rows
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+def make_app(**middleware_kwargs) -> Flask:
+    app = Flask(__name__)
+
+    @app.post("/score")
+    def score():
+        return jsonify(predictions=[sum(r) for r in request.get_json(force=True)["data"]])
+
+    @app.post("/echo")
+    def echo():
+        return Response(request.get_data(), content_type=request.content_type)
+
+    @app.post("/stream")
+    def stream():
+        data = request.get_json(force=True)["data"]
+
+        def parts():
+            yield b"["
+            yield b",".join(json.dumps(sum(r)).encode() for r in data)
+            yield b"]"
+
+        return Response(stream_with_context(parts()), content_type="application/json")
+
+    @app.post("/lines")
+    def lines():
+        return jsonify(result=[len(line) for line in request.stream])
+
+    @app.post("/fail")
+    def fail():
+        return jsonify(error="bad"), 400
+
+    @app.post("/explicit")
+    def explicit():
+        dc = ModelDataCollector("explicit", designation="inputs", settings=middleware_kwargs["settings"])
+        return jsonify(result=[dc.collect([[1]])["$aml_request_id"]])
+
+    if middleware_kwargs:
+        app.wsgi_app = WSGIDataCollectionMiddleware(app.wsgi_app, **middleware_kwargs)
+    return app
+
+
+def post(app, path, **kwargs):
+    return app.test_client().post(path, buffered=True, **kwargs)
+
+
+def test_inputs_and_predictions_share_ids(settings, data_dir):
+    app = make_app(settings=settings, routes={"/score": Schema(inputs=["a", "b"], predictions=["y"])})
+    response = post(app, "/score", json={"data": [[1, 2], [3, 4]]}, headers={"X-Ms-Request-Id": "r-1"})
+    assert response.get_json() == {"predictions": [3, 7]}
+    assert response.headers["x-ms-request-id"] == "r-1"
+    inputs, predictions = rows(data_dir, "inputs"), rows(data_dir, "predictions")
+    assert inputs[["a", "b"]].values.tolist() == [["1", "2"], ["3", "4"]]
+    assert predictions["y"].tolist() == ["3", "7"]
+    assert set(inputs["$aml_dc_correlation_id"]) == set(predictions["$aml_dc_correlation_id"])
+    assert set(predictions["$aml_request_id"]) == {"r-1"}
+
+
+@pytest.mark.parametrize("path,kwargs", [
+    ("/score", {"json": {"data": [[1, 2]]}}),
+    ("/stream", {"json": {"data": [[1, 2], [3, 3]]}}),
+    ("/echo", {"data": b"{not json", "content_type": "application/json"}),
+    ("/echo", {"data": PNG, "content_type": "image/png"}),
+    ("/fail", {"json": {}}),
+    ("/lines", {"data": b"a\nbb\nccc", "content_type": "text/plain"}),
+])
+def test_response_is_byte_identical_with_and_without_collection(settings, path, kwargs):
+    plain, collected = post(make_app(), path, **kwargs), post(make_app(settings=settings), path, **kwargs)
+    assert (plain.status_code, plain.data) == (collected.status_code, collected.data)
+    assert [h for h in plain.headers if h[0] != "x-ms-request-id"] == \
+        [h for h in collected.headers if h[0] != "x-ms-request-id"]
+    assert mdc_middleware.metrics()["internal_errors"] == 0
+
+
+def test_streamed_response_collected(settings, data_dir):
+    post(make_app(settings=settings), "/stream", json={"data": [[1, 2], [3, 3]]})
+    assert rows(data_dir, "predictions")["prediction"].tolist() == ["3", "6"]
+
+
+def test_body_read_line_by_line_is_still_captured(settings, data_dir):
+    body = json.dumps({"data": [[1, 2]]}).encode()
+    response = post(make_app(settings=settings), "/lines", data=body, content_type="application/json")
+    assert response.get_json() == {"result": [len(body)]}
+    assert rows(data_dir, "predictions")["prediction"].tolist() == [str(len(body))]
+    assert rows(data_dir, "inputs")[["feature_0", "feature_1"]].values.tolist() == [["1", "2"]]
+
+
+def test_media_and_errors_are_not_collected(settings, data_dir):
+    app = make_app(settings=settings)
+    post(app, "/echo", data=PNG, content_type="image/png")
+    post(app, "/echo", data=PNG, content_type="application/json")
+    post(app, "/fail", json={"data": [[1]]})
+    mdc_middleware.flush(5)
+    assert not data_dir.exists()
+    skipped = mdc_middleware.metrics()["skipped"]
+    assert skipped["inputs:media_content_type"] == 1 and skipped["inputs:media_magic_bytes"] == 1
+    assert skipped["status_400"] == 1
+
+
+def test_explicit_collect_inside_a_request_shares_its_request_id(settings, data_dir):
+    response = post(make_app(settings=settings, routes=["/explicit"]), "/explicit", json={},
+                    headers={"x-request-id": "q-9"})
+    assert response.get_json() == {"result": ["q-9"]}
+    assert rows(data_dir, "inputs", model="explicit")["$aml_request_id"].tolist() == ["q-9"]
