@@ -57,6 +57,8 @@ class ModelDataCollector:
         self.designation = designation
         self.collection_name = collection_name
         self._writer = writer
+        if self.settings.enabled and writer is None:
+            self._writer = runtime.writer_for(self.settings)  # storage settings fail here, at start-up
 
     def __repr__(self) -> str:
         return (f"ModelDataCollector(model_name={self.model_name!r}, designation={self.designation!r}, "

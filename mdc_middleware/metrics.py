@@ -25,7 +25,8 @@ class Metrics:
         "rows_retried",        # rows in batches that failed once and were tried again
         "bytes_written",
         "batches_written",
-        "write_errors",
+        "write_errors",        # flushes that failed after the sink's own retries
+        "storage_retries",     # storage requests retried after a transient fault
         "files_created",
         "files_rolled_over",
         "internal_errors",     # bugs caught so they never reach the app; see the log

@@ -23,6 +23,8 @@ class CapturePolicy:
         for route in self.routes.routes:  # validate every route's names at start-up, not per request
             self.targets(route)
         self.header_name = settings.request_id_header.encode("latin-1")
+        if settings.enabled and writer is None:
+            self._writer = runtime.writer_for(settings)  # storage settings fail here, at start-up
 
     @property
     def writer(self) -> Writer:

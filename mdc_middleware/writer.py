@@ -77,6 +77,7 @@ class Writer:
         self._oldest_pending: Optional[float] = None
         self._failures = 0
         self._next_retry = 0.0
+        self._last_error = ""
         self._stop_deadline: Optional[float] = None
         self._pid = os.getpid()
 
@@ -282,6 +283,7 @@ class Writer:
         if not self._pending:
             self._oldest_pending = None
             self._failures = 0
+            self._last_error = ""
             self._pending_rows = self._pending_bytes = 0
             return True
         return False
@@ -292,11 +294,12 @@ class Writer:
         self.metrics.add("rows_retried", partition.rows)
         self._next_retry = time.monotonic() + min(30.0, 0.5 * 2 ** min(self._failures, 6))
         permanent = isinstance(exc, SinkError) and exc.permanent
-        if self._failures == 1 or permanent:
-            # SinkError messages are written to carry no secret; other exceptions are named only.
-            detail = str(exc) if isinstance(exc, SinkError) else type(exc).__name__
+        # SinkError messages are written to carry no secret; other exceptions are named only.
+        detail = str(exc) if isinstance(exc, SinkError) else type(exc).__name__
+        if detail != self._last_error:  # once per distinct problem, not once per retry
+            self._last_error = detail
             logger.error("mdc: writing %d rows to %s failed%s: %s; rows are kept and retried",
-                         partition.rows, partition.folder, " permanently" if permanent else "", detail)
+                         partition.rows, partition.folder, " (not transient)" if permanent else "", detail)
 
 
 def _reset_after_fork() -> None:

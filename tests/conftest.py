@@ -71,3 +71,35 @@ def start_server(command: list, env: dict, port: int, timeout: float = 60.0) -> 
 
 
 PYTHON = sys.executable
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory):
+    """One real Azurite for the session, on a free loopback port; stopped at the end."""
+    from .azurite import Azurite
+
+    server = Azurite(tmp_path_factory.mktemp("azurite"), free_port()).start()
+    yield server
+    server.stop()
+
+
+_containers = iter(range(10**6))
+
+
+@pytest.fixture
+def container_name() -> str:
+    return f"test{os.getpid()}x{next(_containers)}"
+
+
+@pytest.fixture
+def blob_settings(azurite, container_name) -> Settings:
+    return Settings.from_env({}, enabled=True, storage_connection_string=azurite.connection_string,
+                             container=container_name, flush_interval=60.0, retry_deadline=20.0)
+
+
+def blob_rows(azurite, container: str, designation: str, **filters) -> pd.DataFrame:
+    from azure.storage.blob import ContainerClient
+
+    mdc_middleware.flush(30)
+    client = ContainerClient.from_connection_string(azurite.connection_string, container)
+    return read_collected(client, designation, as_text=True, **filters)

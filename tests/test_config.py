@@ -74,3 +74,15 @@ def test_layout_round_trip_and_unpadded_folders():
         "model", "2", "inputs", dt.date(2026, 1, 5), "data_3.csv")
     assert parse_path("modeldata/sub/rg/ws/svc/model/2/inputs/2026/1/5/data.csv").date == dt.date(2026, 1, 5)
     assert parse_path("modeldata/sub/rg/ws/svc/model/2/inputs/2026/13/5/data.csv") is None
+
+
+def test_storage_misconfiguration_fails_when_the_app_starts():
+    from fastapi import FastAPI
+
+    from mdc_middleware import DataCollectionMiddleware
+
+    with pytest.raises(ConfigError, match="MDC_STORAGE_SAS_TOKEN"):
+        DataCollectionMiddleware(FastAPI(), enabled=True, storage_account_url="https://a.blob.core.windows.net")
+    with pytest.raises(ConfigError, match="MDC_STORAGE_SAS_TOKEN"):
+        ModelDataCollector("m", settings=Settings.from_env(
+            {}, enabled=True, storage_account_url="https://a.blob.core.windows.net"))

@@ -1,0 +1,300 @@
+"""Azure Blob Storage: one append blob per day and header, appended in blocks, exactly once.
+
+Correctness rests on the service's append-position condition:
+- the header is appended with ``appendpos=0``, so among any number of replicas exactly one header
+  lands, and rows are appended only after a header is in place;
+- every block is appended with ``appendpos=<the size we believe the blob has>``. After an ambiguous
+  failure (a timeout or reset: the block may have landed), the retry hits "position not met"; we then
+  read the blob at that position, and if our bytes are there the block is done, else it is appended
+  at the new end. No row is written twice, none is lost.
+A blob that reached its block limit, or holds another header, is never appended to: writing rolls
+over to ``data_1.csv``, ``data_2.csv``…
+
+The SDK's own retries are off (``retry_total=0``); tenacity retries transient faults with
+exponential backoff and jitter up to a deadline, so the two never multiply.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (AzureError, ClientAuthenticationError, HttpResponseError, ResourceExistsError,
+                                   ResourceNotFoundError, ServiceRequestError, ServiceResponseError)
+from azure.storage.blob import BlobServiceClient, ContainerClient
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random_exponential
+
+from ..config import ConfigError, Settings
+from ..metrics import Metrics
+from ..paths import file_name, file_part
+from .base import SinkError
+
+logger = logging.getLogger("mdc_middleware")
+
+MAX_BLOCK_BYTES = 4 * 1024 * 1024   # Append Block limit (DESIGN.md)
+MAX_BLOCKS = 50_000                 # committed blocks per append blob
+TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_CLIENT_OPTIONS = dict(retry_total=0, connection_timeout=10, read_timeout=30)
+
+
+class _Moved(Exception):
+    """The blob changed under us (position taken, blob full, blob gone): try again at once."""
+
+
+def describe(exc: BaseException) -> str:
+    """A short, secret-free description: class, status and service error code, never the message."""
+    if isinstance(exc, HttpResponseError):
+        code = getattr(exc, "error_code", None)
+        return f"{type(exc).__name__} (HTTP {exc.status_code}{', ' + str(code) if code else ''})"
+    return type(exc).__name__
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, _Moved):
+        return True
+    if isinstance(exc, ClientAuthenticationError):
+        return False
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, HttpResponseError):
+        return exc.status_code in TRANSIENT_STATUS or exc.status_code is None
+    return isinstance(exc, AzureError)
+
+
+def _error_code(exc: HttpResponseError) -> str:
+    code = getattr(exc, "error_code", None)
+    return str(getattr(code, "value", code) or "")
+
+
+@dataclass
+class _OpenFile:
+    name: str
+    part: int
+    size: int
+    blocks: int
+
+
+class BlobSink:
+    """Appends CSV batches to append blobs in one container."""
+
+    def __init__(self, client_factory: Callable[[], BlobServiceClient], container: str, *,
+                 max_block_bytes: int = MAX_BLOCK_BYTES, max_blocks: int = MAX_BLOCKS,
+                 metrics: Optional[Metrics] = None, description: str = "blob storage") -> None:
+        if not 0 < max_block_bytes <= MAX_BLOCK_BYTES:
+            raise ConfigError(f"max_block_bytes: must be between 1 and {MAX_BLOCK_BYTES}")
+        self._client_factory = client_factory
+        self.container_name = container
+        self.max_block_bytes = max_block_bytes
+        self.max_blocks = max_blocks
+        self.metrics = metrics or Metrics()
+        self.description = description
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._service: Optional[BlobServiceClient] = None
+        self._container: Optional[ContainerClient] = None
+        self._container_ready = False
+        self._files: Dict[Tuple[str, str, str], _OpenFile] = {}
+
+    def __repr__(self) -> str:
+        return f"BlobSink({self.description}, container={self.container_name!r})"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, metrics: Optional[Metrics] = None, **options: Any) -> "BlobSink":
+        return cls(client_factory(settings), settings.container, metrics=metrics,
+                   description=settings.storage_account_url.split("?", 1)[0] or "connection string", **options)
+
+    # ---- the Sink interface ---------------------------------------------------------------------
+    def append(self, folder: str, stem: str, header: str, payload: bytes,
+               deadline: Optional[float] = None) -> None:
+        deadline = deadline if deadline is not None else time.monotonic() + 60.0
+        key = (folder, stem, header)
+        header_bytes = header.encode("utf-8")
+        with self._lock:
+            for block in split_blocks(payload, self.max_block_bytes):
+                self._retrying(deadline, lambda: self._append_block(key, header_bytes, block))
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._reset()  # connection pools must not be shared with the parent
+
+    def close(self) -> None:
+        if self._service is not None:
+            try:
+                self._service.close()
+            except Exception:
+                pass
+        self._reset()
+
+    # ---- retries ----------------------------------------------------------------------------------
+    def _retrying(self, deadline: float, action: Callable[[], None]) -> None:
+        def out_of_time(state: RetryCallState) -> bool:
+            return time.monotonic() >= deadline
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            if exc is not None and not isinstance(exc, _Moved):
+                self.metrics.add("storage_retries")
+                logger.debug("mdc: retrying after %s", describe(exc))
+
+        try:
+            for attempt in Retrying(retry=retry_if_exception(is_transient), stop=out_of_time,
+                                    wait=wait_random_exponential(multiplier=0.1, max=5.0),
+                                    before_sleep=before_sleep, reraise=True):
+                with attempt:
+                    action()
+        except SinkError:
+            raise
+        except Exception as exc:
+            transient = is_transient(exc)
+            raise SinkError(f"{self.description}: {describe(exc)}"
+                            + (" (retry deadline passed)" if transient else ""),
+                            permanent=not transient) from None
+
+    # ---- the work -------------------------------------------------------------------------------
+    def _container_client(self) -> ContainerClient:
+        if self._container is None:
+            self._service = self._client_factory()
+            self._container = self._service.get_container_client(self.container_name)
+        if not self._container_ready:
+            try:
+                self._container.create_container()
+            except ResourceExistsError:
+                pass
+            self._container_ready = True
+        return self._container
+
+    def _append_block(self, key: Tuple[str, str, str], header: bytes, block: bytes) -> None:
+        try:
+            self._append_block_once(key, header, block)
+        except ResourceNotFoundError as exc:
+            if _error_code(exc) != "ContainerNotFound":
+                raise
+            self._container_ready = False  # deleted under us: create it again
+            self._files.clear()
+            raise _Moved() from None
+
+    def _append_block_once(self, key: Tuple[str, str, str], header: bytes, block: bytes) -> None:
+        current = self._files.get(key) or self._open(key, header, None)
+        self._files[key] = current
+        blob = self._container_client().get_blob_client(current.name)
+        position = current.size
+        try:
+            result = blob.append_block(block, appendpos_condition=position)
+        except HttpResponseError as exc:
+            code = _error_code(exc)
+            if code == "AppendPositionConditionNotMet":
+                if self._landed(blob, position, block):
+                    self._advance(key, current, position + len(block), None)
+                    return
+                properties = blob.get_blob_properties()
+                current.size, current.blocks = properties.size, properties.append_blob_committed_block_count or 0
+                raise _Moved() from None
+            if code in ("BlockCountExceedsLimit", "MaxBlobSizeConditionNotMet"):
+                self._roll_over(key, current, header)
+                raise _Moved() from None
+            if code == "BlobNotFound":
+                self._files.pop(key, None)
+                raise _Moved() from None
+            raise
+        self._advance(key, current, position + len(block), result.get("blob_committed_block_count"))
+        if current.blocks >= self.max_blocks:
+            self._roll_over(key, current, header)
+
+    def _advance(self, key: Tuple[str, str, str], current: _OpenFile, size: int, blocks: Optional[int]) -> None:
+        current.size = size
+        current.blocks = int(blocks) if blocks is not None else current.blocks + 1
+
+    def _landed(self, blob: Any, position: int, block: bytes) -> bool:
+        """After an ambiguous failure: are our bytes already at ``position``?"""
+        try:
+            found = blob.download_blob(offset=position, length=len(block)).readall()
+        except HttpResponseError:
+            return False
+        return found == block
+
+    def _roll_over(self, key: Tuple[str, str, str], current: _OpenFile, header: bytes) -> None:
+        self._files[key] = self._open(key, header, current.part + 1)
+        self.metrics.add("files_rolled_over")
+
+    def _open(self, key: Tuple[str, str, str], header: bytes, start_part: Optional[int]) -> _OpenFile:
+        """The first usable file from ``start_part`` (default: the newest that exists), header in place."""
+        folder, stem, _ = key
+        container = self._container_client()
+        if start_part is None:
+            parts = [file_part(b.name.rsplit("/", 1)[-1], stem)
+                     for b in container.list_blobs(name_starts_with=f"{folder}/{stem}")]
+            start_part = max([p for p in parts if p is not None], default=0)
+        part = start_part
+        while True:
+            name = f"{folder}/{file_name(stem, part)}"
+            opened = self._open_one(container, name, part, header)
+            if opened is not None:
+                return opened
+            part += 1
+
+    def _open_one(self, container: ContainerClient, name: str, part: int, header: bytes) -> Optional[_OpenFile]:
+        blob = container.get_blob_client(name)
+        try:
+            blob.create_append_blob(match_condition=MatchConditions.IfMissing)
+            self.metrics.add("files_created")
+        except ResourceExistsError:
+            pass
+        try:
+            blob.append_block(header, appendpos_condition=0)  # lands once, whoever gets there first
+        except HttpResponseError as exc:
+            code = _error_code(exc)
+            if code == "InvalidBlobType":
+                return None  # someone put a block blob here: leave it alone
+            if code != "AppendPositionConditionNotMet":
+                raise
+        properties = blob.get_blob_properties()
+        if blob.download_blob(offset=0, length=len(header)).readall() != header:
+            return None  # another header: rows of this one go to a sibling
+        blocks = properties.append_blob_committed_block_count or 0
+        if blocks >= self.max_blocks:
+            return None
+        return _OpenFile(name, part, properties.size, blocks)
+
+
+def split_blocks(payload: bytes, limit: int) -> Iterator[bytes]:
+    """Cut ``payload`` at line ends into blocks of at most ``limit`` bytes (a row is never split)."""
+    start = 0
+    total = len(payload)
+    while start < total:
+        end = min(start + limit, total)
+        if end < total:
+            cut = payload.rfind(b"\n", start, end)
+            if cut < start:
+                raise SinkError(f"a single row is larger than the {limit}-byte block limit", permanent=True)
+            end = cut + 1
+        yield payload[start:end]
+        start = end
+
+
+def client_factory(settings: Settings) -> Callable[[], BlobServiceClient]:
+    """How to build the service client from settings; credentials are checked here, at start-up."""
+    if settings.storage_connection_string:
+        connection_string = settings.storage_connection_string
+        return lambda: BlobServiceClient.from_connection_string(connection_string, **_CLIENT_OPTIONS)
+    url = settings.storage_account_url
+    if settings.storage_sas_token:
+        sas = settings.storage_sas_token.lstrip("?")
+        return lambda: BlobServiceClient(url, credential=sas, **_CLIENT_OPTIONS)
+    if settings.storage_managed_identity:
+        if not url.lower().startswith("https://"):
+            raise ConfigError("MDC_STORAGE_ACCOUNT_URL must be https:// with a managed identity")
+        try:
+            from azure.identity import DefaultAzureCredential
+        except ImportError:
+            raise ConfigError("MDC_STORAGE_MANAGED_IDENTITY needs azure-identity: "
+                              "pip install 'mdc-middleware[identity]'") from None
+        credential = DefaultAzureCredential()
+        return lambda: BlobServiceClient(url, credential=credential, **_CLIENT_OPTIONS)
+    if "?" in url:  # a SAS inside the account URL
+        return lambda: BlobServiceClient(url, **_CLIENT_OPTIONS)
+    raise ConfigError("MDC_STORAGE_ACCOUNT_URL needs MDC_STORAGE_SAS_TOKEN or MDC_STORAGE_MANAGED_IDENTITY=true")

@@ -1,0 +1,19 @@
+"""A FastAPI app for load tests: every input row carries a unique id, every prediction echoes it."""
+from fastapi import FastAPI, Request
+
+from mdc_middleware import DataCollectionMiddleware, Schema
+
+app = FastAPI()
+app.add_middleware(DataCollectionMiddleware,
+                   routes={"/score": Schema(inputs=["id", "thread", "x"], predictions=["id"], model_name="numbered")})
+
+
+@app.get("/healthz")
+def healthz():
+    return {"ok": True}
+
+
+@app.post("/score")
+async def score(request: Request):
+    rows = (await request.json())["data"]
+    return {"predictions": [row[0] for row in rows]}

@@ -1,0 +1,244 @@
+"""The blob sink against a real Azurite: append blobs, exactly-once appends, limits, credentials."""
+import datetime as dt
+import logging
+import multiprocessing
+import threading
+import time
+
+import pytest
+from azure.storage.blob import (AccountSasPermissions, BlobServiceClient, ContainerClient, ResourceTypes,
+                                generate_account_sas)
+
+import mdc_middleware
+from mdc_middleware import ModelDataCollector, Settings
+from mdc_middleware.metrics import Metrics
+from mdc_middleware.paths import Target
+from mdc_middleware.records import Record, header_line
+from mdc_middleware.sinks import SinkError
+from mdc_middleware.sinks.blob import BlobSink, split_blocks
+from mdc_middleware.writer import Writer
+
+from .azurite import ACCOUNT, KEY, connection_string
+from .conftest import blob_rows
+from .faultproxy import FaultProxy
+
+pytestmark = pytest.mark.azurite
+TARGET = Target("s", "r", "w", "svc", "m", "1", "inputs")
+HEADER = header_line(["x"])
+
+
+def sink_for(conn: str, container: str, **options) -> BlobSink:
+    return BlobSink(lambda: BlobServiceClient.from_connection_string(conn, retry_total=0), container, **options)
+
+
+def lines(prefix: str, count: int, start: int = 0) -> bytes:
+    return "".join(f"{prefix}{i}\n" for i in range(start, start + count)).encode()
+
+
+def blob_texts(azurite, container: str) -> dict:
+    client = ContainerClient.from_connection_string(azurite.connection_string, container)
+    return {b.name: client.download_blob(b.name).readall().decode() for b in client.list_blobs()}
+
+
+def test_creates_container_and_writes_header_once(azurite, container_name):
+    sink = sink_for(azurite.connection_string, container_name)
+    sink.append("f/2026/01/01", "data", HEADER, lines("a", 3))
+    sink.append("f/2026/01/01", "data", HEADER, lines("b", 2))
+    sink.close()
+    fresh = sink_for(azurite.connection_string, container_name)  # a restart finds the same file
+    fresh.append("f/2026/01/01", "data", HEADER, lines("c", 1))
+    assert blob_texts(azurite, container_name) == {
+        "f/2026/01/01/data.csv": HEADER + "a0\na1\na2\nb0\nb1\nc0\n"}
+
+
+def test_collector_rows_read_back_with_pandas(azurite, blob_settings, container_name):
+    dc = ModelDataCollector("m", designation="inputs", feature_names=["a", "b"], settings=blob_settings)
+    dc.collect([[1, "x,y"], [2.5, 'q"uote']])
+    got = blob_rows(azurite, container_name, "inputs")
+    assert got[["a", "b"]].values.tolist() == [["1", "x,y"], ["2.5", 'q"uote']]
+    day = dt.datetime.now(dt.timezone.utc)
+    names = list(blob_texts(azurite, container_name))
+    assert names == [f"modeldata/default/default/default/default/m/default/inputs/"
+                     f"{day:%Y}/{day:%m}/{day:%d}/data.csv"]
+
+
+def _replica(conn, container, index, barrier):
+    barrier.wait(30)
+    sink = sink_for(conn, container)
+    for batch in range(5):
+        sink.append("f/2026/01/01", "data", HEADER, lines(f"p{index}-{batch}-", 20))
+
+
+def test_four_replicas_starting_together_write_one_header(azurite, container_name):
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(4)
+    workers = [context.Process(target=_replica, args=(azurite.connection_string, container_name, i, barrier))
+               for i in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+        assert worker.exitcode == 0
+    (text,) = blob_texts(azurite, container_name).values()
+    body = text.splitlines()
+    assert body[0] + "\n" == HEADER and body.count(HEADER.strip()) == 1
+    expected = {f"p{i}-{b}-{n}" for i in range(4) for b in range(5) for n in range(20)}
+    assert len(body) - 1 == len(expected) and set(body[1:]) == expected
+
+
+def test_blocks_stay_under_the_block_limit(azurite, container_name):
+    sink = sink_for(azurite.connection_string, container_name, max_block_bytes=1000)
+    payload = lines("row-with-some-width-", 500)
+    sink.append("f/2026/01/01", "data", HEADER, payload)
+    client = ContainerClient.from_connection_string(azurite.connection_string, container_name)
+    properties = client.get_blob_client("f/2026/01/01/data.csv").get_blob_properties()
+    blocks = list(split_blocks(payload, 1000))
+    assert len(blocks) > 10 and all(len(block) <= 1000 for block in blocks)
+    assert properties.append_blob_committed_block_count == 1 + len(blocks)  # the header, then the rows
+    assert blob_texts(azurite, container_name)["f/2026/01/01/data.csv"] == HEADER + payload.decode()
+
+
+def test_split_blocks_never_cuts_a_row():
+    payload = lines("r", 1000)
+    blocks = list(split_blocks(payload, 64))
+    assert b"".join(blocks) == payload and all(b.endswith(b"\n") and len(b) <= 64 for b in blocks)
+    with pytest.raises(SinkError):
+        list(split_blocks(b"x" * 100 + b"\n", 64))
+
+
+def test_full_blob_rolls_over_without_losing_or_duplicating(azurite, container_name):
+    metrics = Metrics()
+    sink = sink_for(azurite.connection_string, container_name, max_blocks=4, max_block_bytes=200, metrics=metrics)
+    for batch in range(10):
+        sink.append("f/2026/01/01", "data", HEADER, lines(f"b{batch}-", 15))
+    texts = blob_texts(azurite, container_name)
+    assert len(texts) >= 3 and "f/2026/01/01/data_1.csv" in texts
+    rows = []
+    for name, text in texts.items():
+        assert text.startswith(HEADER) and text.count(HEADER) == 1
+        rows.extend(text.splitlines()[1:])
+    assert sorted(rows) == sorted(f"b{b}-{n}" for b in range(10) for n in range(15))
+    assert metrics.snapshot()["files_rolled_over"] == len(texts) - 1
+    # a restarted writer continues in the newest file instead of the full ones
+    fresh = sink_for(azurite.connection_string, container_name, max_blocks=4, max_block_bytes=200)
+    fresh.append("f/2026/01/01", "data", HEADER, lines("late", 1))
+    newest = f"f/2026/01/01/data_{len(texts) - 1}.csv"
+    assert blob_texts(azurite, container_name)[newest].endswith("late0\n")
+
+
+@pytest.fixture
+def proxy(azurite):
+    server = FaultProxy(azurite.port).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+def test_transient_statuses_are_retried(azurite, container_name, proxy, status):
+    metrics = Metrics()
+    sink = sink_for(connection_string(proxy.port), container_name, metrics=metrics)
+    sink.append("f/2026/01/01", "data", HEADER, lines("a", 1))
+    proxy.fail(2, status=status)
+    sink.append("f/2026/01/01", "data", HEADER, lines("b", 2))
+    assert proxy.pending_faults() == 0
+    assert metrics.snapshot()["storage_retries"] == 2
+    assert blob_texts(azurite, container_name)["f/2026/01/01/data.csv"] == HEADER + "a0\nb0\nb1\n"
+
+
+def test_connection_resets_are_retried(azurite, container_name, proxy):
+    sink = sink_for(connection_string(proxy.port), container_name)
+    sink.append("f/2026/01/01", "data", HEADER, lines("a", 1))
+    proxy.reset(3)
+    sink.append("f/2026/01/01", "data", HEADER, lines("b", 1))
+    assert proxy.pending_faults() == 0
+    assert blob_texts(azurite, container_name)["f/2026/01/01/data.csv"] == HEADER + "a0\nb0\n"
+
+
+def test_ambiguous_failure_does_not_duplicate(azurite, container_name, proxy):
+    """The append lands but its response is lost: the retry must see it landed and not append again."""
+    sink = sink_for(connection_string(proxy.port), container_name)
+    sink.append("f/2026/01/01", "data", HEADER, lines("a", 1))
+    proxy.drop_response(1)
+    sink.append("f/2026/01/01", "data", HEADER, lines("b", 3))
+    assert [kind for kind, _, _ in proxy.injected] == ["drop_response"]
+    sink.append("f/2026/01/01", "data", HEADER, lines("c", 1))
+    assert blob_texts(azurite, container_name)["f/2026/01/01/data.csv"] == HEADER + "a0\nb0\nb1\nb2\nc0\n"
+
+
+def test_ambiguous_header_append_does_not_duplicate_the_header(azurite, container_name, proxy):
+    sink = sink_for(connection_string(proxy.port), container_name)
+    proxy.drop_response(1)  # the very first append is the header
+    sink.append("f/2026/01/01", "data", HEADER, lines("a", 1))
+    assert blob_texts(azurite, container_name)["f/2026/01/01/data.csv"] == HEADER + "a0\n"
+
+
+def test_retry_deadline_bounds_an_outage(azurite, container_name, proxy):
+    sink = sink_for(connection_string(proxy.port), container_name)
+    sink.append("f/2026/01/01", "data", HEADER, lines("a", 1))
+    proxy.fail(10**6, status=503)
+    started = time.monotonic()
+    with pytest.raises(SinkError) as info:
+        sink.append("f/2026/01/01", "data", HEADER, lines("b", 1), deadline=time.monotonic() + 2)
+    assert time.monotonic() - started < 8
+    assert not info.value.permanent and "503" in str(info.value)
+
+
+def test_permanent_failure_is_reported_once_and_rows_are_kept(azurite, container_name, caplog):
+    bad_key = "QmFkS2V5Rm9yVGVzdHNPbmx5QmFkS2V5Rm9yVGVzdHNPbmx5QmFkS2V5Rm9yVGVzdHM="
+    conn = (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={bad_key};"
+            f"BlobEndpoint={azurite.account_url};")
+    settings = Settings.from_env({}, enabled=True, storage_connection_string=conn, container=container_name,
+                                 flush_interval=0.05, retry_deadline=2)
+    caplog.set_level(logging.DEBUG, logger="mdc_middleware")
+    dc = ModelDataCollector("m", designation="inputs", settings=settings)
+    for i in range(5):
+        dc.collect([[i]])
+    writer = dc.writer
+    assert not writer.force_flush(timeout=5)
+    time.sleep(1.5)  # several more rounds of retries
+    snap = writer.snapshot()
+    assert snap["write_errors"] >= 2 and snap["rows_written"] == 0 and snap["rows_dropped"] == 0
+    assert snap["pending_rows"] == 5
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "403" in errors[0].getMessage()
+    assert bad_key not in caplog.text and bad_key[:20] not in caplog.text
+    assert bad_key not in repr(settings) and bad_key not in str(snap)
+    writer.shutdown(1)
+
+
+def test_bad_container_name_is_permanent(azurite):
+    sink = sink_for(azurite.connection_string, "Bad_Container_Name")
+    with pytest.raises(SinkError) as info:
+        sink.append("f/2026/01/01", "data", HEADER, lines("a", 1), deadline=time.monotonic() + 5)
+    assert info.value.permanent and "400" in str(info.value)
+
+
+def test_account_url_with_sas(azurite, container_name):
+    sas = generate_account_sas(ACCOUNT, KEY, ResourceTypes(service=True, container=True, object=True),
+                               AccountSasPermissions(read=True, write=True, add=True, create=True, list=True),
+                               expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1))
+    settings = Settings.from_env({}, enabled=True, storage_account_url=azurite.account_url, storage_sas_token=sas,
+                                 container=container_name)
+    ModelDataCollector("m", designation="inputs", feature_names=["x"], settings=settings).collect([[1]])
+    assert blob_rows(azurite, container_name, "inputs")["x"].tolist() == ["1"]
+    assert sas.split("sig=")[1][:10] not in repr(settings)
+
+
+def test_managed_identity_builds_a_default_credential():
+    """Only construction is tested: a token request would go to the cloud's identity endpoint."""
+    from mdc_middleware.sinks.blob import client_factory
+
+    settings = Settings.from_env({}, storage_account_url="https://account.blob.core.windows.net",
+                                 storage_managed_identity=True)
+    client = client_factory(settings)()
+    assert type(client.credential).__name__ == "DefaultAzureCredential"
+    assert client.account_name == "account"
+    with pytest.raises(mdc_middleware.ConfigError, match="https"):
+        client_factory(settings.replace(storage_account_url="http://127.0.0.1:1/devstoreaccount1"))
+
+
+def test_account_url_without_credential_fails_at_start_up(azurite):
+    with pytest.raises(mdc_middleware.ConfigError, match="MDC_STORAGE_SAS_TOKEN"):
+        from mdc_middleware.sinks.blob import client_factory
+
+        client_factory(Settings.from_env({}, storage_account_url=azurite.account_url))
