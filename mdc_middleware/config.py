@@ -96,6 +96,9 @@ _ENV: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "queue_size": (("MDC_QUEUE_SIZE",), _positive(int)),
     "queue_max_bytes": (("MDC_QUEUE_MAX_BYTES",), _positive(int)),
     "spool_dir": (("MDC_SPOOL_DIR",), _text),
+    "spool_max_bytes": (("MDC_SPOOL_MAX_BYTES",), _positive(int)),
+    "spool_drop": (("MDC_SPOOL_DROP",), lambda v: v.strip().lower()),
+    "metrics_path": (("MDC_METRICS_PATH",), _text),
     "shutdown_deadline": (("MDC_SHUTDOWN_DEADLINE_SECONDS",), _positive(float)),
     "retry_deadline": (("MDC_RETRY_DEADLINE_SECONDS",), _positive(float)),
     "request_id_header": (("MDC_REQUEST_ID_HEADER",), lambda v: v.strip().lower()),
@@ -142,7 +145,10 @@ class Settings:
     flush_interval: float = 5.0
     queue_size: int = 10_000
     queue_max_bytes: int = 256 << 20
-    spool_dir: str = ""
+    spool_dir: str = ""          # "": ./mdc-spool with blob storage, none with the local sink; "off": none
+    spool_max_bytes: int = 1 << 30
+    spool_drop: str = "oldest"
+    metrics_path: str = ""       # e.g. /metrics: served by the middleware in Prometheus format
     shutdown_deadline: float = 25.0
     retry_deadline: float = 60.0
 
@@ -157,6 +163,10 @@ class Settings:
             raise ConfigError(f"boundary: must be 60 or 1440, got {self.boundary!r}")
         if self.collect_status not in ("2xx", "all"):
             raise ConfigError(f"collect_status: expected '2xx' or 'all', got {self.collect_status!r}")
+        if self.spool_drop not in ("oldest", "newest"):
+            raise ConfigError(f"spool_drop: expected 'oldest' or 'newest', got {self.spool_drop!r}")
+        if self.metrics_path and not self.metrics_path.startswith("/"):
+            raise ConfigError(f"metrics_path: must start with '/', got {self.metrics_path!r}")
         if not 0.0 <= self.sample_rate <= 1.0:
             raise ConfigError(f"sample_rate: must be between 0 and 1, got {self.sample_rate!r}")
 
@@ -174,7 +184,17 @@ class Settings:
         return (self.storage_connection_string, self.storage_account_url, self.storage_sas_token,
                 self.storage_managed_identity, self.container, str(Path(self.local_dir).resolve()),
                 self.batch_rows, self.batch_bytes, self.flush_interval, self.queue_size,
-                self.queue_max_bytes, self.spool_dir, self.retry_deadline, self.neutralize_formulas)
+                self.queue_max_bytes, self.resolved_spool_dir, self.spool_max_bytes, self.spool_drop,
+                self.retry_deadline, self.neutralize_formulas)
+
+    @property
+    def resolved_spool_dir(self) -> str:
+        """Where undeliverable batches wait; "" when there is no spool."""
+        if self.spool_dir.lower() == "off":
+            return ""
+        if self.spool_dir:
+            return str(Path(self.spool_dir).resolve())
+        return str(Path("mdc-spool").resolve()) if self.uses_blob_storage else ""
 
     def __repr__(self) -> str:  # secrets never reach a log, even through a repr
         shown = []

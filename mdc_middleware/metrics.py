@@ -23,6 +23,9 @@ class Metrics:
         "rows_written",        # rows acknowledged by the sink
         "rows_dropped",        # rows lost by policy (queue full with no spool); see dropped_reasons
         "rows_retried",        # rows in batches that failed once and were tried again
+        "rows_spooled",        # rows put in the disk spool (storage failing or slow)
+        "rows_replayed",       # spooled rows delivered later
+        "spool_corrupt_records",  # torn or corrupt spool records skipped on replay
         "bytes_written",
         "batches_written",
         "write_errors",        # flushes that failed after the sink's own retries

@@ -15,6 +15,7 @@ from typing import Dict, Optional
 from .config import Settings
 from .metrics import Metrics, merge
 from .sinks import create_sink
+from .spool import Spool
 from .writer import Writer, _live_writers
 
 
@@ -45,7 +46,11 @@ def writer_for(settings: Settings) -> Writer:
         writer = _writers.get(key)
         if writer is None:
             metrics = Metrics()
-            writer = Writer(create_sink(settings, metrics), metrics=metrics, batch_rows=settings.batch_rows,
+            spool_dir = settings.resolved_spool_dir
+            spool = Spool(spool_dir, settings.spool_max_bytes, settings.spool_drop, metrics=metrics) \
+                if spool_dir else None
+            writer = Writer(create_sink(settings, metrics), spool=spool, metrics=metrics,
+                            batch_rows=settings.batch_rows,
                             batch_bytes=settings.batch_bytes, flush_interval=settings.flush_interval,
                             queue_size=settings.queue_size, queue_max_bytes=settings.queue_max_bytes,
                             retry_deadline=settings.retry_deadline,

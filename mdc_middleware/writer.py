@@ -1,12 +1,21 @@
-"""The background writer: a bounded queue, one thread, batches by rows, bytes and time.
+"""The background writer: a bounded queue, a batcher thread and a delivery thread.
 
 Shaped like OpenTelemetry's BatchSpanProcessor: ``submit`` never blocks (a full queue drops and
-counts), the thread encodes CSV and appends per file, ``force_flush`` and ``shutdown`` take a
-deadline. When the sink fails, batches are kept and retried with backoff; while they wait the thread
-stops draining the queue, so memory stays bounded by the queue limits.
+counts), ``force_flush`` and ``shutdown`` take a deadline. Two threads so that slow storage never
+stalls batching:
+
+    submit ─► queue ─► batcher: rows → CSV batches per file ─► inbox (bounded) ─► deliverer ─► sink
+                                        │ inbox full or storage failing               │ failed after
+                                        ▼                                             ▼ its deadline
+                                      spool (disk, bounded) ◄──────────────────────────┘
+                                        └──────── replayed by the deliverer when storage is back
+
+Without a spool, failed batches wait in the inbox and are retried with backoff; the inbox bound then
+backs up into the queue, whose bound drops and counts. Memory stays bounded either way.
 """
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import logging
 import os
@@ -15,25 +24,28 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from .metrics import Metrics
 from .paths import Target
-from .records import Record, default_prefix, encode, header_line, infer_columns
+from .records import Record, csv_row_count, default_prefix, encode, header_line, infer_columns
 from .sinks.base import Sink, SinkError
+from .spool import Batch, Spool
 
 logger = logging.getLogger("mdc_middleware")
 
 _live_writers: "weakref.WeakSet[Writer]" = weakref.WeakSet()
+_MAX_BACKOFF = 30.0
 
 
 class _Marker:
-    """A flush or stop request travelling through the queue behind the items before it."""
+    """A flush or stop request travelling behind the items submitted before it."""
 
-    def __init__(self, stop: bool = False) -> None:
+    def __init__(self, stop: bool = False, deadline: float = 0.0) -> None:
         self.stop = stop
+        self.deadline = deadline
         self.done = threading.Event()
-        self.ok = False
+        self.ok = True
 
 
 @dataclass
@@ -47,37 +59,49 @@ class _Partition:
 
 
 class Writer:
-    """Owns the queue and the thread that drains it into one sink."""
+    """Owns the queue and the two threads that drain it into one sink (and, optionally, a spool)."""
 
     def __init__(self, sink: Sink, *, batch_rows: int = 10_000, batch_bytes: int = 4 << 20,
                  flush_interval: float = 5.0, queue_size: int = 10_000, queue_max_bytes: int = 256 << 20,
-                 retry_deadline: float = 60.0, neutralize_formulas: bool = True,
+                 retry_deadline: float = 60.0, neutralize_formulas: bool = True, spool: Optional[Spool] = None,
                  metrics: Optional[Metrics] = None) -> None:
         self.sink = sink
+        self.spool = spool
         self.batch_rows = batch_rows
         self.batch_bytes = batch_bytes
         self.flush_interval = flush_interval
         self.queue_size = queue_size
         self.queue_max_bytes = queue_max_bytes
+        self.inbox_max_bytes = max(2 * batch_bytes, queue_max_bytes // 4)
         self.retry_deadline = retry_deadline
         self.neutralize_formulas = neutralize_formulas
         self.metrics = metrics or Metrics()
         self._init_state()
         _live_writers.add(self)
+        if spool is not None and spool.segments():
+            self._start()  # replay what an earlier run left behind, even before traffic arrives
 
     def _init_state(self) -> None:
         self._queue: "queue.Queue[Any]" = queue.Queue(self.queue_size)
         self._lock = threading.Lock()
         self._queued_bytes = 0
-        self._thread: Optional[threading.Thread] = None
+        self._threads: List[threading.Thread] = []
         self._closed = False
+        # batcher state
         self._pending: Dict[Tuple[Target, str, str], _Partition] = {}
         self._pending_rows = 0
         self._pending_bytes = 0
         self._oldest_pending: Optional[float] = None
+        # delivery state, shared under _cond
+        self._cond = threading.Condition()
+        self._inbox: Deque[Any] = collections.deque()
+        self._inbox_bytes = 0
+        self._inbox_rows = 0
+        self._healthy = True
         self._failures = 0
-        self._next_retry = 0.0
+        self._next_try = 0.0
         self._last_error = ""
+        self._spool_dirty = self.spool is not None
         self._stop_deadline: Optional[float] = None
         self._pid = os.getpid()
 
@@ -87,57 +111,60 @@ class Writer:
         if self._pid != os.getpid():
             self._after_fork()
         if self._closed:
-            self._count_drop(item, rows, "writer_closed")
+            self._count_drop(rows, "writer_closed")
             return False
         with self._lock:
-            if self._queued_bytes + nbytes > self.queue_max_bytes:
-                accepted = False
-            else:
+            accepted = self._queued_bytes + nbytes <= self.queue_max_bytes
+            if accepted:
                 try:
                     self._queue.put_nowait(item)
                     self._queued_bytes += nbytes
-                    accepted = True
                 except queue.Full:
                     accepted = False
         if not accepted:
-            self._count_drop(item, rows, "queue_full")
+            self._count_drop(rows, "queue_full")
             return False
         if rows:
             self.metrics.add("rows_enqueued", rows)
         else:
             self.metrics.add("captures_enqueued")
-        if self._thread is None:
+        if not self._threads:
             self._start()
         return True
 
-    def _count_drop(self, item: Any, rows: int, reason: str) -> None:
+    def _count_drop(self, rows: int, reason: str) -> None:
         if rows:
             self.metrics.drop(reason, rows)
-        else:
+        else:  # a capture: its rows are not known until it is parsed
             self.metrics.add("captures_dropped")
             self.metrics.skip(f"capture:{reason}")
 
     def _start(self) -> None:
         with self._lock:
-            if self._thread is not None:
+            if self._threads:
                 return
-            self._thread = threading.Thread(target=self._run, name="mdc-writer", daemon=True)
-            self._thread.start()
+            self._threads = [threading.Thread(target=self._run_batcher, name="mdc-batcher", daemon=True),
+                             threading.Thread(target=self._run_deliverer, name="mdc-deliverer", daemon=True)]
+            for thread in self._threads:
+                thread.start()
 
     # ---- control --------------------------------------------------------------------------------
     def force_flush(self, timeout: float = 30.0) -> bool:
-        """Write everything submitted before this call; True when it all landed in time."""
-        return self._send_marker(_Marker(), timeout)
+        """Deliver everything submitted before this call (and the spool); True when it all landed."""
+        return self._send_marker(_Marker(deadline=time.monotonic() + timeout), timeout)
 
     def shutdown(self, timeout: float = 25.0) -> bool:
-        """Flush and stop the thread within ``timeout`` seconds; later submits are dropped and counted."""
+        """Flush and stop within ``timeout`` seconds. What cannot be delivered by then is spooled
+        (or, without a spool, counted as dropped); later submits are dropped and counted."""
         if self._closed:
             return True
         self._stop_deadline = time.monotonic() + timeout
-        ok = self._send_marker(_Marker(stop=True), timeout)
+        ok = self._send_marker(_Marker(stop=True, deadline=self._stop_deadline), timeout + 1.0)
         self._closed = True
-        if self._thread is not None:
-            self._thread.join(max(0.0, self._stop_deadline - time.monotonic()))
+        for thread in self._threads:
+            thread.join(max(0.0, self._stop_deadline + 2.0 - time.monotonic()))
+        if self.spool is not None:
+            self.spool.close()
         self.sink.close()
         return ok
 
@@ -146,74 +173,50 @@ class Writer:
             self._after_fork()
         if self._closed:
             return True
-        if self._thread is None:
-            self._start()
+        self._start()
         try:
             self._queue.put(marker, timeout=timeout)
         except queue.Full:
             return False
         return marker.done.wait(timeout) and marker.ok
 
-    @property
-    def queue_depth(self) -> int:
-        return self._queue.qsize()
-
     def snapshot(self) -> Dict[str, Any]:
         snap = self.metrics.snapshot()
         snap["queue_depth"] = self._queue.qsize()
-        snap["pending_rows"] = self._pending_rows
+        snap["pending_rows"] = self._pending_rows + self._inbox_rows
+        snap["spool_bytes"] = self.spool.size_bytes() if self.spool is not None else 0
         return snap
 
     def _after_fork(self) -> None:
-        """In a forked child the parent's thread is gone; start clean (the parent keeps its rows)."""
+        """In a forked child the parent's threads are gone; start clean (the parent keeps its rows)."""
         self.metrics.reset()
         self._init_state()
-        reset = getattr(self.sink, "after_fork", None)
-        if reset is not None:
-            reset()
+        for part in (self.sink, self.spool):
+            reset = getattr(part, "after_fork", None)
+            if reset is not None:
+                reset()
 
-    # ---- writer thread --------------------------------------------------------------------------
-    def _run(self) -> None:
+    # ---- batcher thread ---------------------------------------------------------------------------
+    def _run_batcher(self) -> None:
         while True:
-            timeout = self._time_to_flush()
+            timeout = (self.flush_interval if self._oldest_pending is None
+                       else max(0.0, self._oldest_pending + self.flush_interval - time.monotonic()))
             try:
                 item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
             except queue.Empty:
                 item = None
             if isinstance(item, _Marker):
-                item.ok = self._flush(final=item.stop)
-                if item.stop and self._pending_rows:
-                    logger.error("mdc: %d rows could not be written before the shutdown deadline",
-                                 self._pending_rows)
-                    self.metrics.drop("shutdown_undelivered", self._pending_rows)
-                item.done.set()
+                self._seal()
+                self._hand_over(item)
                 if item.stop:
                     return
                 continue
             if item is not None:
                 self._take(item)
-            if self._due():
-                self._flush()
-                if self._pending_rows and self._pending_bytes >= self.queue_max_bytes:
-                    self._wait_backoff()  # storage is failing: stop draining, let the queue bound memory
-
-    def _time_to_flush(self) -> float:
-        if self._oldest_pending is None:
-            return self.flush_interval
-        if self._failures:
-            return max(0.0, self._next_retry - time.monotonic())
-        return max(0.0, self._oldest_pending + self.flush_interval - time.monotonic())
-
-    def _due(self) -> bool:
-        if not self._pending_rows:
-            return False
-        if self._failures:
-            return time.monotonic() >= self._next_retry
-        return (self._pending_rows >= self.batch_rows or self._pending_bytes >= self.batch_bytes
-                or time.monotonic() - (self._oldest_pending or 0.0) >= self.flush_interval)
-
-    def _wait_backoff(self) -> None:
-        time.sleep(max(0.0, min(self._next_retry - time.monotonic(), 30.0)))
+            if self._pending_rows and (
+                    self._pending_rows >= self.batch_rows or self._pending_bytes >= self.batch_bytes
+                    or time.monotonic() - (self._oldest_pending or 0.0) >= self.flush_interval):
+                self._seal()
 
     def _take(self, item: Any) -> None:
         nbytes = getattr(item, "approx_bytes", 0)
@@ -221,7 +224,7 @@ class Writer:
             with self._lock:
                 self._queued_bytes -= nbytes
         try:
-            records = item.to_records(self.metrics) if not isinstance(item, Record) else [item]
+            records = [item] if isinstance(item, Record) else item.to_records(self.metrics)
         except Exception:  # a bug in extraction must not kill the thread
             logger.exception("mdc: could not turn a captured request into rows")
             self.metrics.add("internal_errors")
@@ -250,56 +253,190 @@ class Writer:
         partition = self._pending.get(key)
         if partition is None:
             partition = self._pending[key] = _Partition(record.target, folder, header)
-        size = len(text)
         partition.chunks.append(text)
         partition.rows += rows
-        partition.nbytes += size
+        partition.nbytes += len(text)
         self._pending_rows += rows
-        self._pending_bytes += size
+        self._pending_bytes += len(text)
         if self._oldest_pending is None:
             self._oldest_pending = time.monotonic()
 
-    def _flush(self, final: bool = False) -> bool:
-        """Append every pending partition; keep the ones that failed for a later try."""
-        for key in list(self._pending):
-            partition = self._pending[key]
+    def _seal(self) -> None:
+        """Turn every pending partition into a batch and hand it to delivery."""
+        pending, self._pending = self._pending, {}
+        self._pending_rows = self._pending_bytes = 0
+        self._oldest_pending = None
+        for partition in pending.values():
             payload = "".join(partition.chunks).encode("utf-8")
-            started = time.monotonic()
-            deadline = started + self.retry_deadline
-            if self._stop_deadline is not None:
-                deadline = min(deadline, self._stop_deadline)
-            try:
-                self.sink.append(partition.folder, partition.target.file_stem, partition.header, payload,
-                                 deadline=deadline)
-            except Exception as exc:
-                self._on_failure(exc, partition)
-                if final and (self._stop_deadline is None or time.monotonic() < self._stop_deadline):
-                    continue
-                return False
-            self.metrics.observe_write(time.monotonic() - started, partition.rows, len(payload))
-            del self._pending[key]
-            self._pending_rows -= partition.rows
-            self._pending_bytes -= partition.nbytes
-        if not self._pending:
-            self._oldest_pending = None
-            self._failures = 0
-            self._last_error = ""
-            self._pending_rows = self._pending_bytes = 0
-            return True
-        return False
+            self._hand_over(Batch(partition.folder, partition.target.file_stem, partition.header, payload,
+                                  partition.rows))
 
-    def _on_failure(self, exc: Exception, partition: _Partition) -> None:
-        self._failures += 1
+    def _hand_over(self, item: Any) -> None:
+        size = len(item.payload) if isinstance(item, Batch) else 0
+        with self._cond:
+            if isinstance(item, Batch):
+                while (self._inbox_bytes + size > self.inbox_max_bytes and self._inbox_bytes
+                       and self.spool is None and not self._past_stop_deadline()):
+                    self._cond.wait(0.5)  # backpressure: the queue fills, and its bound counts drops
+                spill = self.spool is not None and (
+                    not self._healthy or self._inbox_bytes + size > self.inbox_max_bytes)
+                if not spill:
+                    self._inbox_bytes += size
+                    self._inbox_rows += item.rows
+            else:
+                spill = False
+            if not spill:
+                self._inbox.append(item)
+                self._cond.notify_all()
+        if spill:
+            self._to_spool(item)
+
+    # ---- delivery thread -------------------------------------------------------------------------
+    def _run_deliverer(self) -> None:
+        while True:
+            item = self._next_delivery()
+            if isinstance(item, _Marker):
+                item.ok = self._finish_marker(item)
+                item.done.set()
+                if item.stop:
+                    return
+            elif isinstance(item, Batch):
+                self._deliver(item)
+            elif self._ready() and self._spool_dirty:
+                self._replay_one(deadline=None)
+
+    def _next_delivery(self) -> Any:
+        with self._cond:
+            while True:
+                if self._past_stop_deadline():
+                    marker = next((i for i in self._inbox if isinstance(i, _Marker) and i.stop), None)
+                    if marker is not None:
+                        self._inbox.remove(marker)
+                        return marker
+                if self._inbox and (self._ready() or isinstance(self._inbox[0], _Marker)):
+                    item = self._inbox.popleft()
+                    if isinstance(item, Batch):
+                        self._inbox_bytes -= len(item.payload)
+                        self._inbox_rows -= item.rows
+                        self._cond.notify_all()
+                    return item
+                if self._ready() and self._spool_dirty:
+                    return None  # nothing new: replay the spool
+                wait = max(0.05, self._next_try - time.monotonic()) if not self._ready() else 1.0
+                self._cond.wait(min(wait, 1.0))
+
+    def _ready(self) -> bool:
+        return self._healthy or time.monotonic() >= self._next_try
+
+    def _past_stop_deadline(self) -> bool:
+        return self._stop_deadline is not None and time.monotonic() >= self._stop_deadline
+
+    def _deliver(self, batch: Batch, deadline: Optional[float] = None, requeue: bool = True) -> bool:
+        started = time.monotonic()
+        limit = started + self.retry_deadline
+        for cap in (deadline, self._stop_deadline):
+            if cap is not None:
+                limit = min(limit, cap)
+        try:
+            if limit <= started:
+                raise SinkError("the shutdown deadline passed before delivery")
+            self.sink.append(batch.folder, batch.stem, batch.header, batch.payload, deadline=limit, hint=batch.hint)
+        except Exception as exc:
+            self._on_failure(batch, exc, requeue)
+            return False
+        self.metrics.observe_write(time.monotonic() - started, batch.rows, len(batch.payload))
+        if batch.source is not None and self.spool is not None:
+            self.spool.ack(batch)
+        with self._cond:
+            self._healthy, self._failures, self._last_error = True, 0, ""
+        return True
+
+    def _on_failure(self, batch: Batch, exc: Exception, requeue: bool = True) -> None:
+        delivered = getattr(exc, "delivered", 0) if isinstance(exc, SinkError) else 0
+        hint = getattr(exc, "maybe_at", None) if isinstance(exc, SinkError) else None
+        remainder = Batch(batch.folder, batch.stem, batch.header, batch.payload[delivered:],
+                          _remaining_rows(batch, delivered), hint)
+        if delivered:
+            self.metrics.observe_write(0.0, batch.rows - remainder.rows, delivered)
+        with self._cond:
+            self._healthy = False
+            self._failures += 1
+            self._next_try = time.monotonic() + min(_MAX_BACKOFF, 0.5 * 2 ** min(self._failures, 6))
         self.metrics.add("write_errors")
-        self.metrics.add("rows_retried", partition.rows)
-        self._next_retry = time.monotonic() + min(30.0, 0.5 * 2 ** min(self._failures, 6))
+        self.metrics.add("rows_retried", remainder.rows)
         permanent = isinstance(exc, SinkError) and exc.permanent
-        # SinkError messages are written to carry no secret; other exceptions are named only.
-        detail = str(exc) if isinstance(exc, SinkError) else type(exc).__name__
+        detail = str(exc) if isinstance(exc, SinkError) else type(exc).__name__  # never a raw message
         if detail != self._last_error:  # once per distinct problem, not once per retry
             self._last_error = detail
-            logger.error("mdc: writing %d rows to %s failed%s: %s; rows are kept and retried",
-                         partition.rows, partition.folder, " (not transient)" if permanent else "", detail)
+            logger.error("mdc: writing %d rows to %s failed%s: %s; %s", remainder.rows, batch.folder,
+                         " (not transient)" if permanent else "", detail,
+                         "they wait in the spool" if self.spool is not None else "they are kept and retried")
+        if self.spool is not None:
+            if batch.source is not None:
+                if delivered:  # keep only what did not land, then move past the old record
+                    self._to_spool(remainder)
+                    self.spool.ack(Batch(batch.folder, batch.stem, batch.header, b"", 0, source=batch.source))
+                self.spool.release()
+            else:
+                self._to_spool(remainder)
+        elif requeue:
+            with self._cond:  # retry it first, after the backoff
+                self._inbox.appendleft(remainder)
+                self._inbox_bytes += len(remainder.payload)
+                self._inbox_rows += remainder.rows
+        else:
+            logger.error("mdc: %d rows could not be written before the shutdown deadline", remainder.rows)
+            self.metrics.drop("shutdown_undelivered", remainder.rows)
+
+    def _to_spool(self, batch: Batch) -> None:
+        assert self.spool is not None
+        try:
+            if self.spool.write(batch):
+                self._spool_dirty = True
+        except OSError as exc:
+            logger.error("mdc: could not spool %d rows: %s", batch.rows, exc.strerror or exc)
+            self.metrics.drop("spool_error", batch.rows)
+
+    def _replay_one(self, deadline: Optional[float]) -> bool:
+        """Deliver the oldest spooled batch; False when the spool is empty or delivery failed."""
+        assert self.spool is not None
+        self.spool.seal()
+        batch = self.spool.next_batch()
+        if batch is None:
+            self._spool_dirty = False
+            self.spool.release()
+            return False
+        return self._deliver(batch, deadline)
+
+    def _finish_marker(self, marker: _Marker) -> bool:
+        """Everything before the marker has been tried; now empty the spool while there is time."""
+        ok = self._healthy
+        if self.spool is not None and self._spool_dirty:
+            while time.monotonic() < marker.deadline:
+                if not self._ready():
+                    time.sleep(min(0.1, max(0.0, marker.deadline - time.monotonic())))
+                    continue
+                if not self._replay_one(marker.deadline) and not self._spool_dirty:
+                    break
+            ok = not self._spool_dirty and self._healthy
+        if marker.stop:
+            ok = self._drain_at_stop(marker) and ok
+        return ok
+
+    def _drain_at_stop(self, marker: _Marker) -> bool:
+        """Nothing new arrives after the stop marker: deliver what is held, else spool or count it."""
+        with self._cond:
+            left = [item for item in self._inbox if isinstance(item, Batch)]
+            self._inbox.clear()
+            self._inbox_bytes = self._inbox_rows = 0
+        delivered = [self._deliver(batch, marker.deadline, requeue=False) for batch in left]
+        if self.spool is not None:
+            self.spool.close()
+        return all(delivered)
+
+
+def _remaining_rows(batch: Batch, delivered: int) -> int:
+    return csv_row_count(batch.payload[delivered:]) if delivered else batch.rows
 
 
 def _reset_after_fork() -> None:

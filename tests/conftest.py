@@ -92,9 +92,15 @@ def container_name() -> str:
 
 
 @pytest.fixture
-def blob_settings(azurite, container_name) -> Settings:
+def spool_dir(tmp_path: Path) -> Path:
+    return tmp_path / "spool"
+
+
+@pytest.fixture
+def blob_settings(azurite, container_name, spool_dir) -> Settings:
     return Settings.from_env({}, enabled=True, storage_connection_string=azurite.connection_string,
-                             container=container_name, flush_interval=60.0, retry_deadline=20.0)
+                             container=container_name, flush_interval=60.0, retry_deadline=20.0,
+                             spool_dir=str(spool_dir))
 
 
 def blob_rows(azurite, container: str, designation: str, **filters) -> pd.DataFrame:

@@ -183,12 +183,13 @@ def test_retry_deadline_bounds_an_outage(azurite, container_name, proxy):
     assert not info.value.permanent and "503" in str(info.value)
 
 
-def test_permanent_failure_is_reported_once_and_rows_are_kept(azurite, container_name, caplog):
+@pytest.mark.parametrize("spool", [True, False])
+def test_permanent_failure_is_reported_once_and_rows_are_kept(azurite, container_name, caplog, spool, spool_dir):
     bad_key = "QmFkS2V5Rm9yVGVzdHNPbmx5QmFkS2V5Rm9yVGVzdHNPbmx5QmFkS2V5Rm9yVGVzdHM="
     conn = (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={bad_key};"
             f"BlobEndpoint={azurite.account_url};")
     settings = Settings.from_env({}, enabled=True, storage_connection_string=conn, container=container_name,
-                                 flush_interval=0.05, retry_deadline=2)
+                                 flush_interval=0.05, retry_deadline=2, spool_dir=str(spool_dir) if spool else "off")
     caplog.set_level(logging.DEBUG, logger="mdc_middleware")
     dc = ModelDataCollector("m", designation="inputs", settings=settings)
     for i in range(5):
@@ -198,7 +199,10 @@ def test_permanent_failure_is_reported_once_and_rows_are_kept(azurite, container
     time.sleep(1.5)  # several more rounds of retries
     snap = writer.snapshot()
     assert snap["write_errors"] >= 2 and snap["rows_written"] == 0 and snap["rows_dropped"] == 0
-    assert snap["pending_rows"] == 5
+    if spool:  # kept on disk, retried from there
+        assert snap["rows_spooled"] == 5 and snap["spool_bytes"] > 0 and snap["pending_rows"] == 0
+    else:  # kept in memory, retried from there
+        assert snap["pending_rows"] == 5 and snap["rows_spooled"] == 0
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "403" in errors[0].getMessage()
     assert bad_key not in caplog.text and bad_key[:20] not in caplog.text

@@ -39,7 +39,7 @@ class FlakySink(LocalSink):
         self.gate = gate
         self.calls = 0
 
-    def append(self, folder, stem, header, payload, deadline=None):
+    def append(self, folder, stem, header, payload, deadline=None, hint=None):
         self.calls += 1
         if self.gate is not None:
             self.gate.wait(10)
@@ -81,7 +81,9 @@ def test_batches_by_bytes(data_dir):
 
 def test_full_queue_drops_and_counts_never_blocks(data_dir):
     gate = threading.Event()
-    writer = Writer(FlakySink(data_dir, gate=gate), batch_rows=1, flush_interval=60, queue_size=3)
+    # tiny bounds: one batch in the inbox, three items in the queue
+    writer = Writer(FlakySink(data_dir, gate=gate), batch_rows=1, batch_bytes=10, queue_max_bytes=40,
+                    flush_interval=60, queue_size=3)
     accepted = 0
     started = time.monotonic()
     for i in range(50):
@@ -92,7 +94,7 @@ def test_full_queue_drops_and_counts_never_blocks(data_dir):
     snap = writer.metrics.snapshot()
     assert snap["rows_written"] == accepted
     assert snap["rows_dropped"] == 50 - accepted == snap["dropped_reasons"]["queue_full"]
-    assert 3 <= accepted <= 5
+    assert 3 <= accepted <= 8  # queue + inbox + the batch in delivery + the one being handed over
     writer.shutdown(5)
 
 

@@ -1,25 +1,34 @@
 """The contract between the writer thread and a storage backend."""
 from __future__ import annotations
 
-from typing import Optional, Protocol
+from typing import Optional, Protocol, Tuple
 
 
 class SinkError(Exception):
-    """A write failed. ``permanent`` says retrying cannot help (bad credentials, bad container)."""
+    """A write failed. ``permanent``: retrying cannot help (bad credentials, bad container).
 
-    def __init__(self, message: str, permanent: bool = False) -> None:
+    ``delivered``: bytes at the start of the payload that did land (whole rows). ``maybe_at``: where
+    the next block may have landed although the call failed (blob name, offset), to pass back as
+    ``hint`` so a later try does not write it twice.
+    """
+
+    def __init__(self, message: str, permanent: bool = False, delivered: int = 0,
+                 maybe_at: Optional[Tuple[str, int]] = None) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.delivered = delivered
+        self.maybe_at = maybe_at
 
 
 class Sink(Protocol):
     def append(self, folder: str, stem: str, header: str, payload: bytes,
-               deadline: Optional[float] = None) -> None:
+               deadline: Optional[float] = None, hint: Optional[Tuple[str, int]] = None) -> None:
         """Append complete CSV lines to the newest file of ``folder`` whose header is ``header``.
 
         The file is created with the header first when needed; a file with another header, or one
         that is full, is never appended to: the next sibling (``data_1.csv``…) is used instead.
-        ``deadline`` (time.monotonic()) bounds retries. Raises SinkError when the rows did not land.
+        ``deadline`` (time.monotonic()) bounds retries; ``hint`` comes from an earlier SinkError.
+        Raises SinkError when the rows did not all land.
         """
 
     def after_fork(self) -> None:

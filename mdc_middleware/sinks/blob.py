@@ -30,6 +30,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random_e
 from ..config import ConfigError, Settings
 from ..metrics import Metrics
 from ..paths import file_name, file_part
+from ..records import last_row_end
 from .base import SinkError
 
 logger = logging.getLogger("mdc_middleware")
@@ -37,7 +38,7 @@ logger = logging.getLogger("mdc_middleware")
 MAX_BLOCK_BYTES = 4 * 1024 * 1024   # Append Block limit (DESIGN.md)
 MAX_BLOCKS = 50_000                 # committed blocks per append blob
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-_CLIENT_OPTIONS = dict(retry_total=0, connection_timeout=10, read_timeout=30)
+_CLIENT_OPTIONS = dict(retry_total=0, connection_timeout=10, read_timeout=20)
 
 
 class _Moved(Exception):
@@ -99,6 +100,7 @@ class BlobSink:
         self._container: Optional[ContainerClient] = None
         self._container_ready = False
         self._files: Dict[Tuple[str, str, str], _OpenFile] = {}
+        self._last_attempt: Optional[Tuple[str, int]] = None
 
     def __repr__(self) -> str:
         return f"BlobSink({self.description}, container={self.container_name!r})"
@@ -110,13 +112,32 @@ class BlobSink:
 
     # ---- the Sink interface ---------------------------------------------------------------------
     def append(self, folder: str, stem: str, header: str, payload: bytes,
-               deadline: Optional[float] = None) -> None:
+               deadline: Optional[float] = None, hint: Optional[Tuple[str, int]] = None) -> None:
         deadline = deadline if deadline is not None else time.monotonic() + 60.0
         key = (folder, stem, header)
         header_bytes = header.encode("utf-8")
+        delivered = 0
         with self._lock:
+            self._last_attempt = None
             for block in split_blocks(payload, self.max_block_bytes):
-                self._retrying(deadline, lambda: self._append_block(key, header_bytes, block))
+                try:
+                    if hint is not None and self._hinted_block_landed(hint, block):
+                        logger.info("mdc: a block from an earlier, ambiguous try had landed; not sent again")
+                    else:
+                        self._retrying(deadline, lambda: self._append_block(key, header_bytes, block))
+                except SinkError as exc:
+                    exc.delivered, exc.maybe_at = delivered, self._last_attempt
+                    raise
+                hint = None
+                delivered += len(block)
+
+    def _hinted_block_landed(self, hint: Tuple[str, int], block: bytes) -> bool:
+        def check() -> bool:
+            return self._landed(self._container_client().get_blob_client(hint[0]), hint[1], block)
+
+        result: list = []
+        self._retrying(time.monotonic() + 30.0, lambda: result.append(check()))
+        return bool(result and result[-1])
 
     def after_fork(self) -> None:
         self._lock = threading.Lock()
@@ -183,6 +204,7 @@ class BlobSink:
         self._files[key] = current
         blob = self._container_client().get_blob_client(current.name)
         position = current.size
+        self._last_attempt = (current.name, position)
         try:
             result = blob.append_block(block, appendpos_condition=position)
         except HttpResponseError as exc:
@@ -213,8 +235,10 @@ class BlobSink:
         """After an ambiguous failure: are our bytes already at ``position``?"""
         try:
             found = blob.download_blob(offset=position, length=len(block)).readall()
-        except HttpResponseError:
-            return False
+        except HttpResponseError as exc:
+            if exc.status_code in (404, 416):  # no blob, or nothing at that position: it did not land
+                return False
+            raise  # unknown: let the caller retry rather than guess
         return found == block
 
     def _roll_over(self, key: Tuple[str, str, str], current: _OpenFile, header: bytes) -> None:
@@ -262,16 +286,16 @@ class BlobSink:
 
 
 def split_blocks(payload: bytes, limit: int) -> Iterator[bytes]:
-    """Cut ``payload`` at line ends into blocks of at most ``limit`` bytes (a row is never split)."""
+    """Cut ``payload`` at row ends into blocks of at most ``limit`` bytes (a row is never split,
+    so a rollover between two blocks never cuts a row in two)."""
     start = 0
     total = len(payload)
     while start < total:
         end = min(start + limit, total)
         if end < total:
-            cut = payload.rfind(b"\n", start, end)
-            if cut < start:
+            end = last_row_end(payload, start, end)
+            if end < 0:
                 raise SinkError(f"a single row is larger than the {limit}-byte block limit", permanent=True)
-            end = cut + 1
         yield payload[start:end]
         start = end
 

@@ -30,7 +30,7 @@ class LocalSink:
         return f"LocalSink({str(self.base)!r})"
 
     def append(self, folder: str, stem: str, header: str, payload: bytes,
-               deadline: Optional[float] = None) -> None:
+               deadline: Optional[float] = None, hint: Optional[Tuple[str, int]] = None) -> None:
         key = (folder, stem, header)
         try:
             with self._lock:

@@ -1,0 +1,300 @@
+"""The local disk spool: batches that storage did not take wait here, and are replayed in order.
+
+Append-only segment files named ``<time_ns>-<pid>.spool`` (so names sort by age). Each record is
+``MDC1 | length | crc32 | body`` written with one ``write`` call and fsync'd; a torn or corrupt record
+fails its checksum and is skipped (counted), never crashing replay. A segment is replayed by one
+process at a time (``flock``), from a cursor kept in ``<segment>.cursor`` so delivered records are not
+sent again; a fully delivered segment is deleted. The spool's size is bounded: past the bound the
+oldest segments or the newest batches are dropped (``drop`` policy), and counted.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import struct
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional, Tuple
+
+from .metrics import Metrics
+
+logger = logging.getLogger("mdc_middleware")
+
+MAGIC = b"MDC1"
+_HEAD = struct.Struct("<4sII")  # magic, body length, crc32 of body
+SUFFIX = ".spool"
+
+
+@dataclass
+class Batch:
+    """CSV lines for one file, as handed to a sink. ``hint``: where an earlier try may have landed."""
+
+    folder: str
+    stem: str
+    header: str
+    payload: bytes
+    rows: int
+    hint: Optional[Tuple[str, int]] = None
+    source: Optional["SpoolRecord"] = field(default=None, repr=False)
+
+    def encode(self) -> bytes:
+        meta = json.dumps({"f": self.folder, "s": self.stem, "h": self.header, "r": self.rows,
+                           "hint": list(self.hint) if self.hint else None}, separators=(",", ":"))
+        body = meta.encode("utf-8") + b"\0" + self.payload
+        return _HEAD.pack(MAGIC, len(body), zlib.crc32(body)) + body
+
+    @classmethod
+    def decode(cls, body: bytes) -> "Batch":
+        meta, _, payload = body.partition(b"\0")
+        info = json.loads(meta)
+        hint = tuple(info["hint"]) if info.get("hint") else None
+        return cls(info["f"], info["s"], info["h"], payload, int(info["r"]), hint)  # type: ignore[arg-type]
+
+
+@dataclass
+class SpoolRecord:
+    segment: Path
+    end_offset: int
+
+
+class Spool:
+    def __init__(self, directory: str, max_bytes: int = 1 << 30, drop: str = "oldest",
+                 segment_bytes: int = 16 << 20, metrics: Optional[Metrics] = None) -> None:
+        if drop not in ("oldest", "newest"):
+            raise ValueError(f"drop must be 'oldest' or 'newest', got {drop!r}")
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self.drop = drop
+        self.segment_bytes = segment_bytes
+        self.metrics = metrics or Metrics()
+        self._lock = threading.Lock()
+        self._active: Optional[Tuple[Path, int]] = None  # (path, fd) of the segment being written
+        self._active_size = 0
+        self._replaying: Optional[Tuple[Path, int]] = None  # (path, fd) locked for replay
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    # ---- writing ----------------------------------------------------------------------------------
+    def write(self, batch: Batch) -> bool:
+        """Persist a batch; False (and counted as dropped) when the size bound refuses it."""
+        record = batch.encode()
+        with self._lock:
+            if self.size_bytes() + len(record) > self.max_bytes:
+                if self.drop == "newest" or not self._drop_oldest(len(record)):
+                    self.metrics.drop("spool_full", batch.rows)
+                    return False
+            if self._active is None or self._active_size >= self.segment_bytes:
+                self._rotate()
+            path, descriptor = self._active  # type: ignore[misc]
+            view = memoryview(record)
+            while view:
+                view = view[os.write(descriptor, view):]
+            os.fsync(descriptor)
+            self._active_size += len(record)
+        self.metrics.add("rows_spooled", batch.rows)
+        return True
+
+    def _rotate(self) -> None:
+        self._close_active()
+        path = self.directory / f"{time.time_ns():020d}-{os.getpid()}{SUFFIX}"
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._active = (path, descriptor)
+        self._active_size = 0
+
+    def _close_active(self) -> None:
+        if self._active is not None:
+            os.close(self._active[1])  # closing releases the lock: the segment becomes replayable
+            self._active = None
+            self._active_size = 0
+
+    def seal(self) -> None:
+        """Make what this process spooled so far replayable."""
+        with self._lock:
+            self._close_active()
+
+    # ---- replaying --------------------------------------------------------------------------------
+    def segments(self) -> List[Path]:
+        return sorted(self.directory.glob("*" + SUFFIX))
+
+    def size_bytes(self) -> int:
+        total = 0
+        for segment in self.segments():
+            try:
+                total += segment.stat().st_size - _read_cursor(segment)
+            except OSError:
+                pass
+        return total
+
+    def is_empty(self) -> bool:
+        return self.size_bytes() == 0
+
+    def next_batch(self) -> Optional[Batch]:
+        """The oldest undelivered batch of a segment no other process holds, or None."""
+        with self._lock:
+            for segment in self.segments():
+                if self._active is not None and segment == self._active[0]:
+                    continue
+                if not self._hold(segment):
+                    continue
+                batch = self._read_next(segment)
+                if batch is not None:
+                    return batch
+                self._finish_segment(segment)
+            return None
+
+    def ack(self, batch: Batch) -> None:
+        """The batch landed: move the cursor past it (delete the segment when it is all delivered)."""
+        record = batch.source
+        if record is None:
+            return
+        with self._lock:
+            _write_cursor(record.segment, record.end_offset)
+        self.metrics.add("rows_replayed", batch.rows)
+
+    def after_fork(self) -> None:
+        """Forget the parent's open segments (closing our copies leaves the parent's locks alone)."""
+        self._lock = threading.Lock()
+        for held in (self._active, self._replaying):
+            if held is not None:
+                try:
+                    os.close(held[1])
+                except OSError:
+                    pass
+        self._active = self._replaying = None
+        self._active_size = 0
+
+    def release(self) -> None:
+        with self._lock:
+            self._release()
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_active()
+            self._release()
+
+    def _hold(self, segment: Path) -> bool:
+        if self._replaying is not None and self._replaying[0] == segment:
+            return True
+        self._release()
+        try:
+            descriptor = os.open(segment, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(descriptor)
+            return False  # being written or replayed by another process
+        self._replaying = (segment, descriptor)
+        return True
+
+    def _release(self) -> None:
+        if self._replaying is not None:
+            os.close(self._replaying[1])
+            self._replaying = None
+
+    def _read_next(self, segment: Path) -> Optional[Batch]:
+        offset = _read_cursor(segment)
+        with open(segment, "rb") as handle:
+            data = handle.read()
+        for start, end, body in _records(data, offset, self.metrics):
+            try:
+                batch = Batch.decode(body)
+            except (ValueError, KeyError, UnicodeDecodeError):
+                self.metrics.add("spool_corrupt_records")
+                _write_cursor(segment, end)
+                continue
+            batch.source = SpoolRecord(segment, end)
+            return batch
+        return None
+
+    def _finish_segment(self, segment: Path) -> None:
+        self._release()
+        for path in (segment, _cursor_path(segment)):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+
+    def _drop_oldest(self, needed: int) -> bool:
+        """Delete the oldest replayable segments until ``needed`` bytes fit; count their rows."""
+        for segment in self.segments():
+            if self.size_bytes() + needed <= self.max_bytes:
+                return True
+            if self._active is not None and segment == self._active[0]:
+                continue
+            if not self._hold(segment):
+                continue
+            with open(segment, "rb") as handle:
+                data = handle.read()
+            rows = 0
+            for _, _, body in _records(data, _read_cursor(segment), self.metrics):
+                try:
+                    rows += Batch.decode(body).rows
+                except (ValueError, KeyError, UnicodeDecodeError):
+                    pass
+            logger.error("mdc: spool over its %d-byte bound: dropping %d oldest rows", self.max_bytes, rows)
+            self.metrics.drop("spool_full", rows)
+            self._finish_segment(segment)
+        return self.size_bytes() + needed <= self.max_bytes
+
+
+def _records(data: bytes, offset: int, metrics: Metrics) -> Iterator[Tuple[int, int, bytes]]:
+    """(start, end, body) of each intact record from ``offset``; torn or corrupt ones are skipped."""
+    position = offset
+    while position + _HEAD.size <= len(data):
+        magic, length, checksum = _HEAD.unpack_from(data, position)
+        end = position + _HEAD.size + length
+        if magic != MAGIC or end > len(data):
+            if magic == MAGIC and end > len(data):
+                metrics.add("spool_corrupt_records")  # torn tail: the write never completed
+                return
+            metrics.add("spool_corrupt_records")
+            following = data.find(MAGIC, position + 1)  # resynchronise on the next record
+            if following < 0:
+                return
+            position = following
+            continue
+        body = data[position + _HEAD.size:end]
+        if zlib.crc32(body) != checksum:
+            metrics.add("spool_corrupt_records")
+            position = end
+            continue
+        yield position, end, body
+        position = end
+
+
+def _cursor_path(segment: Path) -> Path:
+    return segment.with_name(segment.name + ".cursor")
+
+
+def _read_cursor(segment: Path) -> int:
+    try:
+        return int(_cursor_path(segment).read_text() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _write_cursor(segment: Path, offset: int) -> None:
+    path = _cursor_path(segment)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(str(offset))
+    os.replace(temporary, path)
+
+
+def replay_all(spool: Spool, deliver: Callable[[Batch], None]) -> int:
+    """Deliver every spooled batch (for tools and tests); returns the rows delivered."""
+    delivered = 0
+    while True:
+        batch = spool.next_batch()
+        if batch is None:
+            spool.release()
+            return delivered
+        deliver(batch)
+        spool.ack(batch)
+        delivered += batch.rows
