@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import Any, Awaitable, Callable, MutableMapping, Optional
 
-from . import runtime
+from . import prometheus, runtime
 from .capture import BoundedBody, Route, RoutesSpec
 from .config import Settings
 from .policy import CapturePolicy
@@ -50,6 +50,9 @@ class DataCollectionMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.settings.metrics_path and scope["path"] == self.settings.metrics_path and scope["method"] == "GET":
+            await self._serve_metrics(send)
+            return
         try:
             route = self.policy.select(scope["method"], scope["path"])
             exchange = _Exchange(self.policy, route, scope) if route is not None else None
@@ -60,6 +63,12 @@ class DataCollectionMiddleware:
             await self.app(scope, receive, send)
             return
         await exchange.run(self.app, receive, send)
+
+    async def _serve_metrics(self, send: Send) -> None:
+        body, content_type = prometheus.render(lambda: runtime.metrics_of(self.policy.writer))
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
     def _flush_on_shutdown(self, send: Send) -> Send:
         async def lifespan_send(message: Message) -> None:

@@ -79,4 +79,12 @@ def metrics() -> Dict[str, object]:
     return merge([w.snapshot() for w in list(_writers.values())])
 
 
+def metrics_of(writer: Writer) -> Dict[str, object]:
+    """The process-wide counters plus one explicitly given writer's, once each."""
+    writers = list(_writers.values())
+    if writer not in writers:
+        writers.append(writer)
+    return merge([w.snapshot() for w in writers])
+
+
 atexit.register(shutdown)

@@ -76,6 +76,9 @@ class Writer:
         self.retry_deadline = retry_deadline
         self.neutralize_formulas = neutralize_formulas
         self.metrics = metrics or Metrics()
+        for part in (sink, spool):  # one set of counters for everything this writer does
+            if part is not None and hasattr(part, "metrics"):
+                part.metrics = self.metrics
         self._init_state()
         _live_writers.add(self)
         if spool is not None and spool.segments():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
-from . import runtime
+from . import prometheus, runtime
 from .capture import BoundedBody, Route, RoutesSpec
 from .config import Settings
 from .policy import CapturePolicy
@@ -36,6 +36,11 @@ class WSGIDataCollectionMiddleware:
         self.policy = CapturePolicy(routes, settings, writer)
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+        if (self.settings.metrics_path and environ.get("PATH_INFO") == self.settings.metrics_path
+                and environ.get("REQUEST_METHOD") == "GET"):
+            body, content_type = prometheus.render(lambda: runtime.metrics_of(self.policy.writer))
+            start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+            return [body]
         try:
             route = self.policy.select(environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", ""))
             exchange = _Exchange(self.policy, route, environ) if route is not None else None

@@ -1,0 +1,133 @@
+import fcntl
+import os
+import time
+
+import pytest
+
+from mdc_middleware.metrics import Metrics
+from mdc_middleware.records import Record
+from mdc_middleware.sinks import LocalSink
+from mdc_middleware.spool import Batch, Spool, replay_all
+from mdc_middleware.writer import Writer
+
+from .conftest import rows
+from .test_writer import TARGET, FlakySink, record, wait_for
+
+
+def batch(i: int, rows: int = 2) -> Batch:
+    return Batch("folder", "data", "x\n", "".join(f"{i}-{r}\n" for r in range(rows)).encode(), rows)
+
+
+def replayed(spool: Spool) -> list:
+    out = []
+    replay_all(spool, lambda b: out.append(b.payload.decode()))
+    return out
+
+
+def test_round_trip_in_order_and_segments_deleted_when_done(tmp_path):
+    spool = Spool(tmp_path, segment_bytes=100)
+    for i in range(5):
+        spool.write(batch(i))
+    spool.seal()
+    assert replayed(spool) == [f"{i}-0\n{i}-1\n" for i in range(5)]
+    assert spool.segments() == [] and spool.is_empty()
+    assert spool.metrics.snapshot()["rows_replayed"] == 10
+
+
+def test_acknowledged_batches_are_not_replayed_again(tmp_path):
+    spool = Spool(tmp_path)
+    for i in range(3):
+        spool.write(batch(i))
+    spool.seal()
+    first = spool.next_batch()
+    spool.ack(first)
+    spool.release()
+    again = Spool(tmp_path)  # e.g. the next start of the process
+    assert replayed(again) == [f"{i}-0\n{i}-1\n" for i in (1, 2)]
+
+
+def test_torn_and_corrupt_records_are_skipped_and_counted(tmp_path):
+    spool = Spool(tmp_path)
+    for i in range(3):
+        spool.write(batch(i))
+    spool.seal()
+    (segment,) = spool.segments()
+    data = bytearray(segment.read_bytes())
+    data[30] ^= 0xFF  # corrupt the first record's body
+    data += batch(9).encode()[:20]  # a torn write at the end
+    segment.write_bytes(bytes(data))
+    metrics = Metrics()
+    assert replayed(Spool(tmp_path, metrics=metrics)) == ["1-0\n1-1\n", "2-0\n2-1\n"]
+    assert metrics.snapshot()["spool_corrupt_records"] == 2
+
+
+def test_garbage_between_records_resynchronises(tmp_path):
+    spool = Spool(tmp_path)
+    spool.write(batch(0))
+    spool.seal()
+    (segment,) = spool.segments()
+    segment.write_bytes(b"garbage!" + segment.read_bytes() + b"more garbage" + batch(1).encode())
+    assert replayed(Spool(tmp_path)) == ["0-0\n0-1\n", "1-0\n1-1\n"]
+
+
+@pytest.mark.parametrize("policy", ["oldest", "newest"])
+def test_size_bound_drops_by_policy_and_counts(tmp_path, policy):
+    metrics = Metrics()
+    one = len(batch(0).encode())
+    spool = Spool(tmp_path, max_bytes=3 * one + 10, drop=policy, segment_bytes=one, metrics=metrics)
+    results = [spool.write(batch(i)) for i in range(6)]
+    spool.seal()
+    left = replayed(spool)
+    snap = metrics.snapshot()
+    assert snap["dropped_reasons"]["spool_full"] == 6  # three batches of two rows
+    assert snap["rows_spooled"] == (6 if policy == "newest" else 12)
+    if policy == "newest":
+        assert results == [True, True, True, False, False, False]
+        assert left == [f"{i}-0\n{i}-1\n" for i in range(3)]
+    else:
+        assert all(results)
+        assert left == [f"{i}-0\n{i}-1\n" for i in range(3, 6)]
+
+
+def test_a_segment_held_by_another_process_is_left_alone(tmp_path):
+    spool = Spool(tmp_path)
+    spool.write(batch(0))
+    spool.seal()
+    (segment,) = spool.segments()
+    holder = os.open(segment, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # another open file description: acts as another process
+    try:
+        assert Spool(tmp_path).next_batch() is None
+    finally:
+        os.close(holder)
+    assert replayed(Spool(tmp_path)) == ["0-0\n0-1\n"]
+
+
+def test_writer_spools_while_storage_fails_and_replays_when_back(tmp_path):
+    data_dir = tmp_path / "data"
+    sink = FlakySink(data_dir, failures=3)
+    writer = Writer(sink, batch_rows=1, flush_interval=0.05, spool=Spool(tmp_path / "spool"))
+    for i in range(20):
+        writer.submit(record(i), rows=1)
+    assert wait_for(lambda: writer.metrics.snapshot()["rows_written"] == 20, timeout=30)
+    snap = writer.snapshot()
+    assert snap["rows_spooled"] >= 1 and snap["rows_replayed"] == snap["rows_spooled"]
+    assert snap["rows_dropped"] == 0 and snap["spool_bytes"] == 0
+    writer.shutdown(5)
+    assert sorted(map(int, rows(data_dir, "inputs")["x"])) == list(range(20))
+
+
+def test_what_shutdown_cannot_deliver_waits_in_the_spool_for_the_next_start(tmp_path):
+    data_dir = tmp_path / "data"
+    writer = Writer(FlakySink(data_dir, failures=10**9), batch_rows=1000, flush_interval=60,
+                    spool=Spool(tmp_path / "spool"))
+    for i in range(7):
+        writer.submit(record(i), rows=1)
+    assert writer.shutdown(timeout=1.5) is False
+    snap = writer.snapshot()
+    assert snap["rows_spooled"] == 7 and snap["rows_dropped"] == 0
+    # the next start replays it with no traffic at all
+    restarted = Writer(LocalSink(data_dir), flush_interval=60, spool=Spool(tmp_path / "spool"))
+    assert wait_for(lambda: restarted.metrics.snapshot()["rows_replayed"] == 7, timeout=20)
+    restarted.shutdown(5)
+    assert sorted(map(int, rows(data_dir, "inputs")["x"])) == list(range(7))
