@@ -73,9 +73,10 @@ class DataCollectionMiddleware:
     def _flush_on_shutdown(self, send: Send) -> Send:
         async def lifespan_send(message: Message) -> None:
             if message["type"] == "lifespan.shutdown.complete":
-                # After the app's own shutdown handlers, which may still collect.
+                # After the app's own shutdown handlers, which may still collect. One deadline for
+                # everything: the atexit handler then finds this writer already stopped.
                 loop = asyncio.get_running_loop()
-                await loop.run_in_executor(None, self.policy.writer.force_flush, self.settings.shutdown_deadline)
+                await loop.run_in_executor(None, runtime.retire, self.policy.writer, self.settings.shutdown_deadline)
             await send(message)
 
         return lifespan_send

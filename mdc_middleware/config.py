@@ -98,6 +98,7 @@ _ENV: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "spool_dir": (("MDC_SPOOL_DIR",), _text),
     "spool_max_bytes": (("MDC_SPOOL_MAX_BYTES",), _positive(int)),
     "spool_drop": (("MDC_SPOOL_DROP",), lambda v: v.strip().lower()),
+    "spool_fsync": (("MDC_SPOOL_FSYNC",), _parse_bool),
     "metrics_path": (("MDC_METRICS_PATH",), _text),
     "shutdown_deadline": (("MDC_SHUTDOWN_DEADLINE_SECONDS",), _positive(float)),
     "retry_deadline": (("MDC_RETRY_DEADLINE_SECONDS",), _positive(float)),
@@ -148,6 +149,7 @@ class Settings:
     spool_dir: str = ""          # "": ./mdc-spool with blob storage, none with the local sink; "off": none
     spool_max_bytes: int = 1 << 30
     spool_drop: str = "oldest"
+    spool_fsync: bool = False
     metrics_path: str = ""       # e.g. /metrics: served by the middleware in Prometheus format
     shutdown_deadline: float = 25.0
     retry_deadline: float = 60.0
@@ -184,7 +186,7 @@ class Settings:
         return (self.storage_connection_string, self.storage_account_url, self.storage_sas_token,
                 self.storage_managed_identity, self.container, str(Path(self.local_dir).resolve()),
                 self.batch_rows, self.batch_bytes, self.flush_interval, self.queue_size,
-                self.queue_max_bytes, self.resolved_spool_dir, self.spool_max_bytes, self.spool_drop,
+                self.queue_max_bytes, self.resolved_spool_dir, self.spool_max_bytes, self.spool_drop, self.spool_fsync,
                 self.retry_deadline, self.neutralize_formulas)
 
     @property

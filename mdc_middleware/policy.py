@@ -19,6 +19,7 @@ class CapturePolicy:
         self.settings = settings
         self.routes = RouteTable(routes, settings.routes)
         self._writer = writer
+        self._owns_writer = writer is None
         self._targets: Dict[Route, Tuple[Target, Target]] = {}
         for route in self.routes.routes:  # validate every route's names at start-up, not per request
             self.targets(route)
@@ -28,7 +29,7 @@ class CapturePolicy:
 
     @property
     def writer(self) -> Writer:
-        if self._writer is None:
+        if self._writer is None or (self._owns_writer and self._writer.closed):
             self._writer = runtime.writer_for(self.settings)
         return self._writer
 

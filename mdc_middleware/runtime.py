@@ -10,7 +10,7 @@ import atexit
 import contextvars
 import threading
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from .config import Settings
 from .metrics import Metrics, merge
@@ -33,6 +33,7 @@ current_request: "contextvars.ContextVar[Optional[RequestContext]]" = contextvar
 
 _writers: Dict[tuple, Writer] = {}
 _shutdown_deadline: Dict[tuple, float] = {}
+_retired: List[Writer] = []
 _lock = threading.Lock()
 
 
@@ -47,8 +48,8 @@ def writer_for(settings: Settings) -> Writer:
         if writer is None:
             metrics = Metrics()
             spool_dir = settings.resolved_spool_dir
-            spool = Spool(spool_dir, settings.spool_max_bytes, settings.spool_drop, metrics=metrics) \
-                if spool_dir else None
+            spool = Spool(spool_dir, settings.spool_max_bytes, settings.spool_drop, metrics=metrics,
+                          fsync=settings.spool_fsync) if spool_dir else None
             writer = Writer(create_sink(settings, metrics), spool=spool, metrics=metrics,
                             batch_rows=settings.batch_rows,
                             batch_bytes=settings.batch_bytes, flush_interval=settings.flush_interval,
@@ -58,6 +59,16 @@ def writer_for(settings: Settings) -> Writer:
             _writers[key] = writer
             _shutdown_deadline[key] = settings.shutdown_deadline
         return writer
+
+
+def retire(writer: Writer, timeout: float) -> bool:
+    """Shut one shared writer down (ASGI lifespan end) so the next use of its settings gets a new one."""
+    with _lock:
+        for key, known in list(_writers.items()):
+            if known is writer:
+                del _writers[key]
+                _retired.append(writer)  # its counters still count
+    return writer.shutdown(timeout)
 
 
 def flush(timeout: float = 30.0) -> bool:
@@ -70,18 +81,19 @@ def shutdown(timeout: Optional[float] = None) -> bool:
     with _lock:
         items = list(_writers.items())
         _writers.clear()
+        _retired.clear()
     results = [w.shutdown(timeout if timeout is not None else _shutdown_deadline.get(k, 25.0)) for k, w in items]
     return all(results)
 
 
 def metrics() -> Dict[str, object]:
     """Counters summed over the shared writers of this process (see Metrics.COUNTERS)."""
-    return merge([w.snapshot() for w in list(_writers.values())])
+    return merge([w.snapshot() for w in list(_writers.values()) + _retired])
 
 
 def metrics_of(writer: Writer) -> Dict[str, object]:
     """The process-wide counters plus one explicitly given writer's, once each."""
-    writers = list(_writers.values())
+    writers = list(_writers.values()) + _retired
     if writer not in writers:
         writers.append(writer)
     return merge([w.snapshot() for w in writers])

@@ -1,7 +1,8 @@
 """The local disk spool: batches that storage did not take wait here, and are replayed in order.
 
 Append-only segment files named ``<time_ns>-<pid>.spool`` (so names sort by age). Each record is
-``MDC1 | length | crc32 | body`` written with one ``write`` call and fsync'd; a torn or corrupt record
+``MDC1 | length | crc32 | body`` written with one ``write`` call (fsync'd when ``fsync`` is on: the
+page cache already survives the death of the process, fsync adds the crash of the machine); a torn or corrupt record
 fails its checksum and is skipped (counted), never crashing replay. A segment is replayed by one
 process at a time (``flock``), from a cursor kept in ``<segment>.cursor`` so delivered records are not
 sent again; a fully delivered segment is deleted. The spool's size is bounded: past the bound the
@@ -64,14 +65,17 @@ class SpoolRecord:
 
 class Spool:
     def __init__(self, directory: str, max_bytes: int = 1 << 30, drop: str = "oldest",
-                 segment_bytes: int = 16 << 20, metrics: Optional[Metrics] = None) -> None:
+                 segment_bytes: int = 16 << 20, metrics: Optional[Metrics] = None, fsync: bool = False) -> None:
         if drop not in ("oldest", "newest"):
             raise ValueError(f"drop must be 'oldest' or 'newest', got {drop!r}")
         self.directory = Path(directory)
         self.max_bytes = max_bytes
         self.drop = drop
         self.segment_bytes = segment_bytes
+        self.fsync = fsync
         self.metrics = metrics or Metrics()
+        self._size: Optional[int] = None  # bytes not yet delivered; rescanned now and then
+        self._size_checked = 0.0
         self._lock = threading.Lock()
         self._active: Optional[Tuple[Path, int]] = None  # (path, fd) of the segment being written
         self._active_size = 0
@@ -93,8 +97,10 @@ class Spool:
             view = memoryview(record)
             while view:
                 view = view[os.write(descriptor, view):]
-            os.fsync(descriptor)
+            if self.fsync:
+                os.fsync(descriptor)
             self._active_size += len(record)
+            self._grow(len(record))
         self.metrics.add("rows_spooled", batch.rows)
         return True
 
@@ -122,6 +128,17 @@ class Spool:
         return sorted(self.directory.glob("*" + SUFFIX))
 
     def size_bytes(self) -> int:
+        """Bytes waiting, all processes included (rescanned every few seconds, tracked in between)."""
+        if self._size is None or time.monotonic() - self._size_checked > 5.0:
+            self._size = self._scan_size()
+            self._size_checked = time.monotonic()
+        return self._size
+
+    def _grow(self, delta: int) -> None:
+        if self._size is not None:
+            self._size = max(0, self._size + delta)
+
+    def _scan_size(self) -> int:
         total = 0
         for segment in self.segments():
             try:
@@ -153,6 +170,7 @@ class Spool:
         if record is None:
             return
         with self._lock:
+            self._grow(_read_cursor(record.segment) - record.end_offset)
             _write_cursor(record.segment, record.end_offset)
         self.metrics.add("rows_replayed", batch.rows)
 
@@ -215,6 +233,10 @@ class Spool:
 
     def _finish_segment(self, segment: Path) -> None:
         self._release()
+        try:
+            self._grow(-(segment.stat().st_size - _read_cursor(segment)))
+        except OSError:
+            pass
         for path in (segment, _cursor_path(segment)):
             try:
                 path.unlink()

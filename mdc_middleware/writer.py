@@ -35,7 +35,7 @@ from .spool import Batch, Spool
 logger = logging.getLogger("mdc_middleware")
 
 _live_writers: "weakref.WeakSet[Writer]" = weakref.WeakSet()
-_MAX_BACKOFF = 30.0
+_MAX_BACKOFF = 10.0  # between rounds of delivery while storage fails; each round retries inside the sink too
 
 
 class _Marker:
@@ -183,6 +183,10 @@ class Writer:
             return False
         return marker.done.wait(timeout) and marker.ok
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def snapshot(self) -> Dict[str, Any]:
         snap = self.metrics.snapshot()
         snap["queue_depth"] = self._queue.qsize()
@@ -214,12 +218,26 @@ class Writer:
                 if item.stop:
                     return
                 continue
+            if item is not None and self._past_stop_deadline():
+                self._drop_at_deadline(item)  # no time left to encode it: count it, never lose it silently
+                continue
             if item is not None:
                 self._take(item)
             if self._pending_rows and (
                     self._pending_rows >= self.batch_rows or self._pending_bytes >= self.batch_bytes
                     or time.monotonic() - (self._oldest_pending or 0.0) >= self.flush_interval):
                 self._seal()
+
+    def _drop_at_deadline(self, item: Any) -> None:
+        nbytes = getattr(item, "approx_bytes", 0)
+        if nbytes:
+            with self._lock:
+                self._queued_bytes -= nbytes
+        if isinstance(item, Record):
+            self.metrics.drop("shutdown_deadline", item.rows)
+        else:
+            self.metrics.add("captures_dropped")
+            self.metrics.skip("capture:shutdown_deadline")
 
     def _take(self, item: Any) -> None:
         nbytes = getattr(item, "approx_bytes", 0)

@@ -54,7 +54,7 @@ class Azurite:
         self.location.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [binary, "--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--location", str(self.location),
-             "--skipApiVersionCheck", "--loose", "--silent"],
+             "--skipApiVersionCheck", "--loose", "--silent", "--disableTelemetry"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         while not _port_open(self.port):

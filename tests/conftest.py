@@ -109,3 +109,15 @@ def blob_rows(azurite, container: str, designation: str, **filters) -> pd.DataFr
     mdc_middleware.flush(30)
     client = ContainerClient.from_connection_string(azurite.connection_string, container)
     return read_collected(client, designation, as_text=True, **filters)
+
+
+def record_figures(kind: str, figures: dict) -> None:
+    """Print a scenario's figures; with TEST_FIGURES_DIR=dir also append them to dir/<kind>.jsonl."""
+    import json
+
+    print(figures)
+    directory = os.environ.get("TEST_FIGURES_DIR")
+    if directory:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        with open(Path(directory) / f"{kind}.jsonl", "a") as out:
+            out.write(json.dumps(figures) + "\n")

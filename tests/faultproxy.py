@@ -133,6 +133,9 @@ class FaultProxy:
     def down(self, seconds: float) -> None:
         self._down_until = time.monotonic() + seconds
 
+    def up(self) -> None:
+        self._down_until = 0.0
+
     def pending_faults(self) -> int:
         with self._lock:
             return sum(f.count for f in self._faults)
