@@ -36,11 +36,7 @@ class DataCollectionMiddleware:
     def __init__(self, app: ASGIApp, routes: RoutesSpec = None, *, settings: Optional[Settings] = None,
                  writer: Optional[Writer] = None, **overrides: Any) -> None:
         self.app = app
-        if settings is None:
-            settings = Settings.from_env(**overrides)
-        elif overrides:
-            settings = settings.replace(**overrides)
-        self.settings = settings
+        self.settings = settings = Settings.resolve(settings, **overrides)
         self.policy = CapturePolicy(routes, settings, writer)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

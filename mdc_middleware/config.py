@@ -213,6 +213,13 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
     @classmethod
+    def resolve(cls, settings: Optional["Settings"], **overrides: Any) -> "Settings":
+        """The given settings with overrides applied, or settings read from the environment."""
+        if settings is None:
+            return cls.from_env(**overrides)
+        return settings.replace(**overrides) if overrides else settings
+
+    @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides: Any) -> "Settings":
         """Defaults < Azure's model_config_map.json < environment < keyword arguments."""
         environ = os.environ if environ is None else environ

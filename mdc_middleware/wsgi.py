@@ -28,11 +28,7 @@ class WSGIDataCollectionMiddleware:
     def __init__(self, app: WSGIApp, routes: RoutesSpec = None, *, settings: Optional[Settings] = None,
                  writer: Optional[Writer] = None, **overrides: Any) -> None:
         self.app = app
-        if settings is None:
-            settings = Settings.from_env(**overrides)
-        elif overrides:
-            settings = settings.replace(**overrides)
-        self.settings = settings
+        self.settings = settings = Settings.resolve(settings, **overrides)
         self.policy = CapturePolicy(routes, settings, writer)
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
