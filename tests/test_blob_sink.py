@@ -2,7 +2,6 @@
 import datetime as dt
 import logging
 import multiprocessing
-import threading
 import time
 
 import pytest
@@ -13,10 +12,9 @@ import mdc_middleware
 from mdc_middleware import ModelDataCollector, Settings
 from mdc_middleware.metrics import Metrics
 from mdc_middleware.paths import Target
-from mdc_middleware.records import Record, header_line
+from mdc_middleware.records import header_line
 from mdc_middleware.sinks import SinkError
 from mdc_middleware.sinks.blob import BlobSink, split_blocks
-from mdc_middleware.writer import Writer
 
 from .azurite import ACCOUNT, KEY, connection_string
 from .conftest import blob_rows

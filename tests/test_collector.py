@@ -3,7 +3,6 @@ import json
 
 import numpy as np
 import pandas as pd
-import pytest
 
 import mdc_middleware
 from mdc_middleware import ModelDataCollector, Settings

@@ -97,7 +97,7 @@ def proxy(azurite):
     ("lost responses (ambiguous appends)", lambda p: p.drop_response(20)),
 ])
 def test_transient_faults_lose_and_duplicate_nothing(azurite, container_name, tmp_path, proxy, name, inject):
-    figures = run_scenario(name, proxy.port, azurite, container_name, tmp_path, lambda: inject(proxy))
+    run_scenario(name, proxy.port, azurite, container_name, tmp_path, lambda: inject(proxy))
     assert proxy.pending_faults() == 0 or name == "stalls"
 
 

@@ -1,17 +1,15 @@
 import fcntl
 import os
-import time
 
 import pytest
 
 from mdc_middleware.metrics import Metrics
-from mdc_middleware.records import Record
 from mdc_middleware.sinks import LocalSink
 from mdc_middleware.spool import Batch, Spool, replay_all
 from mdc_middleware.writer import Writer
 
 from .conftest import rows
-from .test_writer import TARGET, FlakySink, record, wait_for
+from .test_writer import FlakySink, record, wait_for
 
 
 def batch(i: int, rows: int = 2) -> Batch:

@@ -2,11 +2,9 @@ import multiprocessing
 import threading
 import time
 
-import pytest
 
 import mdc_middleware
 from mdc_middleware import ModelDataCollector, Settings
-from mdc_middleware.metrics import Metrics
 from mdc_middleware.paths import Target
 from mdc_middleware.records import Record
 from mdc_middleware.sinks import LocalSink, SinkError
