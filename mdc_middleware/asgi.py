@@ -61,7 +61,10 @@ class DataCollectionMiddleware:
         await exchange.run(self.app, receive, send)
 
     async def _serve_metrics(self, send: Send) -> None:
-        body, content_type = prometheus.render(lambda: runtime.metrics_of(self.policy.writer))
+        # Off the event loop: the spool's size may be read from disk.
+        loop = asyncio.get_running_loop()
+        body, content_type = await loop.run_in_executor(
+            None, prometheus.render, lambda: runtime.metrics_of(self.policy.writer))
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})

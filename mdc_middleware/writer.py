@@ -228,22 +228,18 @@ class Writer:
                     or time.monotonic() - (self._oldest_pending or 0.0) >= self.flush_interval):
                 self._seal()
 
-    def _drop_at_deadline(self, item: Any) -> None:
+    def _dequeued(self, item: Any) -> None:
         nbytes = getattr(item, "approx_bytes", 0)
         if nbytes:
             with self._lock:
                 self._queued_bytes -= nbytes
-        if isinstance(item, Record):
-            self.metrics.drop("shutdown_deadline", item.rows)
-        else:
-            self.metrics.add("captures_dropped")
-            self.metrics.skip("capture:shutdown_deadline")
+
+    def _drop_at_deadline(self, item: Any) -> None:
+        self._dequeued(item)
+        self._count_drop(item.rows if isinstance(item, Record) else 0, "shutdown_deadline")
 
     def _take(self, item: Any) -> None:
-        nbytes = getattr(item, "approx_bytes", 0)
-        if nbytes:
-            with self._lock:
-                self._queued_bytes -= nbytes
+        self._dequeued(item)
         try:
             records = [item] if isinstance(item, Record) else item.to_records(self.metrics)
         except Exception:  # a bug in extraction must not kill the thread
