@@ -8,17 +8,15 @@ from __future__ import annotations
 import datetime as dt
 import io
 from pathlib import Path
-from typing import Any, List, Optional, Tuple, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import pandas as pd
 
 from ..paths import ROOT, ParsedPath, parse_path
+from .source import is_container as _is_container
 
 Source = Union[str, Path, Any]  # a directory, or an azure.storage.blob.ContainerClient
-
-
-def _is_container(source: Source) -> bool:
-    return hasattr(source, "list_blobs") and hasattr(source, "download_blob")
 
 
 def list_data_files(source: Source, *, designation: Optional[str] = None, model: Optional[str] = None,
@@ -28,17 +26,64 @@ def list_data_files(source: Source, *, designation: Optional[str] = None, model:
 
     A directory may be the local sink's root (``mdc-data``) or the container folder inside it.
     """
-    if _is_container(source):
-        names = [blob.name for blob in source.list_blobs(name_starts_with=ROOT + "/")]
-    else:
-        names = [path for path in Path(source).rglob("*.csv")]
     found = []
-    for name in names:
+    for name, _ in _data_files(source):
         parsed = parse_path(Path(name).as_posix() if not isinstance(name, str) else name)
         if parsed is not None and _wanted(parsed, designation, model, version, start, end):
             found.append((name, parsed))
     found.sort(key=lambda item: (item[1].date, _part_order(item[1].file_name), str(item[0])))
     return found
+
+
+def _data_files(source: Source) -> Iterable[Tuple[Any, int]]:
+    """(path or blob name, size in bytes) of every CSV under the source."""
+    if _is_container(source):
+        for blob in source.list_blobs(name_starts_with=ROOT + "/"):
+            if blob.name.endswith(".csv"):
+                yield blob.name, int(blob.size or 0)
+    else:
+        for path in Path(source).rglob("*.csv"):
+            yield path, path.stat().st_size
+
+
+def file_sizes(source: Source) -> Dict[str, int]:
+    """Size of every data file by its name (posix path or blob name): what `tail` watches grow."""
+    return {Path(name).as_posix() if not isinstance(name, str) else name: size
+            for name, size in _data_files(source)}
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """One model version's designation as stored: what ``mdc ls`` prints."""
+
+    webservice: str
+    model: str
+    version: str
+    designation: str
+    first_day: dt.date
+    last_day: dt.date
+    days: int
+    files: int
+    bytes: int
+
+
+def inventory(source: Source, *, model: Optional[str] = None, version: Optional[str] = None,
+              designation: Optional[str] = None) -> List[Inventory]:
+    """Models, versions, designations and the dates present, without downloading any data."""
+    groups: Dict[Tuple[str, str, str, str], List[Tuple[dt.date, int]]] = {}
+    for name, size in _data_files(source):
+        parsed = parse_path(Path(name).as_posix() if not isinstance(name, str) else name)
+        if parsed is None or not _wanted(parsed, designation, model, version, None, None):
+            continue
+        key = (parsed.webservice_name, parsed.model_name, parsed.model_version, parsed.designation)
+        groups.setdefault(key, []).append((parsed.date, size))
+    out = []
+    for key in sorted(groups):
+        entries = groups[key]
+        days = {day for day, _ in entries}
+        out.append(Inventory(*key, first_day=min(days), last_day=max(days), days=len(days),
+                             files=len(entries), bytes=sum(size for _, size in entries)))
+    return out
 
 
 def _part_order(name: str) -> int:
@@ -58,15 +103,17 @@ def _wanted(parsed: ParsedPath, designation: Optional[str], model: Optional[str]
 
 def read_collected(source: Source, designation: Optional[str] = None, *, model: Optional[str] = None,
                    version: Optional[str] = None, start: Optional[dt.date] = None, end: Optional[dt.date] = None,
-                   as_text: bool = False) -> pd.DataFrame:
+                   as_text: bool = False,
+                   progress: Optional[Callable[[Iterable[Any]], Iterable[Any]]] = None) -> pd.DataFrame:
     """All rows of the matching files in one DataFrame (columns united across files).
 
     ``as_text`` keeps every cell exactly as written (strings, empty cells as ""), for byte-exact checks.
+    ``progress`` wraps the list of files (e.g. ``tqdm``) to show downloads as they go.
     """
     options = dict(dtype=str, keep_default_na=False) if as_text else {}
     frames = []
-    for name, _ in list_data_files(source, designation=designation, model=model, version=version,
-                                   start=start, end=end):
+    files = list_data_files(source, designation=designation, model=model, version=version, start=start, end=end)
+    for name, _ in (progress(files) if progress else files):
         if _is_container(source):
             handle: Any = io.BytesIO(source.download_blob(name).readall())
         else:

@@ -1,0 +1,237 @@
+"""``mdc``: list, read, join, follow and check drift of collected data from the command line.
+
+The storage is found the way the collector finds it (MDC_STORAGE_* and MDC_LOCAL_DIR), or from
+``--data`` / ``--connection-string`` / ``--account-url`` with ``--sas-token`` or ``--managed-identity``.
+Needs the ``cli`` extra (click, tqdm); ``drift`` needs the ``analysis`` extra (scipy, matplotlib).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+try:
+    import click
+except ImportError:  # pragma: no cover - exercised only without the extra
+    sys.exit("the mdc command needs its extra: pip install 'mdc-middleware[cli]'")
+
+import pandas as pd
+
+from .config import ConfigError, Settings
+from .analysis.read import inventory, read_collected
+from .analysis.source import describe_source, open_source
+
+EXIT_DRIFT = 3
+_DATE = click.DateTime(formats=["%Y-%m-%d"])
+
+
+def _day(value: Optional[dt.datetime]) -> Optional[dt.date]:
+    return value.date() if value is not None else None
+
+
+def _filters(function):
+    """--model/--version/--from/--to, shared by the commands that select rows."""
+    for option in reversed([
+        click.option("--model", help="Model name."),
+        click.option("--version", "version", help="Model version."),
+        click.option("--from", "start", type=_DATE, help="First day (YYYY-MM-DD, UTC), inclusive."),
+        click.option("--to", "end", type=_DATE, help="Last day (YYYY-MM-DD, UTC), inclusive."),
+    ]):
+        function = option(function)
+    return function
+
+
+class _Context:
+    def __init__(self, data: Optional[str], overrides: dict) -> None:
+        self.data, self.overrides = data, overrides
+        self._source: Any = None
+
+    @property
+    def source(self) -> Any:
+        if self._source is None:
+            try:
+                settings = None if self.data else Settings.from_env(**self.overrides)
+                self._source = open_source(settings, path=self.data)
+            except (ConfigError, FileNotFoundError) as exc:
+                raise click.ClickException(str(exc)) from None
+        return self._source
+
+    def read(self, designation: str, model: Optional[str], version: Optional[str], start: Any, end: Any,
+             as_text: bool = True) -> pd.DataFrame:
+        from tqdm import tqdm
+
+        def progress(files):
+            return tqdm(files, desc=f"reading {designation}", unit="file", file=sys.stderr, disable=None)
+
+        return read_collected(self.source, designation, model=model, version=version, start=_day(start),
+                              end=_day(end), as_text=as_text, progress=progress)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data", type=click.Path(file_okay=False), help="A local data folder (the local sink's MDC_LOCAL_DIR).")
+@click.option("--connection-string", help="Storage connection string [MDC_STORAGE_CONNECTION_STRING].")
+@click.option("--account-url", help="https://<account>.blob.core.windows.net [MDC_STORAGE_ACCOUNT_URL].")
+@click.option("--sas-token", help="SAS token for --account-url [MDC_STORAGE_SAS_TOKEN].")
+@click.option("--managed-identity", is_flag=True, default=None, help="Use managed / workload identity.")
+@click.option("--container", help="Blob container [MDC_CONTAINER], default modeldata.")
+@click.pass_context
+def main(ctx: click.Context, data: Optional[str], connection_string: Optional[str], account_url: Optional[str],
+         sas_token: Optional[str], managed_identity: Optional[bool], container: Optional[str]) -> None:
+    """Read back what mdc-middleware (or Azure ML's ModelDataCollector) collected."""
+    overrides = {key: value for key, value in dict(
+        storage_connection_string=connection_string, storage_account_url=account_url,
+        storage_sas_token=sas_token, storage_managed_identity=managed_identity, container=container).items()
+        if value is not None}
+    ctx.obj = _Context(data, overrides)
+
+
+@main.command("ls")
+@click.option("--model", help="Model name.")
+@click.option("--version", "version", help="Model version.")
+@click.option("--designation", help="inputs, predictions, …")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
+@click.pass_obj
+def ls_command(context: _Context, model: Optional[str], version: Optional[str], designation: Optional[str],
+               as_json: bool) -> None:
+    """Models, versions, designations and the days present."""
+    entries = inventory(context.source, model=model, version=version, designation=designation)
+    if as_json:
+        for entry in entries:
+            row = dict(entry.__dict__, first_day=entry.first_day.isoformat(), last_day=entry.last_day.isoformat())
+            click.echo(json.dumps(row))
+        return
+    if not entries:
+        click.echo(f"no collected data in {describe_source(context.source)}", err=True)
+        return
+    table = pd.DataFrame([entry.__dict__ for entry in entries])
+    click.echo(table.to_string(index=False))
+
+
+def _write(frame: pd.DataFrame, output: Optional[str]) -> None:
+    if output is None or output == "-":
+        frame.to_csv(sys.stdout, index=False, lineterminator="\n")
+    elif output.endswith(".parquet"):
+        try:
+            frame.to_parquet(output, index=False)
+        except ImportError as exc:
+            raise click.ClickException(f"Parquet needs pyarrow: {exc}") from None
+    else:
+        frame.to_csv(output, index=False, lineterminator="\n")
+
+
+@main.command("read")
+@click.argument("designation")
+@_filters
+@click.option("-o", "--output", help="File to write (.csv or .parquet); stdout when absent.")
+@click.pass_obj
+def read_command(context: _Context, designation: str, model: Optional[str], version: Optional[str],
+                 start: Any, end: Any, output: Optional[str]) -> None:
+    """Rows of one designation, every data*.csv of each day, as CSV or Parquet."""
+    parquet = bool(output and output.endswith(".parquet"))
+    frame = context.read(designation, model, version, start, end, as_text=not parquet)
+    _write(frame, output)
+    click.echo(f"{len(frame)} rows", err=True)
+
+
+@main.command("join")
+@_filters
+@click.option("--how", type=click.Choice(["inner", "left", "outer"]), default="inner", show_default=True,
+              help="Keep inputs without predictions (left) or everything (outer).")
+@click.option("-o", "--output", help="File to write (.csv or .parquet); stdout when absent.")
+@click.pass_obj
+def join_command(context: _Context, model: Optional[str], version: Optional[str], start: Any, end: Any,
+                 how: str, output: Optional[str]) -> None:
+    """Inputs beside their predictions, on the correlation id; redelivered rows removed."""
+    from .analysis.join import join_predictions
+
+    parquet = bool(output and output.endswith(".parquet"))
+    inputs = context.read("inputs", model, version, start, end, as_text=not parquet)
+    predictions = context.read("predictions", model, version, start, end, as_text=not parquet)
+    result = join_predictions(inputs, predictions, how=how)
+    _write(result.frame, output)
+    click.echo(f"{len(result.frame)} rows; {result.duplicates_removed} redelivered rows removed; "
+               f"{result.unmatched_inputs} inputs without a prediction; "
+               f"{result.unmatched_predictions} predictions without an input", err=True)
+
+
+@main.command("tail")
+@click.argument("designation")
+@click.option("--model", help="Model name.")
+@click.option("--version", "version", help="Model version.")
+@click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between polls.")
+@click.option("--duration", type=float, help="Stop after this many seconds (default: until Ctrl-C).")
+@click.option("--max-rows", type=int, help="Stop after this many rows.")
+@click.option("--from-start", is_flag=True, help="Print the rows already there first.")
+@click.pass_obj
+def tail_command(context: _Context, designation: str, model: Optional[str], version: Optional[str],
+                 interval: float, duration: Optional[float], max_rows: Optional[int], from_start: bool) -> None:
+    """Print new rows as they arrive, as CSV."""
+    from .analysis.tail import Follower
+
+    follower = Follower(context.source, from_start=from_start, designation=designation, model=model,
+                        version=version)
+    out = sys.stdout.buffer
+
+    def write(chunk: bytes) -> None:
+        out.write(chunk)
+        out.flush()
+
+    try:
+        follower.follow(write, interval=interval, duration=duration, max_rows=max_rows)
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command("drift")
+@click.option("--baseline", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Training data as CSV (or .parquet), one column per feature.")
+@_filters
+@click.option("--designation", default="inputs", show_default=True)
+@click.option("--features", help="Comma-separated features to compare (default: all shared columns).")
+@click.option("--threshold", type=float, default=30.0, show_default=True,
+              help="Drift magnitude (0-100), overall or on any day, at which the exit code is 3.")
+@click.option("--psi-threshold", type=float, default=0.2, show_default=True,
+              help="PSI at which a feature is reported as drifted.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write the HTML report here.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the JSON summary here ('-': stdout).")
+@click.pass_obj
+def drift_command(context: _Context, baseline: str, model: Optional[str], version: Optional[str], start: Any,
+                  end: Any, designation: str, features: Optional[str], threshold: float, psi_threshold: float,
+                  html_path: Optional[str], json_path: Optional[str]) -> None:
+    """Drift of collected inputs from a training baseline; exit code 3 when over the threshold."""
+    from .analysis.drift import compute_drift
+
+    base = pd.read_parquet(baseline) if baseline.endswith(".parquet") else pd.read_csv(baseline)
+    target = context.read(designation, model, version, start, end, as_text=False)
+    if target.empty:
+        raise click.ClickException(f"no collected {designation} rows in {describe_source(context.source)} "
+                                   "for these filters")
+    chosen = [f.strip() for f in features.split(",")] if features else None
+    try:
+        result = compute_drift(base, target, features=chosen, threshold=threshold, psi_threshold=psi_threshold)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    summary = json.dumps(result.to_dict(), indent=2)
+    if json_path == "-":
+        click.echo(summary)
+    elif json_path:
+        Path(json_path).write_text(summary + "\n", encoding="utf-8")
+    if html_path:
+        from .analysis.report import render_html
+
+        Path(html_path).write_text(render_html(result, base, target), encoding="utf-8")
+    verdict = "DRIFT" if result.drifted else "ok"
+    worst = max(result.days, key=lambda day: day.magnitude, default=None)
+    click.echo(f"drift magnitude {result.overall.magnitude:.1f}"
+               + (f", worst day {worst.label} {worst.magnitude:.1f}" if worst else "")
+               + f" (threshold {threshold:g}): {verdict}; "
+               f"{result.overall.rows} rows over {len(result.days)} day(s); features over PSI "
+               f"{psi_threshold:g}: {', '.join(result.drifted_features) or 'none'}", err=json_path == "-")
+    if result.drifted:
+        sys.exit(EXIT_DRIFT)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

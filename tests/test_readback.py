@@ -1,0 +1,236 @@
+"""Readback through the Python API and the `mdc` CLI, on the local layout and on Azurite."""
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import subprocess
+import sys
+import time
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import mdc_middleware
+from mdc_middleware import ModelDataCollector, collector
+from mdc_middleware.analysis import read_collected
+from mdc_middleware.analysis.join import drop_redelivered, join_predictions
+from mdc_middleware.cli import main
+from mdc_middleware.records import CORRELATION_ID
+
+from .conftest import ROOT, blob_rows, rows
+
+FEATURES = ["a", "b", "city"]
+DAYS = [dt.date(2026, 3, 30), dt.date(2026, 3, 31), dt.date(2026, 4, 1)]
+
+
+def collect_on_days(settings, monkeypatch, *, requests_per_day=20, days=DAYS, model="m", version="1"):
+    """Score a little model on several days through ModelDataCollector; returns what was sent."""
+    settings = settings.replace(model_version=version)
+    inputs = ModelDataCollector(model, designation="inputs", feature_names=FEATURES, settings=settings)
+    predictions = ModelDataCollector(model, designation="predictions", feature_names=["score"], settings=settings)
+    rng = np.random.default_rng(7)
+    sent = []
+    for day in days:
+        noon = dt.datetime(day.year, day.month, day.day, 12, tzinfo=dt.timezone.utc).timestamp()
+        monkeypatch.setattr(collector, "time", types.SimpleNamespace(time=lambda noon=noon: noon))
+        for request in range(requests_per_day):
+            n = 1 + request % 3
+            batch = pd.DataFrame({"a": rng.normal(size=n).round(3), "b": rng.integers(0, 9, n),
+                                  "city": rng.choice(["Oslo", "Lima, Peru", 'say "hi"'], n)})
+            if request == 0:
+                batch = pd.concat([batch.iloc[:1]] * 2, ignore_index=True)  # two equal rows: data, kept
+            correlations = inputs.collect(batch)
+            scores = batch["a"] * 2
+            predictions.collect(predictions.add_correlations(scores.to_numpy(), correlations))
+            sent.append((day, batch, scores))
+    monkeypatch.undo()
+    mdc_middleware.flush(10)
+    return sent
+
+
+def invoke(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_ls_lists_models_versions_designations_and_days(settings, data_dir, monkeypatch):
+    collect_on_days(settings, monkeypatch)
+    collect_on_days(settings, monkeypatch, days=DAYS[:1], version="2")
+    listed = [json.loads(line) for line in invoke("--data", str(data_dir), "ls", "--json").splitlines()]
+    summary = {(e["version"], e["designation"]): (e["first_day"], e["last_day"], e["days"]) for e in listed}
+    assert summary == {
+        ("1", "inputs"): ("2026-03-30", "2026-04-01", 3), ("1", "predictions"): ("2026-03-30", "2026-04-01", 3),
+        ("2", "inputs"): ("2026-03-30", "2026-03-30", 1), ("2", "predictions"): ("2026-03-30", "2026-03-30", 1)}
+    table = invoke("--data", str(data_dir), "ls", "--version", "2")
+    assert "2026-03-30" in table and " 1 " in table and "2026-04-01" not in table
+
+
+def test_read_selects_by_date_range_and_version_with_cells_as_written(settings, data_dir, monkeypatch):
+    sent = collect_on_days(settings, monkeypatch)
+    collect_on_days(settings, monkeypatch, version="2")
+    out = invoke("--data", str(data_dir), "read", "inputs", "--version", "1", "--from", "2026-03-31",
+                 "--to", "2026-04-01")
+    frame = pd.read_csv(io.StringIO(out), dtype=str, keep_default_na=False)
+    expected = pd.concat([batch for day, batch, _ in sent if day >= DAYS[1]], ignore_index=True)
+    assert len(frame) == len(expected) == 2 * 40  # 39 rows a day, plus the repeated row of request 0
+    assert frame["city"].tolist() == expected["city"].tolist()  # commas and quotes round-trip
+    assert frame["a"].tolist() == [repr(v) for v in expected["a"]]
+    assert set(frame["$aml_model_version"]) == {"1"}
+    assert frame["$aml_dc_scoring_timestamp"].str[:10].isin(["2026-03-31", "2026-04-01"]).all()
+    api = read_collected(data_dir, "inputs", version="1", start=DAYS[1], end=DAYS[2], as_text=True)
+    pd.testing.assert_frame_equal(frame, api)
+
+
+def test_read_writes_parquet_with_types(settings, data_dir, monkeypatch, tmp_path):
+    sent = collect_on_days(settings, monkeypatch, days=DAYS[:1])
+    target = tmp_path / "inputs.parquet"
+    invoke("--data", str(data_dir), "read", "inputs", "-o", str(target))
+    frame = pd.read_parquet(target)
+    expected = pd.concat([batch for _, batch, _ in sent], ignore_index=True)
+    np.testing.assert_allclose(frame["a"].to_numpy(), expected["a"].to_numpy())
+    assert frame["b"].tolist() == expected["b"].tolist()
+
+
+def test_join_pairs_inputs_with_predictions_and_removes_redeliveries(settings, data_dir, monkeypatch):
+    sent = collect_on_days(settings, monkeypatch, days=DAYS[:1])
+    # A spooled batch replayed after a crash lands again later in the file: append the first two
+    # records (4 rows: the two equal rows of request 0 and the two rows of request 1) once more.
+    [inputs_file] = [p for p in data_dir.rglob("data.csv") if "/inputs/" in p.as_posix()]
+    lines = inputs_file.read_text().splitlines(keepends=True)
+    with open(inputs_file, "a") as out:
+        out.writelines(lines[1:5])
+    out = invoke("--data", str(data_dir), "join")
+    joined = pd.read_csv(io.StringIO(out), dtype=str, keep_default_na=False)
+    expected = pd.concat([batch.assign(score=scores) for _, batch, scores in sent], ignore_index=True)
+    assert len(joined) == len(expected)
+    assert joined["a"].tolist() == [repr(v) for v in expected["a"]]
+    assert joined["score"].tolist() == [repr(v) for v in expected["score"]]
+    assert (joined["a"].astype(float) * 2 - joined["score"].astype(float)).abs().max() < 1e-9
+
+    result = CliRunner().invoke(main, ["--data", str(data_dir), "join", "-o", "-"])
+    assert "4 redelivered rows removed; 0 inputs without a prediction; 0 predictions without an input" in result.stderr
+
+
+def test_drop_redelivered_keeps_equal_rows_of_one_request():
+    frame = pd.DataFrame({"x": [1, 1, 7, 1, 1, 5, 1], CORRELATION_ID: list("aazaaba")})
+    kept, removed = drop_redelivered(frame)
+    assert removed == 2  # the second run of "a" repeats the first exactly
+    assert kept["x"].tolist() == [1, 1, 7, 5, 1]  # the last "a" run differs: it is data
+
+
+def test_join_counts_unmatched_rows():
+    inputs = pd.DataFrame({"x": [1, 2, 3], CORRELATION_ID: ["a", "a", "b"]})
+    predictions = pd.DataFrame({"y": [10, 20, 99], CORRELATION_ID: ["a", "a", "c"]})
+    result = join_predictions(inputs, predictions, how="left")
+    assert result.frame[["x", "y"]].fillna(-1).values.tolist() == [[1, 10], [2, 20], [3, -1]]
+    assert (result.unmatched_inputs, result.unmatched_predictions) == (1, 1)
+
+
+def test_dask_reads_the_seed_glob_and_gets_the_rows_mdc_read_gets(settings, data_dir, monkeypatch):
+    import dask.dataframe as dd
+
+    collect_on_days(settings, monkeypatch)
+    service = next(data_dir.rglob("inputs")).parent
+    frame = dd.read_csv(str(service / "inputs" / "2026" / "*" / "*" / "data.csv"), dtype=str,
+                        keep_default_na=False).compute()
+    frame = frame.sort_values([CORRELATION_ID, "$aml_dc_scoring_timestamp"], kind="stable").reset_index(drop=True)
+    ours = pd.read_csv(io.StringIO(invoke("--data", str(data_dir), "read", "inputs")), dtype=str,
+                       keep_default_na=False)
+    ours = ours.sort_values([CORRELATION_ID, "$aml_dc_scoring_timestamp"], kind="stable").reset_index(drop=True)
+    assert len(ours) > 100
+    assert list(frame.columns) == list(ours.columns)
+    assert frame.astype(object).values.tolist() == ours.astype(object).values.tolist()
+
+
+def test_tail_prints_rows_as_they_arrive(settings, data_dir, monkeypatch):
+    collect_on_days(settings, monkeypatch, days=[dt.date.today()], requests_per_day=3)  # already there
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mdc_middleware.cli", "--data", str(data_dir), "tail", "inputs", "--interval",
+         "0.2", "--duration", "20", "--max-rows", "30"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1.5)  # let it take its starting offsets
+        dc = ModelDataCollector("m", designation="inputs", feature_names=FEATURES,
+                                settings=settings.replace(model_version="1"))
+        for i in range(30):
+            dc.collect([[i, i * 2, f"town {i}, with a comma"]])
+            if i % 10 == 9:
+                mdc_middleware.flush(10)
+                time.sleep(0.5)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    frame = pd.read_csv(io.BytesIO(out), dtype=str, keep_default_na=False)
+    assert frame["a"].tolist() == [str(i) for i in range(30)]
+    assert frame["city"].tolist() == [f"town {i}, with a comma" for i in range(30)]
+
+
+def test_drift_flags_a_shifted_day_and_writes_html_and_json(settings, data_dir, tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    baseline = pd.DataFrame({"a": rng.normal(0, 1, 2000), "b": rng.integers(0, 9, 2000),
+                             "city": rng.choice(["Oslo", "Lima"], 2000, p=[0.7, 0.3])})
+    baseline.to_csv(tmp_path / "train.csv", index=False)
+    dc = ModelDataCollector("m", designation="inputs", feature_names=FEATURES, settings=settings)
+    for day, shift, oslo in ((DAYS[0], 0.0, 0.7), (DAYS[1], 3.0, 0.1)):
+        noon = dt.datetime(day.year, day.month, day.day, 12, tzinfo=dt.timezone.utc).timestamp()
+        monkeypatch.setattr(collector, "time", types.SimpleNamespace(time=lambda noon=noon: noon))
+        dc.collect(pd.DataFrame({"a": rng.normal(shift, 1, 1000), "b": rng.integers(0, 9, 1000),
+                                 "city": rng.choice(["Oslo", "Lima"], 1000, p=[oslo, 1 - oslo])}))
+    mdc_middleware.flush(10)
+    args = ["--data", str(data_dir), "drift", "--baseline", str(tmp_path / "train.csv"),
+            "--html", str(tmp_path / "report.html"), "--json", str(tmp_path / "drift.json")]
+
+    calm = CliRunner().invoke(main, args + ["--to", "2026-03-30"])
+    assert calm.exit_code == 0, calm.output
+    assert json.loads((tmp_path / "drift.json").read_text())["overall"]["magnitude"] < 10
+
+    drifted = CliRunner().invoke(main, args)
+    assert drifted.exit_code == 3, drifted.output
+    summary = json.loads((tmp_path / "drift.json").read_text())
+    days = {d["label"]: d for d in summary["days"]}
+    assert days["2026-03-30"]["magnitude"] < 10 < 40 < days["2026-03-31"]["magnitude"]
+    features = {f["feature"]: f for f in days["2026-03-31"]["features"]}
+    assert features["a"]["ks_statistic"] > 0.8 and features["a"]["psi"] > 1
+    assert features["a"]["wasserstein"] == pytest.approx(3.0, abs=0.2)
+    assert features["city"]["kind"] == "categorical" and features["city"]["chi2_pvalue"] < 1e-6
+    assert features["b"]["psi"] < 0.1
+    assert summary["drifted"] is True and set(summary["drifted_features"]) == {"a", "city"}
+    report = (tmp_path / "report.html").read_text()
+    assert report.count("data:image/png;base64,") == 3 and "DRIFT" in report
+
+
+def test_drift_without_collected_rows_is_a_clear_error(data_dir, tmp_path):
+    data_dir.mkdir(parents=True)
+    pd.DataFrame({"a": [1.0]}).to_csv(tmp_path / "train.csv", index=False)
+    result = CliRunner().invoke(main, ["--data", str(data_dir), "drift", "--baseline", str(tmp_path / "train.csv")])
+    assert result.exit_code == 1 and "no collected inputs rows" in result.output
+
+
+def test_missing_data_folder_is_a_clear_error(tmp_path):
+    result = CliRunner().invoke(main, ["--data", str(tmp_path / "nope"), "ls"])
+    assert result.exit_code == 1 and "no collected data folder" in result.output
+
+
+@pytest.mark.azurite
+def test_cli_reads_joins_and_tails_a_blob_container(azurite, blob_settings, container_name, monkeypatch):
+    sent = collect_on_days(blob_settings, monkeypatch, days=DAYS[:2])
+    expected = blob_rows(azurite, container_name, "inputs")
+    base = ["--connection-string", azurite.connection_string, "--container", container_name]
+    listed = [json.loads(line) for line in invoke(*base, "ls", "--json").splitlines()]
+    assert {(e["designation"], e["days"]) for e in listed} == {("inputs", 2), ("predictions", 2)}
+    frame = pd.read_csv(io.StringIO(invoke(*base, "read", "inputs")), dtype=str, keep_default_na=False)
+    pd.testing.assert_frame_equal(frame, expected)
+    joined = pd.read_csv(io.StringIO(invoke(*base, "join", "--from", "2026-03-31")), dtype=str,
+                         keep_default_na=False)
+    day_two = pd.concat([b.assign(score=s) for day, b, s in sent if day == DAYS[1]], ignore_index=True)
+    assert joined["score"].tolist() == [repr(v) for v in day_two["score"]]
+
+    monkeypatch.setenv("MDC_STORAGE_CONNECTION_STRING", azurite.connection_string)  # the pod's own settings
+    monkeypatch.setenv("MDC_CONTAINER", container_name)
+    out = CliRunner().invoke(main, ["tail", "inputs", "--from-start", "--duration", "0"]).stdout
+    assert pd.read_csv(io.StringIO(out), dtype=str, keep_default_na=False).equals(expected)
