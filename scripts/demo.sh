@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e ".[demo]"
+.venv/bin/python -m pip install -q -e ".[demo,analysis]"
 exec .venv/bin/python examples/demo.py "$@"

@@ -21,7 +21,7 @@ from mdc_middleware.analysis.join import drop_redelivered, join_predictions
 from mdc_middleware.cli import main
 from mdc_middleware.records import CORRELATION_ID
 
-from .conftest import ROOT, blob_rows, rows
+from .conftest import ROOT, blob_rows
 
 FEATURES = ["a", "b", "city"]
 DAYS = [dt.date(2026, 3, 30), dt.date(2026, 3, 31), dt.date(2026, 4, 1)]

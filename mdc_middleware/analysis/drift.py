@@ -65,7 +65,11 @@ class DriftResult:
 
     @property
     def drifted_features(self) -> List[str]:
-        return [f.feature for f in self.overall.features if f.psi >= self.psi_threshold]
+        """Features at or over the PSI threshold on the whole range or on any day."""
+        names: Dict[str, None] = {}
+        for window in [self.overall, *self.days]:
+            names.update((f.feature, None) for f in window.features if f.psi >= self.psi_threshold)
+        return list(names)
 
     def to_dict(self) -> dict:
         out = asdict(self)
