@@ -234,3 +234,21 @@ def test_cli_reads_joins_and_tails_a_blob_container(azurite, blob_settings, cont
     monkeypatch.setenv("MDC_CONTAINER", container_name)
     out = CliRunner().invoke(main, ["tail", "inputs", "--from-start", "--duration", "0"]).stdout
     assert pd.read_csv(io.StringIO(out), dtype=str, keep_default_na=False).equals(expected)
+
+
+@pytest.mark.azurite
+def test_cli_reads_a_container_with_a_sas_token(azurite, blob_settings, container_name, monkeypatch):
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    from .azurite import ACCOUNT, KEY
+
+    collect_on_days(blob_settings, monkeypatch, days=DAYS[:1], requests_per_day=5)
+    expected = blob_rows(azurite, container_name, "predictions")
+    sas = generate_container_sas(ACCOUNT, container_name, account_key=KEY,
+                                 permission=ContainerSasPermissions(read=True, list=True),
+                                 expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1))
+    out = invoke("--account-url", azurite.account_url, "--sas-token", sas, "--container", container_name,
+                 "read", "predictions")
+    frame = pd.read_csv(io.StringIO(out), dtype=str, keep_default_na=False)
+    pd.testing.assert_frame_equal(frame, expected)
+    assert len(frame) == 1 + sum(1 + r % 3 for r in range(5))  # request 0 repeats its row
