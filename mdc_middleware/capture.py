@@ -6,6 +6,7 @@ extraction run later on the writer thread via ``Capture.to_records``.
 """
 from __future__ import annotations
 
+import base64
 import csv
 import email.parser
 import email.policy
@@ -16,19 +17,22 @@ import logging
 import random
 import uuid
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import parse_qsl
 
 from . import media
 from .metrics import Metrics
 from .paths import Target
+from .privacy import HEADER_PREFIX, NO_RULES, FieldRules
 from .records import Record
 from .schema import PayloadMismatch, Schema
 
 logger = logging.getLogger("mdc_middleware")
 
 REQUEST_ID_HEADERS = ("x-ms-request-id", "x-request-id")
+UNPARSED_COLUMNS = ("part", "reason", "content_type", "content_encoding", "bytes", "truncated", "body_encoding",
+                    "body")
 _warned: set = set()
 
 
@@ -146,7 +150,10 @@ class Capture:
     timestamp: float
     boundary: int
     max_body_bytes: int
-    extra: Dict[str, Any] = field(default_factory=dict)
+    rules: FieldRules = NO_RULES
+    headers: Tuple[Tuple[str, str], ...] = ()
+    unparsed_target: Optional[Target] = None   # set when unparseable payloads are kept raw
+    unparsed_max_bytes: int = 4096
 
     @property
     def approx_bytes(self) -> int:
@@ -166,6 +173,9 @@ class Capture:
                 warn_once((self.route.pattern, designation, exc.reason),
                           "mdc: %s of route %s not collected: %s (logged once per route and reason)",
                           designation, self.route.pattern, exc)
+                raw = self._unparsed(designation, exc.reason, body, ctype, encoding, metrics)
+                if raw is not None:
+                    records.append(raw)
                 continue
             if table is None:
                 continue
@@ -173,10 +183,40 @@ class Capture:
             if not rows:
                 metrics.skip(f"{designation}:empty")
                 continue
-            records.append(Record(target=target, data=rows, columns=columns, correlation_id=self.correlation_id,
-                                  timestamp=self.timestamp, request_id=self.request_id,
-                                  boundary=self.boundary, rows=len(rows)))
+            if designation == "inputs" and self.headers:
+                columns = columns + tuple(HEADER_PREFIX + name for name, _ in self.headers)
+                values = [value for _, value in self.headers]
+                rows = [list(row) + values for row in rows]
+            records.append(self._record(target, rows, columns))
         return records
+
+    def _record(self, target: Target, rows: List[list], columns: Tuple[str, ...]) -> Record:
+        return Record(target=target, data=rows, columns=columns, correlation_id=self.correlation_id,
+                      timestamp=self.timestamp, request_id=self.request_id, boundary=self.boundary,
+                      rows=len(rows), rules=self.rules if self.rules.active else None)
+
+    def _unparsed(self, designation: str, reason: str, body: Union[bytes, str], ctype: str, encoding: str,
+                  metrics: Metrics) -> Optional[Record]:
+        """The payload as received (truncated), when keeping unparseable payloads is on.
+
+        Media is never kept, and neither is anything from a route with field rules: a payload that
+        could not be parsed cannot be checked for the fields those rules withhold.
+        """
+        if self.unparsed_target is None or not isinstance(body, bytes) or not body or "media" in reason:
+            return None
+        if self.rules.active:
+            metrics.skip("unparsed:withheld_by_field_rules")
+            return None
+        kept = body[:self.unparsed_max_bytes]
+        try:
+            text, body_encoding = kept.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError as exc:
+            if exc.start >= len(kept) - 3 and len(body) > len(kept):  # cut inside a character
+                text, body_encoding = kept[:exc.start].decode("utf-8"), "utf-8"
+            else:
+                text, body_encoding = base64.b64encode(kept).decode("ascii"), "base64"
+        row = [designation, reason, ctype[:200], encoding[:50], len(body), len(body) > len(kept), body_encoding, text]
+        return self._record(self.unparsed_target, [row], UNPARSED_COLUMNS)
 
     def _table(self, designation: str, body: Union[bytes, str], ctype: str, encoding: str,
                metrics: Metrics) -> Optional[Tuple[Tuple[str, ...], List[list]]]:

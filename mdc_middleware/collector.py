@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -16,6 +16,7 @@ from . import runtime
 from .capture import new_correlation_id
 from .config import ConfigError, Settings
 from .paths import Target
+from .privacy import FieldRules, Redactor
 from .records import (BOUNDARY, CORRELATION_ID, SCORING_TIMESTAMP, Record, count_rows, default_prefix,
                       format_timestamp, infer_columns, snapshot)
 from .writer import Writer
@@ -33,8 +34,18 @@ class ModelDataCollector:
     def __init__(self, model_name: str, designation: str = "default", feature_names: Optional[Sequence[str]] = None,
                  workspace: str = _DEFAULT_WORKSPACE, webservice_name: str = "default",
                  model_version: str = "default", collection_name: str = "default", *,
-                 settings: Optional[Settings] = None, writer: Optional[Writer] = None) -> None:
+                 settings: Optional[Settings] = None, writer: Optional[Writer] = None,
+                 include_features: Optional[Sequence[str]] = None, exclude_features: Sequence[str] = (),
+                 redact: Optional[Mapping[str, Redactor]] = None) -> None:
+        """Azure's arguments, plus: ``include_features``/``exclude_features`` (names or globs) and
+        ``redact`` (name → function of the value) for personal data that must never be written."""
         self.settings = settings or Settings.from_env()
+        try:
+            rules = self.settings.field_rules.merged(
+                FieldRules(include=include_features, exclude=tuple(exclude_features), redact=redact or {}))
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from None
+        self.rules: Optional[FieldRules] = rules if rules.active else None
         # Explicit arguments win; Azure's defaults give way to what the deployment configured.
         parts = (workspace.split("/") if workspace != _DEFAULT_WORKSPACE
                  else [self.settings.subscription_id, self.settings.resource_group, self.settings.workspace_name])
@@ -108,7 +119,8 @@ class ModelDataCollector:
             if columns is None and isinstance(copied, pd.DataFrame):
                 columns = tuple(str(c) for c in copied.columns)
             record = Record(target=self.target, data=copied, columns=columns, correlation_id=correlation_id,
-                            timestamp=now, request_id=request_id, boundary=self.settings.boundary, rows=rows)
+                            timestamp=now, request_id=request_id, boundary=self.settings.boundary, rows=rows,
+                            rules=self.rules)
             writer = self.writer
             writer.metrics.add("rows_captured", rows)
             writer.submit(record, rows=rows, nbytes=_approx_bytes(copied))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from .paths import validate_component
+from .privacy import FieldRules, check_header_allowlist
 
 MODEL_CONFIG_MAP = "/var/azureml-app/model_config_map.json"
 
@@ -106,6 +107,11 @@ _ENV: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "echo_request_id": (("MDC_ECHO_REQUEST_ID",), _parse_bool),
     "neutralize_formulas": (("MDC_CSV_NEUTRALIZE_FORMULAS",), _parse_bool),
     "collect_status": (("MDC_COLLECT_STATUS",), _text),
+    "collect_headers": (("MDC_COLLECT_HEADERS",), _names),
+    "include_features": (("MDC_INCLUDE_FEATURES",), _names),
+    "exclude_features": (("MDC_EXCLUDE_FEATURES",), _names),
+    "record_unparsed": (("MDC_RECORD_UNPARSED",), _parse_bool),
+    "unparsed_max_bytes": (("MDC_UNPARSED_MAX_BYTES",), _positive(int)),
 }
 
 _SECRETS = ("storage_connection_string", "storage_sas_token")
@@ -140,6 +146,11 @@ class Settings:
     request_id_header: str = "x-ms-request-id"
     echo_request_id: bool = True
     neutralize_formulas: bool = True
+    collect_headers: tuple = ()          # request headers written as $mdc_header_<name>; credentials never
+    include_features: Optional[tuple] = None   # only these features (globs, any case); None: all
+    exclude_features: tuple = ()         # never these features, also inside JSON-valued cells
+    record_unparsed: bool = False        # keep payloads that could not be parsed, raw, as designation "unparsed"
+    unparsed_max_bytes: int = 4096       # of each such payload
     # The writer.
     batch_rows: int = 10_000
     batch_bytes: int = 4 << 20
@@ -169,6 +180,10 @@ class Settings:
             raise ConfigError(f"spool_drop: expected 'oldest' or 'newest', got {self.spool_drop!r}")
         if self.metrics_path and not self.metrics_path.startswith("/"):
             raise ConfigError(f"metrics_path: must start with '/', got {self.metrics_path!r}")
+        try:
+            object.__setattr__(self, "collect_headers", check_header_allowlist(self.collect_headers))
+        except ValueError as exc:
+            raise ConfigError(f"collect_headers: {exc}") from None
         if not 0.0 <= self.sample_rate <= 1.0:
             raise ConfigError(f"sample_rate: must be between 0 and 1, got {self.sample_rate!r}")
 
@@ -176,6 +191,11 @@ class Settings:
     def workspace(self) -> str:
         """Azure's `<subscriptionid>/<resourcegroup>/<workspace>` form."""
         return f"{self.subscription_id}/{self.resource_group}/{self.workspace_name}"
+
+    @property
+    def field_rules(self) -> FieldRules:
+        """The feature allowlist and denylist every collector and route of these settings obeys."""
+        return FieldRules(include=self.include_features, exclude=self.exclude_features)
 
     @property
     def uses_blob_storage(self) -> bool:

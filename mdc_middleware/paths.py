@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 ROOT = "modeldata"
-DESIGNATIONS = ("inputs", "predictions", "labels", "signals", "general")
+DESIGNATIONS = ("inputs", "predictions", "labels", "signals", "general", "unparsed")
 MAX_COMPONENT_LENGTH = 128
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f/\\]")
 _FILE_NAME = re.compile(r"^(?P<stem>.+?)(?:_(?P<part>[0-9]+))?\.csv$")

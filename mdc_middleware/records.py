@@ -7,6 +7,7 @@ thread, never on the request path.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .paths import Target
+from .privacy import FieldRules
 
 CORRELATION_ID = "$aml_dc_correlation_id"
 SCORING_TIMESTAMP = "$aml_dc_scoring_timestamp"
@@ -50,6 +52,14 @@ class Record:
     request_id: str
     boundary: int = 1440
     rows: int = 0                 # known row count (for metrics and batching)
+    rules: Optional[FieldRules] = None  # which fields may be written; applied on the writer thread
+
+    def with_rules_applied(self, columns: Sequence[str]) -> Tuple["Record", Tuple[str, ...]]:
+        """This record without the fields its rules withhold, and the columns that remain."""
+        if self.rules is None or not self.rules.active:
+            return self, tuple(columns)
+        kept, rows = self.rules.apply(list(columns), rows_as_lists(self.data, columns))
+        return dataclasses.replace(self, data=rows, columns=kept, rules=None), kept
 
 
 def snapshot(data: Any) -> Any:
@@ -129,7 +139,7 @@ def _cell(value: Any, neutralize: bool) -> Any:
     return value
 
 
-def _rows_as_lists(data: Any, columns: Sequence[str]) -> Iterable[List[Any]]:
+def rows_as_lists(data: Any, columns: Sequence[str]) -> Iterable[List[Any]]:
     """Rows in ``columns`` order; dict rows are aligned by name, missing cells left empty."""
     if isinstance(data, pd.DataFrame):
         frame = data.reindex(columns=list(columns)) if tuple(map(str, data.columns)) != tuple(columns) else data
@@ -194,7 +204,7 @@ def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> T
         return len(lines), separator.join(lines) + separator
     writer = csv.writer(buffer, lineterminator=LINE_END)
     count = 0
-    for row in _rows_as_lists(data, columns):
+    for row in rows_as_lists(data, columns):
         if len(row) != width:
             row = (row + [None] * width)[:width]
         writer.writerow([_cell(v, neutralize) for v in row] + meta)

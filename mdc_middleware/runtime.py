@@ -26,6 +26,7 @@ class RequestContext:
     correlation_id: str
     request_id: str
     timestamp: float
+    headers: tuple = ()  # (name, value) of the allowlisted request headers
 
 
 current_request: "contextvars.ContextVar[Optional[RequestContext]]" = contextvars.ContextVar(

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
+
+from .privacy import FieldRules, Redactor
 
 Table = Tuple[Tuple[str, ...], List[list]]
 
@@ -37,7 +39,9 @@ class Schema:
     ``inputs``/``predictions`` name the feature columns; when left out, names come from the
     payload (record keys, pandas columns, tensor names) or default to ``feature_<i>`` and
     ``prediction_<i>``. ``input_field``/``prediction_field`` point at the rows with a dotted path
-    when the payload shape is unusual. ``media_fields`` are never written.
+    when the payload shape is unusual. ``media_fields`` are never written. ``include``/``exclude``
+    (names or globs, any case) and ``redact`` (name → function of the value) keep personal data out
+    of storage; see ``privacy.FieldRules``.
     """
 
     inputs: Optional[Sequence[str]] = None
@@ -47,9 +51,17 @@ class Schema:
     media_fields: Sequence[str] = field(default_factory=tuple)
     model_name: Optional[str] = None
     model_version: Optional[str] = None
+    include: Optional[Sequence[str]] = None
+    exclude: Sequence[str] = field(default_factory=tuple)
+    redact: Mapping[str, Redactor] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def rules(self) -> FieldRules:
+        return FieldRules(include=self.include, exclude=tuple(self.exclude), redact=self.redact)
 
     def __post_init__(self) -> None:
-        for name in ("inputs", "predictions", "media_fields"):
+        self.rules  # bad rules fail where the schema is declared
+        for name in ("inputs", "predictions", "media_fields", "include", "exclude"):
             value = getattr(self, name)
             if isinstance(value, str):
                 raise TypeError(f"Schema.{name} must be a sequence of names, not a string")

@@ -252,6 +252,7 @@ class Writer:
     def _add(self, record: Record, counted: bool) -> None:
         columns = record.columns or infer_columns(record.data, default_prefix(record.target.designation))
         try:
+            record, columns = record.with_rules_applied(columns)
             rows, text = encode(record, columns, self.neutralize_formulas)
         except Exception:
             logger.exception("mdc: could not encode rows for %s", record.target.model_name)

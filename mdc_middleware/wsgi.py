@@ -64,6 +64,8 @@ class _Exchange:
         self.route = route
         headers = [(k[5:].replace("_", "-").lower(), v) for k, v in environ.items()
                    if k.startswith("HTTP_") and isinstance(v, str)]
+        headers += [(k.replace("_", "-").lower(), environ[k]) for k in ("CONTENT_TYPE", "CONTENT_LENGTH")
+                    if isinstance(environ.get(k), str)]
         self.context = policy.start(headers)
         self.request_type = environ.get("CONTENT_TYPE", "") or ""
         self.request_encoding = environ.get("HTTP_CONTENT_ENCODING", "") or ""
