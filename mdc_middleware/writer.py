@@ -206,27 +206,35 @@ class Writer:
     # ---- batcher thread ---------------------------------------------------------------------------
     def _run_batcher(self) -> None:
         while True:
-            timeout = (self.flush_interval if self._oldest_pending is None
-                       else max(0.0, self._oldest_pending + self.flush_interval - time.monotonic()))
             try:
-                item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                item = None
-            if isinstance(item, _Marker):
-                self._seal()
-                self._hand_over(item)
-                if item.stop:
+                if self._batch_once():
                     return
-                continue
-            if item is not None and self._past_stop_deadline():
-                self._drop_at_deadline(item)  # no time left to encode it: count it, never lose it silently
-                continue
-            if item is not None:
-                self._take(item)
-            if self._pending_rows and (
-                    self._pending_rows >= self.batch_rows or self._pending_bytes >= self.batch_bytes
-                    or time.monotonic() - (self._oldest_pending or 0.0) >= self.flush_interval):
-                self._seal()
+            except Exception:  # a bug here must not stop collection for the life of the process
+                logger.exception("mdc: batcher error; collection goes on")
+                self.metrics.add("internal_errors")
+
+    def _batch_once(self) -> bool:
+        """Take one item (or time out) and seal batches that are due; True when told to stop."""
+        timeout = (self.flush_interval if self._oldest_pending is None
+                   else max(0.0, self._oldest_pending + self.flush_interval - time.monotonic()))
+        try:
+            item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            item = None
+        if isinstance(item, _Marker):
+            self._seal()
+            self._hand_over(item)
+            return item.stop
+        if item is not None and self._past_stop_deadline():
+            self._drop_at_deadline(item)  # no time left to encode it: count it, never lose it silently
+            return False
+        if item is not None:
+            self._take(item)
+        if self._pending_rows and (
+                self._pending_rows >= self.batch_rows or self._pending_bytes >= self.batch_bytes
+                or time.monotonic() - (self._oldest_pending or 0.0) >= self.flush_interval):
+            self._seal()
+        return False
 
     def _dequeued(self, item: Any) -> None:
         nbytes = getattr(item, "approx_bytes", 0)
@@ -266,6 +274,8 @@ class Writer:
             return
         day = dt.datetime.fromtimestamp(record.timestamp, tz=dt.timezone.utc).date()
         header = header_line(columns)
+        if not header.isascii():
+            header = header.encode("utf-8", "replace").decode("utf-8")  # column names from payload keys
         folder = record.target.day_folder(day)
         key = (record.target, folder, header)
         partition = self._pending.get(key)
@@ -285,7 +295,12 @@ class Writer:
         self._pending_rows = self._pending_bytes = 0
         self._oldest_pending = None
         for partition in pending.values():
-            payload = "".join(partition.chunks).encode("utf-8")
+            text = "".join(partition.chunks)
+            try:
+                payload = text.encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates, e.g. from JSON "\ud800": not UTF-8, so replaced
+                payload = text.encode("utf-8", "replace")
+                self.metrics.skip("invalid_unicode_replaced")
             self._hand_over(Batch(partition.folder, partition.target.file_stem, partition.header, payload,
                                   partition.rows))
 
