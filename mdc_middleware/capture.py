@@ -249,6 +249,8 @@ def _decode_content(body: bytes, encoding: str, limit: int) -> bytes:
         raise PayloadMismatch("bad_content_encoding", str(exc)) from None
     if len(out) > limit or decoder.unconsumed_tail:
         raise PayloadMismatch("body_too_large", "after decompression")
+    if not decoder.eof:
+        raise PayloadMismatch("bad_content_encoding", "truncated stream")
     return out
 
 

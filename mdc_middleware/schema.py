@@ -160,6 +160,8 @@ def _from_tensors(tensors: list) -> Tuple[list, List[str]]:
 
 def _tabulate(values: Any, given: Optional[Sequence[str]], declared: Optional[Sequence[str]],
               prefix: str, media_fields: Sequence[str]) -> Table:
+    if values is None:
+        raise PayloadMismatch("null_payload")
     if not isinstance(values, list):
         values = [values]
     if not values:
