@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import contextvars
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Dict, List, Optional
@@ -47,6 +48,8 @@ def writer_for(settings: Settings) -> Writer:
     with _lock:
         writer = _writers.get(key)
         if writer is None:
+            if settings.debug:
+                enable_debug_logging()
             metrics = Metrics()
             spool_dir = settings.resolved_spool_dir
             spool = Spool(spool_dir, settings.spool_max_bytes, settings.spool_drop, metrics=metrics,
@@ -60,6 +63,20 @@ def writer_for(settings: Settings) -> Writer:
             _writers[key] = writer
             _shutdown_deadline[key] = settings.shutdown_deadline
         return writer
+
+
+def enable_debug_logging() -> None:
+    """MDC_DEBUG / AML_MODEL_DC_DEBUG: our log at DEBUG on stderr, as Azure's collector did.
+
+    Only our own logger: the storage SDK's request logs are left to the app's logging setup.
+    """
+    logger = logging.getLogger("mdc_middleware")
+    logger.setLevel(logging.DEBUG)
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
 
 
 def retire(writer: Writer, timeout: float) -> bool:

@@ -16,6 +16,7 @@ exponential backoff and jitter up to a deadline, so the two never multiply.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -300,12 +301,42 @@ def split_blocks(payload: bytes, limit: int) -> Iterator[bytes]:
         start = end
 
 
+class _RedactSasSignature(logging.Filter):
+    """urllib3 logs each request line, query string included, at DEBUG: a SAS signature must not
+    reach an app's debug log that way (azure-core's own request log already redacts it)."""
+
+    _SIGNATURE = re.compile(r"(?i)(sig=)[^&\s\"']+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True
+        if "sig=" in message.lower():
+            record.msg, record.args = self._SIGNATURE.sub(r"\1REDACTED", message), None
+        return True
+
+
+def _redact_sas_in_transport_logs() -> None:
+    transport_logger = logging.getLogger("urllib3.connectionpool")
+    if not any(isinstance(f, _RedactSasSignature) for f in transport_logger.filters):
+        transport_logger.addFilter(_RedactSasSignature())
+
+
 def client_factory(settings: Settings) -> Callable[[], BlobServiceClient]:
     """How to build the service client from settings; credentials are checked here, at start-up."""
     if settings.storage_connection_string:
         connection_string = settings.storage_connection_string
+        try:  # parsed here, without a request, so a malformed string fails at start-up
+            BlobServiceClient.from_connection_string(connection_string, **_CLIENT_OPTIONS).close()
+        except Exception as exc:  # the SDK's message may quote the string: only its type is shown
+            raise ConfigError("MDC_STORAGE_CONNECTION_STRING is not a usable storage connection string "
+                              f"({type(exc).__name__}); expected 'DefaultEndpointsProtocol=https;AccountName=…;"
+                              "AccountKey=…;EndpointSuffix=core.windows.net'") from None
         return lambda: BlobServiceClient.from_connection_string(connection_string, **_CLIENT_OPTIONS)
     url = settings.storage_account_url
+    if settings.storage_sas_token or "?" in url:
+        _redact_sas_in_transport_logs()
     if settings.storage_sas_token:
         sas = settings.storage_sas_token.lstrip("?")
         return lambda: BlobServiceClient(url, credential=sas, **_CLIENT_OPTIONS)
