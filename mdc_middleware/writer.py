@@ -26,6 +26,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
+from .handoff import HandoffQueue
 from .metrics import Metrics
 from .paths import Target
 from .records import Record, csv_row_count, default_prefix, encode, header_line, infer_columns
@@ -85,7 +86,7 @@ class Writer:
             self._start()  # replay what an earlier run left behind, even before traffic arrives
 
     def _init_state(self) -> None:
-        self._queue: "queue.Queue[Any]" = queue.Queue(self.queue_size)
+        self._queue = HandoffQueue(self.queue_size)
         self._lock = threading.Lock()
         self._queued_bytes = 0
         self._threads: List[threading.Thread] = []
