@@ -14,12 +14,14 @@ import fnmatch
 import io
 import json
 import logging
+import os
 import random
-import uuid
 import zlib
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import parse_qsl
+
+import orjson
 
 from . import media
 from .metrics import Metrics
@@ -119,7 +121,12 @@ def sampled(rate: float) -> bool:
 
 
 def new_correlation_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID as text; what uuid.uuid4() gives, at half its cost on the request path."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def pick_request_id(headers: Iterable[Tuple[str, str]]) -> Optional[str]:
@@ -266,6 +273,16 @@ def _parse(body: bytes, content_type: str, metrics: Metrics, designation: str) -
         return list(csv.DictReader(io.StringIO(body.decode("utf-8", "replace"))))
     if media.sniff_media(body[:media.SNIFF_BYTES]):
         raise PayloadMismatch("media_magic_bytes")
+    return parse_json(body)
+
+
+def parse_json(body: bytes) -> Any:
+    """orjson first (several times faster); the standard library for what orjson refuses but JSON
+    scoring clients send anyway: NaN and Infinity, integers past 64 bits, lone surrogates, deep nesting."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
     try:
         return json.loads(body)
     except (ValueError, RecursionError) as exc:
@@ -289,8 +306,8 @@ def _parse_multipart(body: bytes, content_type: str, metrics: Metrics, designati
             continue
         if part_type == "application/json" or part_type.endswith("+json"):
             try:
-                payload = json.loads(raw)
-            except ValueError:
+                payload = parse_json(raw)
+            except PayloadMismatch:
                 metrics.skip(f"{designation}:invalid_json_part")
             continue
         if part_type.startswith("text/") or not part.get_filename():

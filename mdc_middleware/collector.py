@@ -115,9 +115,7 @@ class ModelDataCollector:
         try:
             copied = snapshot(data)
             rows = count_rows(copied, self.feature_names)
-            columns = self.feature_names
-            if columns is None and isinstance(copied, pd.DataFrame):
-                columns = tuple(str(c) for c in copied.columns)
+            columns = self.feature_names  # None: the writer thread takes them from the data
             record = Record(target=self.target, data=copied, columns=columns, correlation_id=correlation_id,
                             timestamp=now, request_id=request_id, boundary=self.settings.boundary, rows=rows,
                             rules=self.rules)
@@ -162,8 +160,9 @@ class ModelDataCollector:
 def _approx_bytes(data: Any) -> int:
     if isinstance(data, np.ndarray):
         return int(data.nbytes) + 256
-    if isinstance(data, pd.DataFrame):
-        return int(data.memory_usage(index=False, deep=False).sum()) + 256
+    if isinstance(data, pd.DataFrame):  # an estimate: memory_usage() costs more than the whole collect()
+        rows, columns = data.shape
+        return rows * columns * 16 + 256
     if isinstance(data, list):
         return 64 * (len(data) + 1) * (len(data[0]) if data and isinstance(data[0], list) else 1)
     return 256

@@ -13,10 +13,12 @@ import io
 import json
 import math
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from .paths import Target
@@ -34,10 +36,22 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
+_second_prefix: Tuple[int, str] = (-1, "")
+
+
 def format_timestamp(epoch_seconds: float) -> str:
-    """UTC ISO-8601 with microseconds, e.g. ``2026-11-25T08:15:02.123456Z``."""
-    moment = dt.datetime.fromtimestamp(epoch_seconds, tz=dt.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """UTC ISO-8601 with microseconds, e.g. ``2026-11-25T08:15:02.123456Z``.
+
+    On the request path for every collect(): the text up to the second is formatted once a second.
+    """
+    global _second_prefix
+    micros = math.floor(epoch_seconds * 1_000_000)  # truncated: never into the next second, or day
+    second, fraction = divmod(micros, 1_000_000)
+    cached_second, prefix = _second_prefix
+    if cached_second != second:
+        prefix = dt.datetime.fromtimestamp(second, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
+        _second_prefix = (second, prefix)
+    return f"{prefix}{fraction:06d}Z"
 
 
 @dataclass
@@ -62,10 +76,17 @@ class Record:
         return dataclasses.replace(self, data=rows, columns=kept, rules=None), kept
 
 
+_COPY_ON_WRITE = int(pd.__version__.split(".")[0]) >= 3 or bool(getattr(pd.options.mode, "copy_on_write", False))
+
+
 def snapshot(data: Any) -> Any:
-    """Copy what the caller could still mutate after collect() returns; cheap for arrays."""
+    """Copy what the caller could still mutate after collect() returns; cheap for arrays.
+
+    With pandas' copy-on-write (always on from pandas 3) a shallow copy is already safe: a later
+    write to the caller's frame copies its data first, so ours never changes.
+    """
     if isinstance(data, pd.DataFrame):
-        return data.copy(deep=True)
+        return data.copy(deep=not _COPY_ON_WRITE)
     if isinstance(data, pd.Series):
         return data.to_frame()
     if isinstance(data, np.ndarray):
@@ -190,18 +211,21 @@ def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> T
     width = len(columns)
     data = record.data
     buffer = io.StringIO()
+    if (isinstance(data, pd.DataFrame) and data.shape[1] == width and width
+            and tuple(map(str, data.columns)) == tuple(columns)):
+        kinds = {dtype.kind for dtype in data.dtypes}
+        if len(kinds) == 1 and kinds <= {"i", "u", "f"}:  # one numeric kind: the array keeps each cell's text
+            data = data.to_numpy()
     if (isinstance(data, np.ndarray) and data.dtype.kind in "iuf" and data.ndim == 2
             and data.shape[1] == width and width):
-        # Fast path for numeric matrices: repr() is the shortest round-trip text of a float, and
-        # numbers never need quoting, so only the shared correlation cells go through csv.
         if not len(data):
             return 0, ""
         csv.writer(buffer, lineterminator=LINE_END).writerow(meta)
         separator = "," + buffer.getvalue()
-        lines = [",".join(map(repr, row)) for row in data.tolist()]
         if data.dtype.kind == "f" and not np.isfinite(data).all():
             lines = [",".join(_float_text(v) for v in row) for row in data.tolist()]
-        return len(lines), separator.join(lines) + separator
+            return len(lines), separator.join(lines) + separator
+        return len(data), _numeric_rows(data, separator)
     writer = csv.writer(buffer, lineterminator=LINE_END)
     count = 0
     for row in rows_as_lists(data, columns):
@@ -210,6 +234,29 @@ def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> T
         writer.writerow([_cell(v, neutralize) for v in row] + meta)
         count += 1
     return count, buffer.getvalue()
+
+
+_CHUNK_ROWS = 1024
+
+
+def _numeric_rows(data: np.ndarray, separator: str) -> str:
+    """CSV lines of a finite numeric matrix, each ending with ``separator`` (the correlation cells).
+
+    orjson writes the shortest round-trip text of every number in C, about seven times faster than
+    repr() per cell. Chunks of rows, with a pause between them, keep this thread from holding the
+    GIL for long while request threads wait for it.
+    """
+    parts = []
+    for start in range(0, len(data), _CHUNK_ROWS):
+        chunk = np.ascontiguousarray(data[start:start + _CHUNK_ROWS])
+        try:
+            text = orjson.dumps(chunk, option=orjson.OPT_SERIALIZE_NUMPY).decode("ascii")
+        except orjson.JSONEncodeError:  # a dtype orjson does not take (float16, …)
+            text = "[" + ",".join("[" + ",".join(map(repr, row)) + "]" for row in chunk.tolist()) + "]"
+        parts.append(text[2:-2].replace("],[", separator) + separator)
+        if start:
+            time.sleep(0)
+    return "".join(parts)
 
 
 def _float_text(value: float) -> str:

@@ -1,0 +1,151 @@
+"""collect() beside azureml-ai-monitoring's Collector.collect: cost per call, then rows/s end to end.
+
+    .venv/bin/pip install azureml-ai-monitoring   # only for this benchmark
+    .venv/bin/python benchmarks/bench_collect.py [--calls 2000] [--repeat 3]
+
+Per call: the time collect() takes on the caller's thread, for DataFrames of 1, 100 and 10,000 rows x 10
+float columns, both libraries with their background workers running (ours writes to a local folder; theirs
+posts to a loopback stand-in sidecar, benchmarks/sidecar.py). End to end: rows/s from the first collect()
+to the last row acknowledged (ours: by Azurite, theirs: by the sidecar), 100-row calls, in one run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from common import ROOT, azurite, free_port, median, table  # noqa: E402
+
+import mdc_middleware
+from mdc_middleware import ModelDataCollector, Settings
+
+COLUMNS = [f"f{i}" for i in range(10)]
+
+
+def frame(rows: int, seed: int = 0) -> pd.DataFrame:
+    return pd.DataFrame(np.random.default_rng(seed).random((rows, len(COLUMNS))), columns=COLUMNS)
+
+
+def start_sidecar() -> tuple:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("sidecar.py")), str(port)],
+                               stdout=subprocess.PIPE)
+    assert process.stdout.readline().strip() == b"ready"
+    return process, port
+
+
+def sidecar_rows(port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/count", timeout=5) as response:
+        return json.loads(response.read())["rows"]
+
+
+def their_collector(port: int):
+    os.environ.update(AZUREML_MDC_ENABLED="true", AZUREML_MDC_HOST="127.0.0.1", AZUREML_MDC_PORT=str(port))
+    import logging
+
+    from azureml.ai.monitoring import Collector
+
+    collector = Collector(name="model_inputs", on_error=lambda exc: None)
+    logging.getLogger("mdc").setLevel(logging.CRITICAL)  # its worker logs every send
+    return collector
+
+
+def per_call(collect, data: pd.DataFrame, calls: int) -> tuple:
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter_ns()
+        collect(data)
+        times.append(time.perf_counter_ns() - started)
+    times.sort()
+    return times[len(times) // 2] / 1000, times[int(len(times) * 0.99)] / 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--e2e-rows", type=int, default=200_000)
+    args = parser.parse_args()
+    sidecar, port = start_sidecar()
+    theirs = their_collector(port)
+    directory = tempfile.mkdtemp()
+    ours = ModelDataCollector("bench", designation="inputs", settings=Settings.from_env(
+        {}, enabled=True, local_dir=directory, queue_size=100_000))
+    try:
+        rows_table = []
+        for rows in (1, 100, 10_000):
+            data = frame(rows)
+            calls = args.calls if rows < 10_000 else max(50, args.calls // 20)
+            ours_runs, theirs_runs = [], []
+            for _ in range(args.repeat):  # side by side, alternating
+                ours_runs.append(per_call(ours.collect, data, calls))
+                mdc_middleware.flush(120)
+                theirs_runs.append(per_call(theirs.collect, data, calls))
+                time.sleep(0.5)
+            o50, o99 = median([r[0] for r in ours_runs]), median([r[1] for r in ours_runs])
+            t50, t99 = median([r[0] for r in theirs_runs]), median([r[1] for r in theirs_runs])
+            rows_table.append([rows, calls, f"{o50:.1f}", f"{o99:.1f}", f"{t50:.1f}", f"{t99:.1f}", f"{o50 / t50:.2f}"])
+            print(f"{rows} rows: ours p50 {o50:.1f} us, theirs p50 {t50:.1f} us", flush=True)
+        print()
+        print(table(["rows/call", "calls", "ours p50 µs", "ours p99 µs", "theirs p50 µs", "theirs p99 µs",
+                     "ours/theirs p50"], rows_table))
+        mdc_middleware.shutdown(60)
+        print()
+        print(end_to_end(args, theirs, port))
+    finally:
+        sidecar.kill()
+
+
+def end_to_end(args, theirs, port: int) -> str:
+    data = frame(100)
+    calls = args.e2e_rows // 100
+    results = []
+    with azurite() as server:
+        for _ in range(args.repeat):
+            settings = Settings.from_env({}, enabled=True, storage_connection_string=server.connection_string,
+                                         container=f"e2e{time.time_ns()}", spool_dir="off", queue_size=100_000)
+            ours = ModelDataCollector("bench", designation="inputs", settings=settings)
+            started = time.perf_counter()
+            for _ in range(calls):
+                ours.collect(data)
+            assert mdc_middleware.flush(300)
+            ours_rate = args.e2e_rows / (time.perf_counter() - started)
+            written = mdc_middleware.metrics()["rows_written"]
+            mdc_middleware.shutdown(30)
+
+            before = sidecar_rows(port)
+            started = time.perf_counter()
+            for _ in range(calls):
+                theirs.collect(data)
+            deadline = time.monotonic() + 300
+            delivered = 0
+            while time.monotonic() < deadline:
+                delivered = sidecar_rows(port) - before
+                if delivered >= args.e2e_rows:
+                    break
+                previous = delivered
+                time.sleep(0.5)
+                if sidecar_rows(port) - before == previous:  # nothing more is coming: the rest were dropped
+                    break
+            theirs_rate = delivered / (time.perf_counter() - started)
+            results.append((ours_rate, written, theirs_rate, delivered))
+            print(f"end to end: ours {ours_rate:,.0f} rows/s ({written} acknowledged), "
+                  f"theirs {theirs_rate:,.0f} rows/s ({delivered} delivered)", flush=True)
+    ours_rate, theirs_rate = median([r[0] for r in results]), median([r[2] for r in results])
+    return table(["", "rows offered", "rows acknowledged (last run)", "rows/s (median)"], [
+        ["mdc-middleware → Azurite", args.e2e_rows, results[-1][1], f"{ours_rate:,.0f}"],
+        ["azureml-ai-monitoring → loopback sidecar", args.e2e_rows, results[-1][3], f"{theirs_rate:,.0f}"],
+        ["ratio", "", "", f"{ours_rate / theirs_rate:.1f}x"]])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
