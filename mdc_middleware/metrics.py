@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from typing import Dict
+from typing import Dict, List
 
 
 class Metrics:
@@ -40,44 +40,71 @@ class Metrics:
 
     def reset(self) -> None:
         """Start from zero (a forked child counts only its own rows)."""
-        self._lock = threading.Lock()
-        self._counts: Counter = Counter()
-        self._skipped: Counter = Counter()
-        self._dropped: Counter = Counter()
-        self._write_seconds_total = 0.0
-        self._write_seconds_max = 0.0
+        self._registry_lock = threading.Lock()
+        self._local = threading.local()
+        self._shards: List[_Shard] = []
+
+    def _shard(self) -> "_Shard":
+        """This thread's own counters: counting takes no lock that another thread could be holding."""
+        try:
+            return self._local.shard
+        except AttributeError:
+            shard = self._local.shard = _Shard()
+            with self._registry_lock:
+                self._shards.append(shard)
+            return shard
 
     def add(self, name: str, amount: int = 1) -> None:
-        with self._lock:
-            self._counts[name] += amount
+        self._shard().counts[name] += amount
 
     def skip(self, reason: str, amount: int = 1) -> None:
         """A payload or row that was deliberately not collected (media, mismatch, too large…)."""
-        with self._lock:
-            self._skipped[reason] += amount
+        self._shard().skipped[reason] += amount
 
     def drop(self, reason: str, rows: int) -> None:
-        with self._lock:
-            self._dropped[reason] += rows
-            self._counts["rows_dropped"] += rows
+        shard = self._shard()
+        shard.dropped[reason] += rows
+        shard.counts["rows_dropped"] += rows
 
     def observe_write(self, seconds: float, rows: int, nbytes: int) -> None:
-        with self._lock:
-            self._counts["rows_written"] += rows
-            self._counts["bytes_written"] += nbytes
-            self._counts["batches_written"] += 1
-            self._write_seconds_total += seconds
-            self._write_seconds_max = max(self._write_seconds_max, seconds)
+        shard = self._shard()
+        shard.counts["rows_written"] += rows
+        shard.counts["bytes_written"] += nbytes
+        shard.counts["batches_written"] += 1
+        shard.write_seconds_total += seconds
+        shard.write_seconds_max = max(shard.write_seconds_max, seconds)
 
     def snapshot(self) -> Dict[str, object]:
-        with self._lock:
-            result: Dict[str, object] = {name: self._counts.get(name, 0) for name in self.COUNTERS}
-            result["skipped"] = dict(self._skipped)
-            result["dropped_reasons"] = dict(self._dropped)
-            batches = self._counts.get("batches_written", 0)
-            result["write_seconds_mean"] = self._write_seconds_total / batches if batches else 0.0
-            result["write_seconds_max"] = self._write_seconds_max
-            return result
+        counts: Counter = Counter()
+        skipped: Counter = Counter()
+        dropped: Counter = Counter()
+        seconds_total = seconds_max = 0.0
+        with self._registry_lock:
+            shards = list(self._shards)
+        for shard in shards:  # dict() copies a shard in one step of the interpreter: never half-updated
+            counts.update(dict(shard.counts))
+            skipped.update(dict(shard.skipped))
+            dropped.update(dict(shard.dropped))
+            seconds_total += shard.write_seconds_total
+            seconds_max = max(seconds_max, shard.write_seconds_max)
+        result: Dict[str, object] = {name: counts.get(name, 0) for name in self.COUNTERS}
+        result["skipped"] = dict(skipped)
+        result["dropped_reasons"] = dict(dropped)
+        batches = counts.get("batches_written", 0)
+        result["write_seconds_mean"] = seconds_total / batches if batches else 0.0
+        result["write_seconds_max"] = seconds_max
+        return result
+
+
+class _Shard:
+    __slots__ = ("counts", "skipped", "dropped", "write_seconds_total", "write_seconds_max")
+
+    def __init__(self) -> None:
+        self.counts: Counter = Counter()
+        self.skipped: Counter = Counter()
+        self.dropped: Counter = Counter()
+        self.write_seconds_total = 0.0
+        self.write_seconds_max = 0.0
 
 
 def merge(snapshots: list) -> Dict[str, object]:

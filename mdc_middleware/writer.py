@@ -87,8 +87,11 @@ class Writer:
 
     def _init_state(self) -> None:
         self._queue = HandoffQueue(self.queue_size)
-        self._lock = threading.Lock()
-        self._queued_bytes = 0
+        # Producers (request threads) and the batcher never share a lock: a thread preempted while
+        # holding one would stall the other and every thread queued behind it.
+        self._submit_lock = threading.Lock()  # producers only
+        self._bytes_in = 0                    # producers, under _submit_lock
+        self._bytes_out = 0                   # the batcher only
         self._threads: List[threading.Thread] = []
         self._closed = False
         # batcher state
@@ -117,12 +120,12 @@ class Writer:
         if self._closed:
             self._count_drop(rows, "writer_closed")
             return False
-        with self._lock:
-            accepted = self._queued_bytes + nbytes <= self.queue_max_bytes
+        with self._submit_lock:
+            accepted = self._bytes_in - self._bytes_out + nbytes <= self.queue_max_bytes
             if accepted:
                 try:
-                    self._queue.put_nowait(item)
-                    self._queued_bytes += nbytes
+                    self._queue.put_nowait((item, nbytes))
+                    self._bytes_in += nbytes
                 except queue.Full:
                     accepted = False
         if not accepted:
@@ -144,7 +147,7 @@ class Writer:
             self.metrics.skip(f"capture:{reason}")
 
     def _start(self) -> None:
-        with self._lock:
+        with self._submit_lock:
             if self._threads:
                 return
             self._threads = [threading.Thread(target=self._run_batcher, name="mdc-batcher", daemon=True),
@@ -179,7 +182,7 @@ class Writer:
             return True
         self._start()
         try:
-            self._queue.put(marker, timeout=timeout)
+            self._queue.put((marker, 0), timeout=timeout)
         except queue.Full:
             return False
         return marker.done.wait(timeout) and marker.ok
@@ -219,7 +222,8 @@ class Writer:
         timeout = (self.flush_interval if self._oldest_pending is None
                    else max(0.0, self._oldest_pending + self.flush_interval - time.monotonic()))
         try:
-            item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+            item, nbytes = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+            self._bytes_out += nbytes  # it leaves the queue's byte bound here, whatever happens to it next
         except queue.Empty:
             item = None
         if isinstance(item, _Marker):
@@ -237,18 +241,10 @@ class Writer:
             self._seal()
         return False
 
-    def _dequeued(self, item: Any) -> None:
-        nbytes = getattr(item, "approx_bytes", 0)
-        if nbytes:
-            with self._lock:
-                self._queued_bytes -= nbytes
-
     def _drop_at_deadline(self, item: Any) -> None:
-        self._dequeued(item)
         self._count_drop(item.rows if isinstance(item, Record) else 0, "shutdown_deadline")
 
     def _take(self, item: Any) -> None:
-        self._dequeued(item)
         try:
             records = [item] if isinstance(item, Record) else item.to_records(self.metrics)
         except Exception:  # a bug in extraction must not kill the thread

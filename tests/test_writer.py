@@ -96,6 +96,39 @@ def test_full_queue_drops_and_counts_never_blocks(data_dir):
     writer.shutdown(5)
 
 
+def test_the_queue_byte_bound_is_given_back_when_rows_leave_the_queue(data_dir):
+    # Regression: collect()'s bytes were counted in and never out, so a long-running service stopped
+    # collecting once the queue's byte bound had been reached in total, not at once.
+    writer = Writer(LocalSink(data_dir), queue_max_bytes=10_000, flush_interval=60)
+    for i in range(60):
+        assert writer.submit(record(i), rows=1, nbytes=1_000), f"record {i} dropped"
+        if i % 5 == 4:
+            assert writer.force_flush(10)
+    assert writer.shutdown(10)
+    snapshot = writer.metrics.snapshot()
+    assert (snapshot["rows_written"], snapshot["rows_dropped"]) == (60, 0)
+    assert writer._bytes_in - writer._bytes_out == 0
+
+
+def test_counters_from_many_threads_add_up_exactly():
+    from mdc_middleware.metrics import Metrics
+
+    metrics = Metrics()
+
+    def count():
+        for _ in range(20_000):
+            metrics.add("rows_captured")
+            metrics.skip("inputs:invalid_json")
+
+    threads = [threading.Thread(target=count) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    snapshot = metrics.snapshot()
+    assert snapshot["rows_captured"] == 160_000 and snapshot["skipped"] == {"inputs:invalid_json": 160_000}
+
+
 def test_transient_failures_are_retried_and_nothing_is_lost(data_dir):
     writer = Writer(FlakySink(data_dir, failures=2), batch_rows=1, flush_interval=0.05)
     for i in range(10):
