@@ -88,7 +88,9 @@ class _Exchange:
         self.policy = policy
         self.route = route
         self.scope = scope
-        headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers") or ()]
+        wanted = policy.wanted_headers
+        headers = [(name, v.decode("latin-1")) for name, v in
+                   ((k.decode("latin-1").lower(), v) for k, v in scope.get("headers") or ()) if name in wanted]
         found = dict(headers)
         self.context = policy.start(headers)
         self.request_type = found.get("content-type", "")

