@@ -1,0 +1,146 @@
+"""Requests/s and latency of a scoring service with collection off and on, side by side in one run.
+
+    sudo apt-get install wrk            # the load generator (Debian package)
+    .venv/bin/python benchmarks/bench_http.py [--seconds 5] [--rounds 3]
+
+FastAPI under uvicorn and Flask under gunicorn (one worker each, pinned to CPU 0; wrk runs in its own
+process on CPU 1), a trivial endpoint and one with a small real model (scikit-learn logistic regression
+on iris), one row per request. Modes: off; mdc-middleware writing to the local folder; the same writing
+to Azurite; and, for FastAPI, a hand-written BaseHTTPMiddleware capture for contrast. Each round runs
+every mode once, in turn; the table gives medians over rounds and each mode's ratio to "off". After each
+run the server is stopped (it flushes) and the collected rows are counted against the requests served.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from common import ROOT, azurite, free_port, median, table  # noqa: E402
+
+from mdc_middleware.analysis import read_collected
+
+HERE = Path(__file__).resolve().parent
+BODY = '{"data": [[5.1, 3.5, 1.4, 0.2]]}'
+LUA = f"""wrk.method = "POST"
+wrk.body = '{BODY}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def start(stack: str, mode: str, endpoint: str, storage: dict) -> tuple:
+    port = free_port()
+    env = dict(os.environ, BENCH_STACK=stack, BENCH_MODE="off" if mode == "off" else
+               ("basehttp" if mode == "basehttp" else "on"), BENCH_ENDPOINT=endpoint,
+               PYTHONPATH=f"{HERE}{os.pathsep}{ROOT}", **storage)
+    if mode != "off":
+        env["MDC_ENABLED"] = "true"
+    if stack == "fastapi":
+        command = [sys.executable, "-m", "uvicorn", "http_apps:fastapi", "--host", "127.0.0.1", "--port", str(port),
+                   "--no-access-log", "--log-level", "warning"]
+    else:
+        command = [sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "--log-level", "warning",
+                   "http_apps:flask"]
+    process = subprocess.Popen(["taskset", "-c", "0", *command], cwd=HERE, env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process, port
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise SystemExit(f"{stack} {mode} did not start")
+
+
+def wrk(port: int, seconds: int, script: str) -> dict:
+    output = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c8", f"-d{seconds}s", "--latency", "-s", script,
+                             f"http://127.0.0.1:{port}/score"], capture_output=True, text=True, check=True).stdout
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1]),
+              "requests": int(re.search(r"(\d+) requests in", output)[1])}
+    for label in ("50", "99"):
+        value, unit = re.search(rf"\s{label}%\s+([\d.]+)(us|ms|s)\b", output).groups()
+        result[f"p{label}"] = float(value) * UNITS[unit]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if errors:
+        raise SystemExit(f"{errors[1]} failed requests:\n{output}")
+    return result
+
+
+def collected_rows(mode: str, storage: dict, server) -> int:
+    if mode == "on-local":
+        return len(read_collected(storage["MDC_LOCAL_DIR"], "inputs"))
+    if mode == "on-azurite":
+        from azure.storage.blob import ContainerClient
+
+        client = ContainerClient.from_connection_string(server.connection_string, storage["MDC_CONTAINER"])
+        return len(read_collected(client, "inputs"))
+    if mode == "basehttp":
+        return len(read_collected(storage["MDC_LOCAL_DIR"], "inputs"))
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--stacks", default="fastapi,flask")
+    args = parser.parse_args()
+    if not shutil.which("wrk") or not shutil.which("taskset"):
+        raise SystemExit("needs wrk and taskset: sudo apt-get install wrk util-linux")
+    scratch = Path(tempfile.mkdtemp())
+    script = scratch / "post.lua"
+    script.write_text(LUA)
+    rows = []
+    with azurite() as server:
+        for stack in args.stacks.split(","):
+            modes = ["off", "on-local", "on-azurite"] + (["basehttp"] if stack == "fastapi" else [])
+            for endpoint in ("trivial", "model"):
+                runs = {mode: [] for mode in modes}
+                for round_ in range(args.rounds):
+                    for mode in modes:
+                        storage = {"MDC_LOCAL_DIR": str(scratch / uuid.uuid4().hex)}
+                        if mode == "on-azurite":
+                            storage = {"MDC_STORAGE_CONNECTION_STRING": server.connection_string,
+                                       "MDC_CONTAINER": f"bench{uuid.uuid4().hex[:12]}",
+                                       "MDC_SPOOL_DIR": str(scratch / uuid.uuid4().hex)}
+                        process, port = start(stack, mode, endpoint, storage)
+                        try:
+                            warm = wrk(port, 1, str(script))
+                            result = wrk(port, args.seconds, str(script))
+                        finally:
+                            process.send_signal(signal.SIGTERM)
+                            process.wait(timeout=60)
+                        served = warm["requests"] + result["requests"]
+                        result["collected"] = collected_rows(mode, storage, server)
+                        result["served"] = served
+                        runs[mode].append(result)
+                        print(f"{stack} {endpoint} {mode} round {round_ + 1}: {result['rps']:,.0f} req/s, "
+                              f"p50 {result['p50']:.2f} ms, p99 {result['p99']:.2f} ms, "
+                              f"collected {result['collected']}/{served if mode != 'off' else 0}", flush=True)
+                base = median([r["rps"] for r in runs["off"]])
+                for mode in modes:
+                    rps = median([r["rps"] for r in runs[mode]])
+                    complete = all(r["collected"] == r["served"] for r in runs[mode]) if mode != "off" else True
+                    rows.append([stack, endpoint, mode, f"{rps:,.0f}", f"{rps / base:.3f}",
+                                 f"{median([r['p50'] for r in runs[mode]]):.2f}",
+                                 f"{median([r['p99'] for r in runs[mode]]):.2f}",
+                                 "—" if mode == "off" else ("all" if complete else "MISSING")])
+    print()
+    print(table(["stack", "endpoint", "mode", "req/s", "vs off", "p50 ms", "p99 ms", "rows collected"], rows))
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
