@@ -9,6 +9,8 @@ from __future__ import annotations
 import atexit
 import contextvars
 import logging
+import os
+import signal
 import threading
 from dataclasses import dataclass
 from typing import Dict, List, Optional
@@ -118,3 +120,33 @@ def metrics_of(writer: Writer) -> Dict[str, object]:
 
 
 atexit.register(shutdown)
+
+
+def _flush_on_sigterm() -> None:
+    """Flush before a SIGTERM ends the process, where nothing else in the process handles SIGTERM.
+
+    atexit does not run when a process dies of a signal, and servers do die of one: uvicorn stops
+    cleanly, restores the SIGTERM handler it found at start-up and raises SIGTERM again. Installed at
+    import, before any server starts, this handler is the one found and restored, so rows collected
+    outside the middleware (``ModelDataCollector`` in score.py or a route) still reach storage. It
+    flushes within each writer's deadline, then lets SIGTERM end the process as it would have.
+    Off with ``MDC_SIGTERM_FLUSH=false``; never installed over another handler or off the main thread.
+    """
+    if os.environ.get("MDC_SIGTERM_FLUSH", "true").strip().lower() in ("0", "false", "no", "off"):
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        try:
+            shutdown()
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.raise_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+_flush_on_sigterm()

@@ -83,3 +83,20 @@ def test_gunicorn_flask_workers_flush_at_exit(data_dir, server_env, preload):
         output = stop(process)
     assert process.returncode == 0, output
     check_collected(data_dir, sent, 40)
+
+
+def test_collect_without_the_middleware_is_flushed_when_uvicorn_stops(data_dir, server_env):
+    # uvicorn ends a clean stop by raising SIGTERM again, so atexit never runs; the handler installed
+    # at import is what flushes these rows (with MDC_SIGTERM_FLUSH=false this test fails).
+    port = free_port()
+    process = start_server([PYTHON, "-m", "uvicorn", "tests.apps.collector_app:app", "--host", "127.0.0.1",
+                            "--port", str(port)], server_env, port)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            for i in range(25):
+                assert client.post("/score", json={"data": [[i]]}).status_code == 200
+    finally:
+        output = stop(process)
+    assert process.returncode in (0, -signal.SIGTERM), output
+    inputs = read_collected(data_dir, "inputs", as_text=True)
+    assert sorted(inputs["x"].astype(int)) == list(range(25))
