@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common import ROOT, azurite, free_port, median, table  # noqa: E402
+from common import azurite, free_port, median, table  # noqa: E402
 
 import mdc_middleware
 from mdc_middleware import ModelDataCollector, Settings

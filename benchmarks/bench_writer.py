@@ -4,6 +4,8 @@
 
 Each run submits records of 100 rows (numpy float arrays, like a batch scoring request) and times
 until force_flush() returns, i.e. until storage acknowledged every row. Medians of --repeat runs.
+Then event-loop lag: an asyncio loop in the main thread sleeps 1 ms at a time and records how late
+it wakes, once idle and once while the writer's threads turn a backlog of rows into CSV.
 """
 from __future__ import annotations
 
@@ -67,6 +69,44 @@ def main() -> None:
                       f"local {local:,.0f} rows/s", flush=True)
     print()
     print(table(["features", "batch rows", "rows", "Azurite rows/s", "local rows/s", "local/Azurite"], results))
+    lag = loop_lag(args.rows)
+    print()
+    print(table(["event loop", "wake-ups", "lag p50 ms", "lag p99 ms", "lag max ms"],
+                [[name, s["samples"], f"{s['p50']:.3f}", f"{s['p99']:.3f}", f"{s['max']:.3f}"]
+                 for name, s in (("idle", lag["idle"]), (f"writer draining {args.rows:,} rows", lag["busy"]))]))
+
+
+def loop_lag(rows: int) -> dict:
+    """Lateness (ms) of asyncio.sleep(0.001) wake-ups, idle and while the writer drains ``rows`` rows."""
+    import asyncio
+
+    async def measure(until) -> list:
+        lags = []
+        while not until():
+            started = time.perf_counter()
+            await asyncio.sleep(0.001)
+            lags.append((time.perf_counter() - started) * 1000 - 1.0)
+        return lags
+
+    idle_end = time.monotonic() + 2
+    idle = asyncio.run(measure(lambda: time.monotonic() > idle_end))
+    with tempfile.TemporaryDirectory() as directory:
+        writer = Writer(LocalSink(directory), batch_rows=10_000, flush_interval=60, queue_size=10**6,
+                        queue_max_bytes=4 << 30)
+        target = Target("s", "r", "w", "svc", "bench", "1", "inputs")
+        columns = tuple(f"f{i}" for i in range(10))
+        data = np.random.default_rng(1).random((ROWS_PER_RECORD, 10))
+        for _ in range(rows // ROWS_PER_RECORD):
+            writer.submit(Record(target, data, columns, str(uuid.uuid4()), time.time(), "rid", rows=ROWS_PER_RECORD),
+                          rows=ROWS_PER_RECORD)
+        busy = asyncio.run(measure(lambda: writer.metrics.snapshot()["rows_written"] >= rows))
+        writer.shutdown(30)
+
+    def summary(lags: list) -> dict:
+        lags = sorted(lags)
+        return {"samples": len(lags), "p50": lags[len(lags) // 2], "p99": lags[int(len(lags) * 0.99)], "max": lags[-1]}
+
+    return {"idle": summary(idle), "busy": summary(busy)}
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ its block limit, or the columns changed), the next file of the day is ``data_1.c
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from dataclasses import dataclass
@@ -57,6 +58,11 @@ class Target:
                 validate_component(getattr(self, name))
             except ValueError as exc:
                 raise ValueError(f"{name}: {exc}") from None
+        # Hashed for every row batch the writer files: computed once, not from eight strings each time.
+        object.__setattr__(self, "_hash", hash(dataclasses.astuple(self)))
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[attr-defined]
 
     @property
     def workspace(self) -> str:

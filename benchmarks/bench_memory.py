@@ -1,0 +1,94 @@
+"""Memory held per 1,000 queued rows, while storage is stalled and everything waits in the queue.
+
+    .venv/bin/python benchmarks/bench_memory.py [--rows 200000]
+
+Each case runs in a fresh process: RSS is read before and after queueing --rows rows into a writer
+whose sink blocks, so nothing leaves the queue. Cases: collect() of 100-row numpy records (10 and 100
+float features), collect() of 1-row lists, and middleware captures of 1-row JSON requests.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+from common import median, table  # noqa: E402  (also puts the project on sys.path)
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+def child(case: str, rows: int) -> None:
+    import numpy as np
+
+    from mdc_middleware import Schema
+    from mdc_middleware.capture import Capture, Route
+    from mdc_middleware.paths import Target
+    from mdc_middleware.records import Record
+    from mdc_middleware.sinks import LocalSink
+    from mdc_middleware.writer import Writer
+
+    class StalledSink(LocalSink):
+        def append(self, *args, **kwargs):
+            threading.Event().wait()
+
+    writer = Writer(StalledSink(tempfile.mkdtemp()), batch_rows=10**9, batch_bytes=1 << 40, flush_interval=3600,
+                    queue_size=10**7, queue_max_bytes=1 << 40)
+    target = Target("s", "r", "w", "svc", "m", "1", "inputs")
+    route = Route("/score", Schema(inputs=[f"f{i}" for i in range(4)], predictions=["y"]))
+    rng = np.random.default_rng(1)
+    writer.submit(Record(target, rng.random((1, 10)), None, "warm", time.time(), "r", rows=1), rows=1)
+    time.sleep(0.5)
+    before = rss_kib()
+    if case.startswith("numpy"):
+        width = int(case.split("x")[1])
+        for _ in range(rows // 100):
+            data = rng.random((100, width))
+            writer.submit(Record(target, data, None, str(uuid.uuid4()), time.time(), "r", rows=100),
+                          rows=100, nbytes=data.nbytes)
+    elif case == "lists":
+        for i in range(rows):
+            writer.submit(Record(target, [[i, 0.5, "a", None]], ("a", "b", "c", "d"), str(uuid.uuid4()), time.time(),
+                                 "r", rows=1), rows=1, nbytes=256)
+    else:
+        body = json.dumps({"data": [[5.1, 3.5, 1.4, 0.2]]}).encode()
+        for i in range(rows):
+            writer.submit(Capture(route, target, target, body, "application/json", "", b'{"predictions": [1]}',
+                                  "application/json", "", str(uuid.uuid4()), "r", time.time(), 1440, 1 << 20),
+                          nbytes=len(body) + 512)
+    time.sleep(2)  # the batcher turns what it can into pending CSV; that is held too
+    after = rss_kib()
+    print(json.dumps({"per_1000_kib": (after - before) / (rows / 1000)}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--child")
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.rows)
+        return
+    results = []
+    for case in ("numpy x10", "numpy x100", "lists", "captures"):
+        values = []
+        for _ in range(args.repeat):
+            output = subprocess.run([sys.executable, __file__, "--child", case.replace(" ", ""), "--rows",
+                                     str(args.rows)], capture_output=True, text=True, check=True).stdout
+            values.append(json.loads(output.strip().splitlines()[-1])["per_1000_kib"])
+        results.append([case, args.rows, f"{median(values):,.0f}"])
+        print(f"{case}: {median(values):,.0f} KiB per 1,000 queued rows", flush=True)
+    print()
+    print(table(["rows queued as", "rows", "RSS KiB per 1,000 rows (median)"], results))
+
+
+if __name__ == "__main__":
+    main()
