@@ -49,7 +49,19 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--lag-only", action="store_true", help="only the event-loop lag measurement")
     args = parser.parse_args()
+    if not args.lag_only:
+        throughput(args)
+    lag_rows = 5 * args.rows
+    lag = loop_lag(lag_rows)
+    print()
+    print(table(["event loop", "wake-ups", "lag p50 ms", "lag p99 ms", "lag max ms"],
+                [[name, s["samples"], f"{s['p50']:.3f}", f"{s['p99']:.3f}", f"{s['max']:.3f}"]
+                 for name, s in (("idle", lag["idle"]), (f"writer draining {lag_rows:,} rows", lag["busy"]))]))
+
+
+def throughput(args) -> None:
     results = []
     with azurite() as server:
         for features in (10, 100):
@@ -69,11 +81,6 @@ def main() -> None:
                       f"local {local:,.0f} rows/s", flush=True)
     print()
     print(table(["features", "batch rows", "rows", "Azurite rows/s", "local rows/s", "local/Azurite"], results))
-    lag = loop_lag(args.rows)
-    print()
-    print(table(["event loop", "wake-ups", "lag p50 ms", "lag p99 ms", "lag max ms"],
-                [[name, s["samples"], f"{s['p50']:.3f}", f"{s['p99']:.3f}", f"{s['max']:.3f}"]
-                 for name, s in (("idle", lag["idle"]), (f"writer draining {args.rows:,} rows", lag["busy"]))]))
 
 
 def loop_lag(rows: int) -> dict:
