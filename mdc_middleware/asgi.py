@@ -88,9 +88,11 @@ class _Exchange:
         self.policy = policy
         self.route = route
         self.scope = scope
-        wanted = policy.wanted_headers
-        headers = [(name, v.decode("latin-1")) for name, v in
-                   ((k.decode("latin-1").lower(), v) for k, v in scope.get("headers") or ()) if name in wanted]
+        headers = []
+        for key, value in scope.get("headers") or ():
+            name = key.decode("latin-1").lower()
+            if name in policy.wanted_headers:
+                headers.append((name, value.decode("latin-1")))
         found = dict(headers)
         self.context = policy.start(headers)
         self.request_type = found.get("content-type", "")

@@ -6,7 +6,8 @@ import time
 from typing import Dict, Iterable, Optional, Tuple
 
 from . import runtime
-from .capture import REQUEST_ID_HEADERS, Capture, Route, RoutesSpec, RouteTable, new_correlation_id, pick_request_id, sampled
+from .capture import (REQUEST_ID_HEADERS, Capture, Route, RoutesSpec, RouteTable, new_correlation_id,
+                      pick_request_id, sampled)
 from .config import ConfigError, Settings
 from .paths import Target
 from .privacy import MAX_HEADER_VALUE, FieldRules

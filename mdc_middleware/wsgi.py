@@ -58,14 +58,21 @@ class WSGIDataCollectionMiddleware:
         return _TeeIterable(body, exchange)
 
 
+def _header_names(environ: dict) -> Iterator[Tuple[str, str]]:
+    """(environ key, header name) of each request header; CGI keeps two of them without HTTP_."""
+    for key in environ:
+        if key.startswith("HTTP_"):
+            yield key, key[5:].replace("_", "-").lower()
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            yield key, key.replace("_", "-").lower()
+
+
 class _Exchange:
     def __init__(self, policy: CapturePolicy, route: Route, environ: dict) -> None:
         self.policy = policy
         self.route = route
-        headers = [(k[5:].replace("_", "-").lower(), v) for k, v in environ.items()
-                   if k.startswith("HTTP_") and isinstance(v, str)]
-        headers += [(k.replace("_", "-").lower(), environ[k]) for k in ("CONTENT_TYPE", "CONTENT_LENGTH")
-                    if isinstance(environ.get(k), str)]
+        headers = [(name, environ[key]) for key, name in _header_names(environ)
+                   if name in policy.wanted_headers and isinstance(environ[key], str)]
         self.context = policy.start(headers)
         self.request_type = environ.get("CONTENT_TYPE", "") or ""
         self.request_encoding = environ.get("HTTP_CONTENT_ENCODING", "") or ""
