@@ -77,7 +77,8 @@ class Record:
         return dataclasses.replace(self, data=rows, columns=kept, rules=None), kept
 
 
-_COPY_ON_WRITE = int(pd.__version__.split(".")[0]) >= 3 or bool(getattr(pd.options.mode, "copy_on_write", False))
+# pandas 2.x has the option (True, False or "warn"); from pandas 3 it is always on.
+_COPY_ON_WRITE = int(pd.__version__.split(".")[0]) >= 3 or getattr(pd.options.mode, "copy_on_write", False) is True
 
 
 def snapshot(data: Any) -> Any:
@@ -200,15 +201,10 @@ def _header_line(columns: Tuple[str, ...]) -> str:
     return buffer.getvalue()
 
 
-def meta_cells(record: Record) -> List[Any]:
-    """The correlation cells shared by every row of a record, in META_COLUMNS order."""
-    target = record.target
-    return [record.correlation_id, format_timestamp(record.timestamp), record.boundary, target.workspace,
-            target.webservice_name, target.model_name, target.model_version, record.request_id]
-
-
 def _meta(record: Record, neutralize: bool) -> List[Any]:
-    """meta_cells() ready for CSV; the four cells a target fixes are prepared once per target."""
+    """The correlation cells shared by every row of a record, in META_COLUMNS order, ready for CSV.
+
+    The four cells a target fixes are prepared once per target."""
     fixed = _target_cells(record.target, neutralize)
     return [_cell(record.correlation_id, neutralize), format_timestamp(record.timestamp), record.boundary,
             *fixed, _cell(record.request_id, neutralize)]
@@ -229,7 +225,6 @@ def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> T
     meta = _meta(record, neutralize)
     width = len(columns)
     data = record.data
-    buffer = io.StringIO()
     if (isinstance(data, pd.DataFrame) and data.shape[1] == width and width
             and tuple(map(str, data.columns.tolist())) == tuple(columns)):
         kinds = _column_kinds(data)
@@ -239,8 +234,7 @@ def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> T
             and data.shape[1] == width and width):
         if not len(data):
             return 0, ""
-        csv.writer(buffer, lineterminator=LINE_END).writerow(meta)
-        separator = "," + buffer.getvalue()
+        separator = _row_end(meta)
         if data.dtype.kind == "f" and not np.isfinite(data).all():
             lines = [",".join(_float_text(v) for v in row) for row in data.tolist()]
             return len(lines), separator.join(lines) + separator
@@ -253,10 +247,9 @@ def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> T
         except orjson.JSONEncodeError:
             text = "null"
         if "null" not in text:
-            meta_line = io.StringIO()
-            csv.writer(meta_line, lineterminator=LINE_END).writerow(meta)
-            separator = "," + meta_line.getvalue()
+            separator = _row_end(meta)
             return len(data), text[2:-2].replace("],[", separator) + separator
+    buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator=LINE_END)
     count = 0
     for row in rows_as_lists(data, columns):
@@ -265,6 +258,15 @@ def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> T
         writer.writerow([_cell(v, neutralize) for v in row] + meta)
         count += 1
     return count, buffer.getvalue()
+
+
+def _row_end(meta: List[Any]) -> str:
+    """What follows the data cells of every row of a record: its correlation cells and the line end.
+
+    The fast paths write numbers, which never need quoting, so only these cells go through csv."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator=LINE_END).writerow(meta)
+    return "," + buffer.getvalue()
 
 
 _PLAIN_NUMBERS = (int, float)
