@@ -272,6 +272,11 @@ class Writer:
         columns = record.columns or infer_columns(record.data, default_prefix(record.target.designation))
         try:
             record, columns = record.with_rules_applied(columns)
+        except Exception:  # a redaction function of the app's that raised: withhold, never write unredacted
+            logger.exception("mdc: field rules failed for %s; its rows are not written", record.target.model_name)
+            self.metrics.drop("field_rules_error", record.rows or 1)
+            return
+        try:
             rows, text = encode(record, columns, self.neutralize_formulas)
         except Exception:
             logger.exception("mdc: could not encode rows for %s", record.target.model_name)

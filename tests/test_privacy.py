@@ -178,3 +178,16 @@ def test_a_malformed_connection_string_fails_at_start_up_without_quoting_it(conn
     assert "MDC_STORAGE_CONNECTION_STRING" in str(failure.value)
     shown = str(failure.value) + repr(failure.value) + repr(settings) + caplog.text
     assert "SUPERSECRET" not in shown
+
+
+def test_a_redaction_function_that_raises_withholds_the_rows_and_counts_them(settings, data_dir):
+    def broken(value):
+        raise RuntimeError("the app's redaction bug")
+
+    dc = ModelDataCollector("m", designation="inputs", settings=settings, redact={"email": broken})
+    dc.collect([{"email": "ann@example.com", "x": 1}, {"email": "bob@example.com", "x": 2}])
+    dc.collect([{"x": 3}])  # no email cell: nothing to redact, written
+    mdc_middleware.flush(10)
+    metrics = mdc_middleware.metrics()
+    assert metrics["dropped_reasons"] == {"field_rules_error": 2} and metrics["rows_written"] == 1
+    assert "ann@example.com" not in all_text(data_dir)
