@@ -30,7 +30,7 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 from .handoff import HandoffQueue
 from .metrics import Metrics
 from .paths import Target
-from .records import Record, csv_row_count, default_prefix, encode, header_line, infer_columns
+from .records import Record, csv_row_count, default_prefix, encode, give_way, header_line, infer_columns
 from .sinks.base import Sink, SinkError
 from .spool import Batch, Spool
 
@@ -252,7 +252,7 @@ class Writer:
         """
         now = time.perf_counter()
         if now - self._last_pause >= 0.001:
-            time.sleep(0.00005)  # a real sleep: sleep(0) often takes the GIL straight back
+            give_way()
             self._last_pause = time.perf_counter()
 
     def _drop_at_deadline(self, item: Any) -> None:

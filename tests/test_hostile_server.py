@@ -16,16 +16,11 @@ BODY_MB = 100
 CHUNK = b"0123456789abcdef" * 65536  # 1 MiB
 
 
-def peak_rss_mb(pid: int) -> float:
+def memory_mb(pid: int, field: str) -> float:
+    """A process's memory figure from /proc: VmRSS (now) or VmHWM (its peak so far)."""
     with open(f"/proc/{pid}/status") as status:
         fields = dict(line.split(":", 1) for line in status)
-    return int(fields["VmHWM"].split()[0]) / 1024
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        fields = dict(line.split(":", 1) for line in status)
-    return int(fields["VmRSS"].split()[0]) / 1024
+    return int(fields[field].split()[0]) / 1024
 
 
 @pytest.fixture
@@ -66,10 +61,10 @@ def test_a_100_mb_body_reaches_the_app_whole_and_is_not_buffered(counting_server
     growth = {}
     for enabled in (False, True):
         process, base = counting_server(enabled)
-        before = rss_mb(process.pid)
+        before = memory_mb(process.pid, "VmRSS")
         answer = send_huge(base)
         assert answer == {"bytes": BODY_MB * len(CHUNK), "sha256": expected}
-        growth[enabled] = peak_rss_mb(process.pid) - before
+        growth[enabled] = memory_mb(process.pid, "VmHWM") - before
     print(f"peak RSS growth for a {BODY_MB} MB body: off {growth[False]:.1f} MB, on {growth[True]:.1f} MB")
     assert growth[True] < growth[False] + 16  # the capture keeps at most MDC_MAX_BODY_BYTES (1 MB)
     metrics = httpx.get(f"{base}/metrics").text

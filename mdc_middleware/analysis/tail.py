@@ -91,4 +91,5 @@ class Follower:
                 return rows
             if deadline is not None and time.monotonic() >= deadline:
                 return rows
-            time.sleep(interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic())))
+            remaining = interval if deadline is None else min(interval, deadline - time.monotonic())
+            time.sleep(max(0.0, remaining))
