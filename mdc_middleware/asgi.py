@@ -12,9 +12,9 @@ import logging
 from typing import Any, Awaitable, Callable, MutableMapping, Optional
 
 from . import prometheus, runtime
-from .capture import BoundedBody, Route, RoutesSpec
+from .capture import BoundedBody, RoutesSpec
 from .config import Settings
-from .policy import CapturePolicy
+from .policy import CapturePolicy, RoutePlan
 from .writer import Writer
 
 logger = logging.getLogger("mdc_middleware")
@@ -40,18 +40,17 @@ class DataCollectionMiddleware:
         self.policy = CapturePolicy(routes, settings, writer)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan" and self.settings.enabled:
-            await self.app(scope, receive, self._flush_on_shutdown(send))
-            return
         if scope["type"] != "http":
+            if scope["type"] == "lifespan" and self.settings.enabled:
+                send = self._flush_on_shutdown(send)
             await self.app(scope, receive, send)
             return
-        if self.settings.metrics_path and scope["path"] == self.settings.metrics_path and scope["method"] == "GET":
+        if scope["path"] == self.settings.metrics_path and scope["method"] == "GET":
             await self._serve_metrics(send)
             return
         try:
-            route = self.policy.select(scope["method"], scope["path"])
-            exchange = _Exchange(self.policy, route, scope) if route is not None else None
+            plan = self.policy.select(scope["method"], scope["path"])
+            exchange = _Exchange(self.policy, plan, scope) if plan is not None else None
         except Exception:
             logger.exception("mdc: could not start a capture; request passes through")
             exchange = None
@@ -84,20 +83,22 @@ class DataCollectionMiddleware:
 class _Exchange:
     """One request/response pair: bounded body buffers, ids, and the hand-off to the queue."""
 
-    def __init__(self, policy: CapturePolicy, route: Route, scope: Scope) -> None:
+    __slots__ = ("policy", "plan", "scope", "context", "request_type", "request_encoding", "request",
+                 "request_complete", "response", "response_type", "response_encoding", "status", "done")
+
+    def __init__(self, policy: CapturePolicy, plan: RoutePlan, scope: Scope) -> None:
         self.policy = policy
-        self.route = route
+        self.plan = plan
         self.scope = scope
-        headers = []
-        for key, value in scope.get("headers") or ():
-            name = key.decode("latin-1").lower()
-            if name in policy.wanted_headers:
-                headers.append((name, value.decode("latin-1")))
-        found = dict(headers)
-        self.context = policy.start(headers)
+        wanted = policy.wanted_header_bytes
+        found = {}
+        for key, value in scope["headers"]:  # ASGI gives header names in lower case
+            if key in wanted:
+                found[key.decode("latin-1")] = value.decode("latin-1")
+        self.context = policy.start(found)
         self.request_type = found.get("content-type", "")
         self.request_encoding = found.get("content-encoding", "")
-        self.request = BoundedBody(policy.settings.max_body_bytes, self.request_type)
+        self.request = BoundedBody(plan.max_body_bytes, self.request_type)
         self.request_complete = False
         self.response: Optional[BoundedBody] = None
         self.response_type = ""
@@ -147,21 +148,22 @@ class _Exchange:
 
     def _on_start(self, message: Message) -> Message:
         self.status = int(message["status"])
-        headers = list(message.get("headers") or ())
-        names = set()
+        headers = message.get("headers") or ()
+        own = self.policy.header_name
+        has_id = not own or not self.policy.settings.echo_request_id
         for key, value in headers:
             name = bytes(key).lower()
-            names.add(name)
             if name == b"content-type":
                 self.response_type = bytes(value).decode("latin-1")
             elif name == b"content-encoding":
                 self.response_encoding = bytes(value).decode("latin-1")
+            elif name == own:
+                has_id = True
         if self.policy.wants_status(self.status):
-            self.response = BoundedBody(self.policy.settings.max_body_bytes, self.response_type)
-        header = self.policy.header_name
-        if self.policy.settings.echo_request_id and header and header not in names:
+            self.response = BoundedBody(self.plan.max_body_bytes, self.response_type)
+        if not has_id:
             message = dict(message)
-            message["headers"] = headers + [(header, self.context.request_id.encode("latin-1"))]
+            message["headers"] = [*headers, (own, self.context.request_id.encode("latin-1"))]
         return message
 
     def _finish(self) -> None:
@@ -170,7 +172,7 @@ class _Exchange:
             self.policy.writer.metrics.skip(f"status_{self.status}")
             return
         request_body = self.request.take() if self.request_complete else "body_not_read"
-        self.policy.submit(self.route, self.context, request_body, self.request_type, self.request_encoding,
+        self.policy.submit(self.plan, self.context, request_body, self.request_type, self.request_encoding,
                            self.response.take(), self.response_type, self.response_encoding)
 
     def _internal_error(self) -> None:

@@ -5,6 +5,7 @@ body (a PNG sent as application/json is still an image).
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 MEDIA_TYPE_PREFIXES = ("audio/", "image/", "video/")
@@ -50,6 +51,11 @@ def is_media_type(content_type: Optional[str]) -> bool:
     """True for audio/*, image/* and video/* content types (parameters ignored)."""
     if not content_type:
         return False
+    return _is_media_type(content_type)
+
+
+@functools.lru_cache(maxsize=512)
+def _is_media_type(content_type: str) -> bool:  # a service sees a handful of content types, per request
     return content_type.strip().lower().startswith(MEDIA_TYPE_PREFIXES)
 
 

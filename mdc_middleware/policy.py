@@ -2,18 +2,39 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 
 from . import runtime
 from .capture import (REQUEST_ID_HEADERS, Capture, Route, RoutesSpec, RouteTable, new_correlation_id,
-                      pick_request_id, sampled)
+                      pick_request_id)
 from .config import ConfigError, Settings
 from .paths import Target
 from .privacy import MAX_HEADER_VALUE, FieldRules
 from .writer import Writer
 
 logger = logging.getLogger("mdc_middleware")
+
+
+class RoutePlan:
+    """Everything about a captured route that is the same for each of its requests, worked out once."""
+
+    __slots__ = ("route", "inputs_target", "predictions_target", "unparsed_target", "rules", "boundary",
+                 "max_body_bytes", "unparsed_max_bytes")
+
+    def __init__(self, route: Route, targets: Tuple[Target, Target, Target], rules: FieldRules,
+                 settings: Settings) -> None:
+        self.route = route
+        self.inputs_target, self.predictions_target, unparsed = targets
+        self.unparsed_target = unparsed if settings.record_unparsed else None
+        self.rules = rules
+        self.boundary = settings.boundary
+        self.max_body_bytes = settings.max_body_bytes
+        self.unparsed_max_bytes = settings.unparsed_max_bytes
+
+
+_MAX_CACHED_PATHS = 4096  # paths seen, with their plan or None; paths with ids in them must not grow it forever
 
 
 class CapturePolicy:
@@ -24,12 +45,18 @@ class CapturePolicy:
         self._owns_writer = writer is None
         self._targets: Dict[Route, Tuple[Target, Target, Target]] = {}
         self._rules: Dict[Route, FieldRules] = {}
+        self._plans: Dict[Route, RoutePlan] = {}
+        self._by_path: Dict[Tuple[str, str], Optional[RoutePlan]] = {}
         for route in self.routes.routes:  # validate every route's names at start-up, not per request
-            self.targets(route)
+            self.plan(route)
         self.header_name = settings.request_id_header.encode("latin-1")
-        # The only request headers a capture reads: the rest are never decoded.
+        # The only request headers a capture reads: the rest are never decoded. ASGI servers give
+        # names in lower case; the WSGI middleware lowers CGI names before asking.
         self.wanted_headers = frozenset(("content-type", "content-encoding", *REQUEST_ID_HEADERS,
                                          *settings.collect_headers))
+        self.wanted_header_bytes = frozenset(name.encode("latin-1") for name in self.wanted_headers)
+        self._sample_rate = settings.sample_rate
+        self._collect_status_all = settings.collect_status == "all"
         if settings.enabled and writer is None:
             self._writer = runtime.writer_for(settings)  # storage settings fail here, at start-up
 
@@ -39,18 +66,32 @@ class CapturePolicy:
             self._writer = runtime.writer_for(self.settings)
         return self._writer
 
-    def select(self, method: str, path: str) -> Optional[Route]:
-        """The route to capture for this request, or None to pass it straight through."""
+    def select(self, method: str, path: str) -> Optional[RoutePlan]:
+        """The plan to capture this request with, or None to pass it straight through."""
         if not self.settings.enabled:
             return None
-        route = self.routes.match(method, path)
-        if route is None:
+        key = (method, path)
+        try:
+            plan = self._by_path[key]
+        except KeyError:
+            route = self.routes.match(method, path)
+            plan = self.plan(route) if route is not None else None
+            if len(self._by_path) >= _MAX_CACHED_PATHS:
+                self._by_path.clear()
+            self._by_path[key] = plan
+        if plan is None:
             return None
-        if not sampled(self.settings.sample_rate):
+        if self._sample_rate < 1.0 and random.random() >= self._sample_rate:
             self.writer.metrics.skip("sampled_out")
             return None
         self.writer.metrics.add("requests_seen")
-        return route
+        return plan
+
+    def plan(self, route: Route) -> RoutePlan:
+        found = self._plans.get(route)
+        if found is None:
+            found = self._plans[route] = RoutePlan(route, self.targets(route), self.rules(route), self.settings)
+        return found
 
     def rules(self, route: Route) -> FieldRules:
         found = self._rules.get(route)
@@ -74,27 +115,21 @@ class CapturePolicy:
             self._targets[route] = found
         return found
 
-    def start(self, headers: Iterable[Tuple[str, str]]) -> runtime.RequestContext:
-        headers = list(headers)
-        request_id = pick_request_id(headers) or new_correlation_id()
+    def start(self, found: Dict[str, str]) -> runtime.RequestContext:
+        """The ids and time of a request, from its wanted headers (lower-case name → value)."""
+        correlation_id = new_correlation_id()
+        request_id = pick_request_id(found) or correlation_id
         wanted = self.settings.collect_headers
-        kept = tuple((name, value[:MAX_HEADER_VALUE]) for name, value in headers if name in wanted) if wanted else ()
-        return runtime.RequestContext(new_correlation_id(), request_id, time.time(), kept)
+        kept = tuple((name, found[name][:MAX_HEADER_VALUE]) for name in wanted if name in found) if wanted else ()
+        return runtime.RequestContext(correlation_id, request_id, time.time(), kept)
 
     def wants_status(self, status: int) -> bool:
-        return self.settings.collect_status == "all" or 200 <= status < 300
+        return self._collect_status_all or 200 <= status < 300
 
-    def submit(self, route: Route, context: runtime.RequestContext, request_body, request_type: str,
-               request_encoding: str, response_body, response_type: str, response_encoding: str) -> None:
-        inputs, predictions, unparsed = self.targets(route)
-        s = self.settings
-        capture = Capture(route=route, inputs_target=inputs, predictions_target=predictions,
-                          request_body=request_body, request_type=request_type, request_encoding=request_encoding,
-                          response_body=response_body, response_type=response_type,
-                          response_encoding=response_encoding, correlation_id=context.correlation_id,
-                          request_id=context.request_id, timestamp=context.timestamp,
-                          boundary=s.boundary, max_body_bytes=s.max_body_bytes, rules=self.rules(route),
-                          headers=context.headers,
-                          unparsed_target=unparsed if s.record_unparsed else None,
-                          unparsed_max_bytes=s.unparsed_max_bytes)
+    def submit(self, plan: RoutePlan, context: runtime.RequestContext, request_body: Union[bytes, str],
+               request_type: str, request_encoding: str, response_body: Union[bytes, str], response_type: str,
+               response_encoding: str) -> None:
+        capture = Capture(plan, request_body, request_type, request_encoding, response_body, response_type,
+                          response_encoding, context.correlation_id, context.request_id, context.timestamp,
+                          context.headers)
         self.writer.submit(capture, nbytes=capture.approx_bytes)

@@ -12,8 +12,7 @@ import logging
 import os
 import signal
 import threading
-from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, NamedTuple, Optional
 
 from .config import Settings
 from .metrics import Metrics, merge
@@ -22,8 +21,7 @@ from .spool import Spool
 from .writer import Writer, _live_writers
 
 
-@dataclass(frozen=True)
-class RequestContext:
+class RequestContext(NamedTuple):
     """Set by the middleware so explicit collect() calls inside a request share its ids."""
 
     correlation_id: str

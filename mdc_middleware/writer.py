@@ -116,9 +116,10 @@ class Writer:
 
     # ---- request path -------------------------------------------------------------------------
     def submit(self, item: Any, rows: int = 0, nbytes: int = 0) -> bool:
-        """Queue a Record or a Capture without blocking; False (and counted) when it was dropped."""
-        if self._pid != os.getpid():
-            self._after_fork()
+        """Queue a Record or a Capture without blocking; False (and counted) when it was dropped.
+
+        A forked child starts clean through the ``register_at_fork`` hook below, not a check here.
+        """
         if self._closed:
             self._count_drop(rows, "writer_closed")
             return False

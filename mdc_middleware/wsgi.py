@@ -11,9 +11,9 @@ import logging
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 from . import prometheus, runtime
-from .capture import BoundedBody, Route, RoutesSpec
+from .capture import BoundedBody, RoutesSpec
 from .config import Settings
-from .policy import CapturePolicy
+from .policy import CapturePolicy, RoutePlan
 from .writer import Writer
 
 logger = logging.getLogger("mdc_middleware")
@@ -30,6 +30,7 @@ class WSGIDataCollectionMiddleware:
         self.app = app
         self.settings = settings = Settings.resolve(settings, **overrides)
         self.policy = CapturePolicy(routes, settings, writer)
+        self._wanted = tuple((environ_key(name), name) for name in sorted(self.policy.wanted_headers))
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         if (self.settings.metrics_path and environ.get("PATH_INFO") == self.settings.metrics_path
@@ -38,8 +39,8 @@ class WSGIDataCollectionMiddleware:
             start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
             return [body]
         try:
-            route = self.policy.select(environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", ""))
-            exchange = _Exchange(self.policy, route, environ) if route is not None else None
+            plan = self.policy.select(environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", ""))
+            exchange = _Exchange(self.policy, plan, environ, self._wanted) if plan is not None else None
             if exchange is not None:
                 environ["wsgi.input"] = _TeeInput(environ.get("wsgi.input"), exchange)
         except Exception:
@@ -58,29 +59,30 @@ class WSGIDataCollectionMiddleware:
         return _TeeIterable(body, exchange)
 
 
-def _header_names(environ: dict) -> Iterator[Tuple[str, str]]:
-    """(environ key, header name) of each request header; CGI keeps two of them without HTTP_."""
-    for key in environ:
-        if key.startswith("HTTP_"):
-            yield key, key[5:].replace("_", "-").lower()
-        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            yield key, key.replace("_", "-").lower()
+def environ_key(header: str) -> str:
+    """Where WSGI keeps a request header: HTTP_<NAME>, except the two CGI keeps without the prefix."""
+    key = header.upper().replace("-", "_")
+    return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
 
 
 class _Exchange:
-    def __init__(self, policy: CapturePolicy, route: Route, environ: dict) -> None:
+    def __init__(self, policy: CapturePolicy, plan: RoutePlan, environ: dict, wanted: Tuple[Tuple[str, str], ...]
+                 ) -> None:
         self.policy = policy
-        self.route = route
-        headers = [(name, environ[key]) for key, name in _header_names(environ)
-                   if name in policy.wanted_headers and isinstance(environ[key], str)]
-        self.context = policy.start(headers)
-        self.request_type = environ.get("CONTENT_TYPE", "") or ""
-        self.request_encoding = environ.get("HTTP_CONTENT_ENCODING", "") or ""
+        self.plan = plan
+        found = {}
+        for key, name in wanted:
+            value = environ.get(key)
+            if value and isinstance(value, str):
+                found[name] = value
+        self.context = policy.start(found)
+        self.request_type = found.get("content-type", "")
+        self.request_encoding = found.get("content-encoding", "")
         try:
             self.expected_length: Optional[int] = int(environ.get("CONTENT_LENGTH") or "")
         except ValueError:
             self.expected_length = None
-        self.request = BoundedBody(policy.settings.max_body_bytes, self.request_type)
+        self.request = BoundedBody(plan.max_body_bytes, self.request_type)
         self.request_read = 0
         self.request_complete = self.expected_length == 0
         self.response: Optional[BoundedBody] = None
@@ -129,7 +131,7 @@ class _Exchange:
             elif name == "content-encoding":
                 self.response_encoding = value
         self.started = True
-        self.response = (BoundedBody(self.policy.settings.max_body_bytes, self.response_type)
+        self.response = (BoundedBody(self.plan.max_body_bytes, self.response_type)
                          if self.policy.wants_status(self.status) else None)
         header = self.policy.settings.request_id_header
         if self.policy.settings.echo_request_id and header and header not in names:
@@ -154,7 +156,7 @@ class _Exchange:
                 self.policy.writer.metrics.skip(f"status_{self.status}")
             else:
                 request_body = self.request.take() if self.request_complete else "body_not_read"
-                self.policy.submit(self.route, self.context, request_body, self.request_type,
+                self.policy.submit(self.plan, self.context, request_body, self.request_type,
                                    self.request_encoding, self.response.take(), self.response_type,
                                    self.response_encoding)
         except Exception:

@@ -82,6 +82,8 @@ def corpus() -> list:
         Case("png as json", PNG, "media_magic_bytes"),
         Case("jpeg as octet-stream", JPEG, "media_magic_bytes", content_type="application/octet-stream"),
         Case("wav as text", WAV, "media_magic_bytes", content_type="text/plain"),
+        Case("gzipped png as json", gzip.compress(PNG), "media_magic_bytes", headers={"content-encoding": "gzip"}),
+        Case("png as csv", PNG, "media_magic_bytes", content_type="text/csv"),
         Case("image content type", b"not really an image", "media_content_type", content_type="image/png"),
         Case("audio content type", b"\x00\x01", "media_content_type", content_type="audio/wav"),
         Case("video content type", b"\x00\x01", "media_content_type", content_type="video/mp4"),
