@@ -99,6 +99,7 @@ _ENV: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "spool_dir": (("MDC_SPOOL_DIR",), _text),
     "spool_max_bytes": (("MDC_SPOOL_MAX_BYTES",), _positive(int)),
     "spool_drop": (("MDC_SPOOL_DROP",), lambda v: v.strip().lower()),
+    "encoder": (("MDC_ENCODER",), lambda v: v.strip().lower()),
     "spool_fsync": (("MDC_SPOOL_FSYNC",), _parse_bool),
     "metrics_path": (("MDC_METRICS_PATH",), _text),
     "shutdown_deadline": (("MDC_SHUTDOWN_DEADLINE_SECONDS",), _positive(float)),
@@ -157,6 +158,7 @@ class Settings:
     flush_interval: float = 5.0
     queue_size: int = 10_000
     queue_max_bytes: int = 256 << 20
+    encoder: str = "thread"      # "process": parse and encode captured requests in a helper process
     spool_dir: str = ""          # "": ./mdc-spool with blob storage, none with the local sink; "off": none
     spool_max_bytes: int = 1 << 30
     spool_drop: str = "oldest"
@@ -178,6 +180,8 @@ class Settings:
             raise ConfigError(f"collect_status: expected '2xx' or 'all', got {self.collect_status!r}")
         if self.spool_drop not in ("oldest", "newest"):
             raise ConfigError(f"spool_drop: expected 'oldest' or 'newest', got {self.spool_drop!r}")
+        if self.encoder not in ("thread", "process"):
+            raise ConfigError(f"encoder: expected 'thread' or 'process', got {self.encoder!r}")
         if self.metrics_path and not self.metrics_path.startswith("/"):
             raise ConfigError(f"metrics_path: must start with '/', got {self.metrics_path!r}")
         try:
@@ -207,7 +211,7 @@ class Settings:
                 self.storage_managed_identity, self.container, str(Path(self.local_dir).resolve()),
                 self.batch_rows, self.batch_bytes, self.flush_interval, self.queue_size,
                 self.queue_max_bytes, self.resolved_spool_dir, self.spool_max_bytes, self.spool_drop, self.spool_fsync,
-                self.retry_deadline, self.neutralize_formulas)
+                self.retry_deadline, self.neutralize_formulas, self.encoder)
 
     @property
     def resolved_spool_dir(self) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from typing import Dict, List
+from typing import Dict, List, Mapping, Tuple
 
 
 class Metrics:
@@ -33,6 +33,8 @@ class Metrics:
         "files_created",
         "files_rolled_over",
         "internal_errors",     # bugs caught so they never reach the app; see the log
+        "encoder_captures",    # MDC_ENCODER=process: captures parsed and encoded by the helper process
+        "encoder_failures",    # MDC_ENCODER=process: helper failures; their batches were encoded in-process
     )
 
     def __init__(self) -> None:
@@ -65,6 +67,26 @@ class Metrics:
         shard = self._shard()
         shard.dropped[reason] += rows
         shard.counts["rows_dropped"] += rows
+
+    def deltas(self) -> Tuple[Dict[str, int], Dict[str, int], Dict[str, int]]:
+        """(counts, skipped, dropped) as plain dicts: what a helper process reports back."""
+        counts: Counter = Counter()
+        skipped: Counter = Counter()
+        dropped: Counter = Counter()
+        with self._registry_lock:
+            shards = list(self._shards)
+        for shard in shards:
+            counts.update(dict(shard.counts))
+            skipped.update(dict(shard.skipped))
+            dropped.update(dict(shard.dropped))
+        return dict(counts), dict(skipped), dict(dropped)
+
+    def absorb(self, counts: Mapping[str, int], skipped: Mapping[str, int], dropped: Mapping[str, int]) -> None:
+        """Add what a helper process counted (see ``deltas``)."""
+        shard = self._shard()
+        shard.counts.update(counts)
+        shard.skipped.update(skipped)
+        shard.dropped.update(dropped)
 
     def observe_write(self, seconds: float, rows: int, nbytes: int) -> None:
         shard = self._shard()

@@ -59,7 +59,7 @@ def writer_for(settings: Settings) -> Writer:
                             batch_bytes=settings.batch_bytes, flush_interval=settings.flush_interval,
                             queue_size=settings.queue_size, queue_max_bytes=settings.queue_max_bytes,
                             retry_deadline=settings.retry_deadline,
-                            neutralize_formulas=settings.neutralize_formulas)
+                            neutralize_formulas=settings.neutralize_formulas, encoder=settings.encoder)
             _writers[key] = writer
             _shutdown_deadline[key] = settings.shutdown_deadline
         return writer

@@ -16,8 +16,6 @@ backs up into the queue, whose bound drops and counts. Memory stays bounded eith
 from __future__ import annotations
 
 import collections
-import datetime as dt
-import functools
 import logging
 import os
 import queue
@@ -30,13 +28,17 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 from .handoff import HandoffQueue
 from .metrics import Metrics
 from .paths import Target
-from .records import Record, csv_row_count, default_prefix, encode, give_way, header_line, infer_columns
+from .capture import Capture
+from .encoder import Encoded, encode_capture, encode_record
+from .encoder_process import EncoderProcess
+from .records import Record, csv_row_count, give_way
 from .sinks.base import Sink, SinkError
 from .spool import Batch, Spool
 
 logger = logging.getLogger("mdc_middleware")
 
 _live_writers: "weakref.WeakSet[Writer]" = weakref.WeakSet()
+_ENCODER_BATCH = 2048  # captures per message to the encoder process, at most
 _MAX_BACKOFF = 10.0  # between rounds of delivery while storage fails; each round retries inside the sink too
 
 
@@ -66,7 +68,7 @@ class Writer:
     def __init__(self, sink: Sink, *, batch_rows: int = 10_000, batch_bytes: int = 4 << 20,
                  flush_interval: float = 5.0, queue_size: int = 10_000, queue_max_bytes: int = 256 << 20,
                  retry_deadline: float = 60.0, neutralize_formulas: bool = True, spool: Optional[Spool] = None,
-                 metrics: Optional[Metrics] = None) -> None:
+                 metrics: Optional[Metrics] = None, encoder: str = "thread") -> None:
         self.sink = sink
         self.spool = spool
         self.batch_rows = batch_rows
@@ -81,6 +83,8 @@ class Writer:
         for part in (sink, spool):  # one set of counters for everything this writer does
             if part is not None and hasattr(part, "metrics"):
                 part.metrics = self.metrics
+        # Where captured requests are parsed and encoded: on the batcher thread, or in a helper process.
+        self.encoder = EncoderProcess(self.metrics) if encoder == "process" else None
         self._init_state()
         _live_writers.add(self)
         if spool is not None and spool.segments():
@@ -100,6 +104,7 @@ class Writer:
         self._pending_rows = 0
         self._pending_bytes = 0
         self._oldest_pending: Optional[float] = None
+        self._captures: List[Capture] = []   # waiting for the encoder process, in arrival order
         self._last_pause = 0.0
         # delivery state, shared under _cond
         self._cond = threading.Condition()
@@ -173,6 +178,8 @@ class Writer:
         self._closed = True
         for thread in self._threads:
             thread.join(max(0.0, self._stop_deadline + 2.0 - time.monotonic()))
+        if self.encoder is not None:
+            self.encoder.close()
         if self.spool is not None:
             self.spool.close()
         self.sink.close()
@@ -205,6 +212,8 @@ class Writer:
         """In a forked child the parent's threads are gone; start clean (the parent keeps its rows)."""
         self.metrics.reset()
         self._init_state()
+        if self.encoder is not None:
+            self.encoder.after_fork()
         for part in (self.sink, self.spool):
             reset = getattr(part, "after_fork", None)
             if reset is not None:
@@ -212,6 +221,8 @@ class Writer:
 
     # ---- batcher thread ---------------------------------------------------------------------------
     def _run_batcher(self) -> None:
+        if self.encoder is not None:
+            self.encoder.available()  # start the helper now: it takes a second to import
         while True:
             try:
                 if self._batch_once():
@@ -260,53 +271,50 @@ class Writer:
         self._count_drop(item.rows if isinstance(item, Record) else 0, "shutdown_deadline")
 
     def _take(self, item: Any) -> None:
-        try:
-            records = [item] if isinstance(item, Record) else item.to_records(self.metrics)
-        except Exception:  # a bug in extraction must not kill the thread
-            logger.exception("mdc: could not turn a captured request into rows")
-            self.metrics.add("internal_errors")
-            return
-        for record in records:
-            self._add(record, counted=isinstance(item, Record))
+        if isinstance(item, Record):
+            self._encode_captures()  # captures queued before this record keep their place
+            self._append(encode_record(item, self.metrics, self.neutralize_formulas, counted=True))
+        elif self.encoder is not None:
+            self._captures.append(item)
+            if len(self._captures) >= _ENCODER_BATCH or not self._queue.qsize():
+                self._encode_captures()
+        else:
+            for encoded in encode_capture(item, self.metrics, self.neutralize_formulas):
+                self._append(encoded)
 
-    def _add(self, record: Record, counted: bool) -> None:
-        columns = record.columns or infer_columns(record.data, default_prefix(record.target.designation))
-        try:
-            record, columns = record.with_rules_applied(columns)
-        except Exception:  # a redaction function of the app's that raised: withhold, never write unredacted
-            logger.exception("mdc: field rules failed for %s; its rows are not written", record.target.model_name)
-            self.metrics.drop("field_rules_error", record.rows or 1)
+    def _encode_captures(self) -> None:
+        """Send the captures waiting for the encoder process; what it cannot take is encoded here."""
+        captures, self._captures = self._captures, []
+        if not captures:
             return
-        try:
-            rows, text = encode(record, columns, self.neutralize_formulas)
-        except Exception:
-            logger.exception("mdc: could not encode rows for %s", record.target.model_name)
-            self.metrics.add("internal_errors")
-            self.metrics.drop("encode_error", record.rows or 1)
+        local = captures
+        if self.encoder is not None and self.encoder.available():
+            encoded, local = self.encoder.encode(captures, self.neutralize_formulas, self._stop_deadline)
+            for item in encoded:
+                self._append(item)
+        for capture in local:
+            for item in encode_capture(capture, self.metrics, self.neutralize_formulas):
+                self._append(item)
+
+    def _append(self, encoded: Optional[Encoded]) -> None:
+        """Add encoded rows to the batch pending for their file."""
+        if encoded is None:
             return
-        if not counted:
-            self.metrics.add("rows_captured", rows)
-            self.metrics.add("rows_enqueued", rows)
-        if not rows:
-            return
-        header = header_line(columns)
-        if not header.isascii():
-            header = header.encode("utf-8", "replace").decode("utf-8")  # column names from payload keys
-        folder = _day_folder(record.target, int(record.timestamp // 86_400))
-        key = (record.target, folder, header)
+        key = (encoded.target, encoded.folder, encoded.header)
         partition = self._pending.get(key)
         if partition is None:
-            partition = self._pending[key] = _Partition(record.target, folder, header)
-        partition.chunks.append(text)
-        partition.rows += rows
-        partition.nbytes += len(text)
-        self._pending_rows += rows
-        self._pending_bytes += len(text)
+            partition = self._pending[key] = _Partition(encoded.target, encoded.folder, encoded.header)
+        partition.chunks.append(encoded.text)
+        partition.rows += encoded.rows
+        partition.nbytes += len(encoded.text)
+        self._pending_rows += encoded.rows
+        self._pending_bytes += len(encoded.text)
         if self._oldest_pending is None:
             self._oldest_pending = time.monotonic()
 
     def _seal(self) -> None:
         """Turn every pending partition into a batch and hand it to delivery."""
+        self._encode_captures()
         pending, self._pending = self._pending, {}
         self._pending_rows = self._pending_bytes = 0
         self._oldest_pending = None
@@ -482,12 +490,6 @@ class Writer:
         if self.spool is not None:
             self.spool.close()
         return all(delivered)
-
-
-@functools.lru_cache(maxsize=4096)
-def _day_folder(target: Target, epoch_day: int) -> str:
-    """A target's folder for a UTC day (days since the epoch): formatted once per target and day."""
-    return target.day_folder(dt.date(1970, 1, 1) + dt.timedelta(days=epoch_day))
 
 
 def _remaining_rows(batch: Batch, delivered: int) -> int:

@@ -1,6 +1,7 @@
 """Real servers on loopback: uvicorn (FastAPI) and gunicorn (Flask), stopped with SIGTERM."""
 import json
 import signal
+import time
 
 import httpx
 import pytest
@@ -56,33 +57,66 @@ def server_env(data_dir):
     return {"MDC_ENABLED": "true", "MDC_LOCAL_DIR": str(data_dir), "MDC_FLUSH_INTERVAL_SECONDS": "600"}
 
 
-def test_uvicorn_fastapi_sigterm_flushes_everything(data_dir, server_env):
+def use_encoder(server_env: dict, encoder: str) -> None:
+    server_env["MDC_ENCODER"] = encoder
+    if encoder == "process":
+        server_env["MDC_DEBUG"] = "true"  # the helper's start is logged at DEBUG
+
+
+def warm_up(port: int, encoder: str, workers: int) -> list:
+    """With the encoder process: start each worker's helper and wait until it is up, so that the traffic
+    after this goes through it. Returns the rows sent."""
+    if encoder != "process":
+        return []
+    sent = []
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        for _ in range(workers * 4):  # connections are spread over the workers by the kernel
+            client.post("/score", json={"data": ROWS[:1]}, headers={"connection": "close"})
+            sent.extend(ROWS[:1])
+    time.sleep(4)  # the helper imports numpy and pandas
+    return sent
+
+
+def check_helper_used(output: str, encoder: str, helpers: int) -> None:
+    if encoder == "process":
+        assert output.count("encoder process") >= helpers, output
+        assert "encoder process failed" not in output, output
+
+
+@pytest.mark.parametrize("encoder", ["thread", "process"])
+def test_uvicorn_fastapi_sigterm_flushes_everything(data_dir, server_env, encoder):
     port = free_port()
+    use_encoder(server_env, encoder)
     process = start_server([PYTHON, "-m", "uvicorn", "examples.fastapi_app:app", "--host", "127.0.0.1",
                             "--port", str(port)], server_env, port)
     try:
-        sent = send_traffic(port, 60)
+        sent = warm_up(port, encoder, 1)
+        sent += send_traffic(port, 60)
     finally:
         output = stop(process)
     assert process.returncode in (0, -signal.SIGTERM), output  # uvicorn re-raises SIGTERM after a clean stop
     assert "Application shutdown complete" in output
-    check_collected(data_dir, sent, 60)
+    check_helper_used(output, encoder, 1)
+    check_collected(data_dir, sent, 60 + (4 if encoder == "process" else 0))
 
 
-@pytest.mark.parametrize("preload", [False, True])
-def test_gunicorn_flask_workers_flush_at_exit(data_dir, server_env, preload):
+@pytest.mark.parametrize("preload,encoder", [(False, "thread"), (True, "thread"), (True, "process")])
+def test_gunicorn_flask_workers_flush_at_exit(data_dir, server_env, preload, encoder):
     port = free_port()
+    use_encoder(server_env, encoder)
     command = [PYTHON, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "--graceful-timeout", "20",
                "examples.flask_app:app"]
     if preload:
         command.insert(3, "--preload")
     process = start_server(command, server_env, port)
     try:
-        sent = send_traffic(port, 40)
+        sent = warm_up(port, encoder, 2)
+        sent += send_traffic(port, 40)
     finally:
         output = stop(process)
     assert process.returncode == 0, output
-    check_collected(data_dir, sent, 40)
+    check_helper_used(output, encoder, 2)
+    check_collected(data_dir, sent, 40 + (8 if encoder == "process" else 0))
 
 
 def test_collect_without_the_middleware_is_flushed_when_uvicorn_stops(data_dir, server_env):

@@ -1,0 +1,253 @@
+"""``MDC_ENCODER=process``: captured requests are parsed and encoded in a helper process.
+
+Why: on the batcher thread, parsing a captured JSON body, extracting its schema and writing CSV cost
+about 15 µs of the server's GIL per request, and the request threads then wait their turn for it. A
+helper process (one per server process, started by the writer) does that work on another core; the
+server pays for pickling the raw bodies, about a microsecond per request.
+
+The helper is stateless: it holds no rows. The batcher sends a batch of captures and waits for their
+CSV text. When the helper dies, hangs, or cannot load a route's plan (a redaction function defined in
+``__main__``, say), the batcher encodes that batch itself, so nothing is lost, and starts a new helper
+after a backoff. Until the first helper is ready, the batcher encodes in-process too.
+
+The protocol, pickled frames over a socket pair (``multiprocessing.connection``):
+
+    helper → server  ("ready",) once
+    server → helper  (new plans {plan id: pickled RoutePlan}, [capture tuple, ...], neutralize_formulas)
+    helper → server  ([(plan id, target index, folder, header, text, rows), ...], counts, skipped,
+                      dropped, plan ids it could not load)
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from multiprocessing.connection import Connection, Pipe
+from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
+
+from .capture import Capture
+from .encoder import Encoded, encode_capture
+from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from .policy import RoutePlan
+
+logger = logging.getLogger("mdc_middleware")
+
+_START_TIMEOUT = 60.0    # importing numpy and pandas on a busy 2-core node can take seconds
+_BATCH_TIMEOUT = 10.0    # a batch of a few thousand captures takes tens of milliseconds
+_MAX_BACKOFF = 300.0
+
+
+class EncoderProcess:
+    """The server side of the helper: starts it, sends it batches, and says when it cannot be used."""
+
+    def __init__(self, metrics: Metrics, batch_timeout: float = _BATCH_TIMEOUT,
+                 start_timeout: float = _START_TIMEOUT, first_backoff: float = 5.0) -> None:
+        self.metrics = metrics
+        self.batch_timeout = batch_timeout
+        self.start_timeout = start_timeout
+        self.first_backoff = first_backoff
+        self._plan_ids: Dict["RoutePlan", int] = {}
+        self._plans: List["RoutePlan"] = []
+        self._pickled: Dict[int, bytes] = {}     # plans that pickle; the rest are encoded in-process
+        self._failures = 0
+        self._next_start = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self._process: Optional[subprocess.Popen] = None
+        self._conn: Optional[Connection] = None
+        self._ready = False
+        self._started = 0.0
+        self._sent: Set[int] = set()            # plans the current helper has
+        self._unloadable: Set[int] = set()      # plans the current helper could not load
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self._process.pid if self._process is not None else None
+
+    def available(self) -> bool:
+        """True when a helper is ready for a batch; starts one when none runs and the backoff allows."""
+        if self._process is None:
+            if time.monotonic() >= self._next_start:
+                self._start()
+            return False
+        if self._ready:
+            return True
+        assert self._conn is not None
+        try:
+            if self._conn.poll(0):
+                self._ready = pickle.loads(self._conn.recv_bytes()) == ("ready",)
+                if not self._ready:
+                    raise ValueError("unexpected first message")
+                self._failures = 0
+                logger.debug("mdc: encoder process %d ready", self._process.pid)
+            elif time.monotonic() - self._started > self.start_timeout or self._process.poll() is not None:
+                raise TimeoutError("the helper did not start")
+        except Exception as exc:
+            self._fail(exc)
+        return self._ready
+
+    def encode(self, captures: List[Capture], neutralize_formulas: bool, deadline: Optional[float] = None) -> Tuple[List[Encoded], List[Capture]]:
+        """(what the helper encoded, the captures left for the caller to encode itself)."""
+        wire, new_plans, local = [], {}, []
+        for capture in captures:
+            plan_id = self._plan_id(capture.plan)
+            if plan_id < 0 or plan_id in self._unloadable:
+                local.append(capture)
+                continue
+            if plan_id not in self._sent:
+                new_plans[plan_id] = self._pickled[plan_id]
+            wire.append((plan_id, capture.request_body, capture.request_type, capture.request_encoding,
+                         capture.response_body, capture.response_type, capture.response_encoding,
+                         capture.correlation_id, capture.request_id, capture.timestamp, capture.headers))
+        if not wire:
+            return [], local
+        timeout = self.batch_timeout if deadline is None else max(0.1, min(self.batch_timeout,
+                                                                            deadline - time.monotonic()))
+        assert self._conn is not None
+        try:
+            self._conn.send_bytes(pickle.dumps((new_plans, wire, neutralize_formulas), pickle.HIGHEST_PROTOCOL))
+            self._sent.update(new_plans)
+            if not self._conn.poll(timeout):
+                raise TimeoutError(f"no answer in {timeout:.1f} s")
+            results, counts, skipped, dropped, unloadable = pickle.loads(self._conn.recv_bytes())
+        except Exception as exc:
+            self._fail(exc)
+            return [], captures
+        self.metrics.absorb(counts, skipped, dropped)
+        encoded = []
+        for plan_id, target_index, folder, header, text, rows in results:
+            plan = self._plans[plan_id]
+            target = (plan.inputs_target, plan.predictions_target, plan.unparsed_target)[target_index]
+            encoded.append(Encoded(target, folder, header, text, rows))
+        done = len(wire)
+        if unloadable:
+            self._unloadable.update(unloadable)
+            refused = [c for c in captures if self._plan_ids[c.plan] in unloadable]
+            local.extend(refused)
+            done -= len(refused)
+        self.metrics.add("encoder_captures", done)
+        return encoded, local
+
+    def _plan_id(self, plan: "RoutePlan") -> int:
+        found = self._plan_ids.get(plan)
+        if found is None:
+            found = len(self._plans)
+            self._plans.append(plan)
+            self._plan_ids[plan] = found
+            try:
+                self._pickled[found] = pickle.dumps(plan, pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:  # e.g. a lambda as a redaction function
+                logger.info("mdc: route %s is encoded in the server process: its plan does not pickle (%s)",
+                            plan.route.pattern, type(exc).__name__)
+        return found if found in self._pickled else -1
+
+    def _start(self) -> None:
+        ours, theirs = Pipe(duplex=True)
+        env = dict(os.environ)
+        # The app's modules (where its schemas and redaction functions live) importable in the helper.
+        env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in sys.path)
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", "from mdc_middleware.encoder_process import main; main()",
+                 str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
+        except OSError as exc:
+            ours.close()
+            self._fail(exc)
+            return
+        finally:
+            theirs.close()
+        self._conn = ours
+        self._started = time.monotonic()
+
+    def _fail(self, exc: BaseException) -> None:
+        self.metrics.add("encoder_failures")
+        self._failures += 1
+        backoff = min(_MAX_BACKOFF, self.first_backoff * 2 ** min(self._failures - 1, 6))
+        logger.warning("mdc: the encoder process failed (%s: %s); encoding in the server process, next try in %.0f s",
+                       type(exc).__name__, exc, backoff)
+        self._next_start = time.monotonic() + backoff
+        self.close()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the helper: it exits when its end of the socket closes."""
+        process, conn = self._process, self._conn
+        self._reset()
+        if conn is not None:
+            conn.close()
+        if process is not None:
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout)
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's helper is not ours. Drop our copy of its socket, keep it running."""
+        if self._conn is not None:
+            self._conn.close()
+        self._reset()
+        self._failures = 0
+        self._next_start = 0.0
+
+
+def _serve(conn: Connection) -> None:
+    parent = os.getppid()
+    plans: Dict[int, "RoutePlan"] = {}
+    unloadable: Set[int] = set()
+    conn.send_bytes(pickle.dumps(("ready",)))
+    while True:
+        if not conn.poll(1.0):
+            if os.getppid() != parent:  # the server is gone without closing: nobody to serve
+                return
+            continue
+        try:
+            message = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        new_plans, wire, neutralize_formulas = pickle.loads(message)
+        for plan_id, blob in new_plans.items():
+            try:
+                plans[plan_id] = pickle.loads(blob)
+            except Exception:
+                logger.exception("mdc: the encoder process cannot load plan %d; the server encodes it", plan_id)
+                unloadable.add(plan_id)
+        metrics = Metrics()
+        grouped: Dict[tuple, list] = {}
+        not_loaded = set()
+        for item in wire:
+            plan = plans.get(item[0])
+            if plan is None:
+                not_loaded.add(item[0])
+                continue
+            for encoded in encode_capture(Capture(plan, *item[1:]), metrics, neutralize_formulas):
+                target_index = (0 if encoded.target is plan.inputs_target
+                                else 1 if encoded.target is plan.predictions_target else 2)
+                key = (item[0], target_index, encoded.folder, encoded.header)
+                group = grouped.get(key)
+                if group is None:
+                    group = grouped[key] = [[], 0]
+                group[0].append(encoded.text)
+                group[1] += encoded.rows
+        results = [(*key, "".join(texts), rows) for key, (texts, rows) in grouped.items()]
+        counts, skipped, dropped = metrics.deltas()
+        conn.send_bytes(pickle.dumps((results, counts, skipped, dropped, sorted(not_loaded | unloadable)),
+                                     pickle.HIGHEST_PROTOCOL))
+
+
+def main() -> None:
+    # The server decides when this process ends (by closing the socket): a Ctrl-C or a SIGTERM sent to
+    # the whole process group must not end it while the server still flushes through it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s mdc-encoder: %(message)s")
+    _serve(Connection(int(sys.argv[1])))
+
+
