@@ -41,11 +41,13 @@ UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 def start(stack: str, mode: str, endpoint: str, storage: dict) -> tuple:
     port = free_port()
-    env = dict(os.environ, BENCH_STACK=stack, BENCH_MODE="off" if mode == "off" else
-               ("basehttp" if mode == "basehttp" else "on"), BENCH_ENDPOINT=endpoint,
+    env = dict(os.environ, BENCH_STACK=stack, BENCH_MODE=mode if mode in ("off", "basehttp", "passthrough", "discard") else "on",
+               BENCH_ENDPOINT=endpoint,
                PYTHONPATH=f"{HERE}{os.pathsep}{ROOT}", **storage)
     if mode != "off":
         env["MDC_ENABLED"] = "true"
+    if "-helper" in mode:
+        env["MDC_ENCODER"] = "process"
     if stack == "fastapi":
         command = [sys.executable, "-m", "uvicorn", "http_apps:fastapi", "--host", "127.0.0.1", "--port", str(port),
                    "--no-access-log", "--log-level", "warning"]
@@ -78,10 +80,52 @@ def wrk(port: int, seconds: int, script: str) -> dict:
     return result
 
 
+def _descendants(pid: int) -> list:
+    """pid and every process below it (gunicorn's workers, the encoder helpers)."""
+    children: dict = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the server and its descendants so far."""
+    total = 0
+    for each in _descendants(pid):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def free_helpers(pid: int) -> int:
+    """Move the encoder helpers to the other core, the one wrk runs on (the server stays on CPU 0)."""
+    moved = 0
+    for each in _descendants(pid):
+        try:
+            if b"encoder_process" in Path(f"/proc/{each}/cmdline").read_bytes():
+                os.sched_setaffinity(each, {1})
+                moved += 1
+        except OSError:
+            continue
+    return moved
+
+
 def collected_rows(mode: str, storage: dict, server) -> int:
-    if mode == "on-local":
+    if mode.startswith("on-local"):
         return len(read_collected(storage["MDC_LOCAL_DIR"], "inputs"))
-    if mode == "on-azurite":
+    if mode.startswith("on-azurite"):
         from azure.storage.blob import ContainerClient
 
         client = ContainerClient.from_connection_string(server.connection_string, storage["MDC_CONTAINER"])
@@ -97,7 +141,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--stacks", default="fastapi,flask")
     parser.add_argument("--endpoints", default="trivial,model")
-    parser.add_argument("--modes", default="off,on-local,on-azurite,basehttp")
+    parser.add_argument("--modes", default="off,passthrough,on-local,on-azurite,on-local-helper-core0,"
+                                           "on-local-helper,on-azurite-helper,basehttp")
     args = parser.parse_args()
     if not shutil.which("wrk") or not shutil.which("taskset"):
         raise SystemExit("needs wrk and taskset: sudo apt-get install wrk util-linux")
@@ -113,14 +158,18 @@ def main() -> None:
                 for round_ in range(args.rounds):
                     for mode in modes:
                         storage = {"MDC_LOCAL_DIR": str(scratch / uuid.uuid4().hex)}
-                        if mode == "on-azurite":
+                        if mode.startswith("on-azurite"):
                             storage = {"MDC_STORAGE_CONNECTION_STRING": server.connection_string,
                                        "MDC_CONTAINER": f"bench{uuid.uuid4().hex[:12]}",
                                        "MDC_SPOOL_DIR": str(scratch / uuid.uuid4().hex)}
                         process, port = start(stack, mode, endpoint, storage)
                         try:
-                            warm = wrk(port, 1, str(script))
+                            warm = wrk(port, 3, str(script))  # the helper, if any, is up after this
+                            if mode.endswith("-helper") and not free_helpers(process.pid):
+                                raise SystemExit(f"{stack} {mode}: no encoder helper found")
+                            cpu = tree_cpu_seconds(process.pid)
                             result = wrk(port, args.seconds, str(script))
+                            result["cpu_us"] = (tree_cpu_seconds(process.pid) - cpu) / result["requests"] * 1e6
                         finally:
                             process.send_signal(signal.SIGTERM)
                             process.wait(timeout=60)
@@ -130,7 +179,8 @@ def main() -> None:
                         runs[mode].append(result)
                         print(f"{stack} {endpoint} {mode} round {round_ + 1}: {result['rps']:,.0f} req/s, "
                               f"p50 {result['p50']:.2f} ms, p99 {result['p99']:.2f} ms, "
-                              f"collected {result['collected']}/{served if mode != 'off' else 0}", flush=True)
+                              f"server CPU {result['cpu_us']:.0f} µs/request, "
+                              f"collected {result['collected']}/{served if mode.startswith('on') or mode == 'basehttp' else 0}", flush=True)
                 base = median([r["rps"] for r in runs["off"]])
                 for mode in modes:
                     rps = median([r["rps"] for r in runs[mode]])
@@ -139,9 +189,12 @@ def main() -> None:
                     rows.append([stack, endpoint, mode, f"{rps:,.0f}", f"{rps / base:.3f}",
                                  f"{median([r['p50'] for r in runs[mode]]):.2f}",
                                  f"{median([r['p99'] for r in runs[mode]]):.2f}",
-                                 "—" if mode == "off" else ("all" if complete else "MISSING")])
+                                 f"{median([r['cpu_us'] for r in runs[mode]]):.0f}",
+                                 "—" if mode in ("off", "passthrough", "discard") else
+                                 ("all" if complete else "MISSING")])
     print()
-    print(table(["stack", "endpoint", "mode", "req/s", "vs off", "p50 ms", "p99 ms", "rows collected"], rows))
+    print(table(["stack", "endpoint", "mode", "req/s", "vs off", "p50 ms", "p99 ms", "CPU µs/req", "rows collected"],
+                rows))
     shutil.rmtree(scratch, ignore_errors=True)
 
 

@@ -1,10 +1,14 @@
 """The scoring apps the throughput benchmark serves, chosen by environment variables.
 
 BENCH_MODE:      off (no middleware) | on (mdc-middleware; MDC_* say where to) | basehttp (a typical
-                 hand-written capture in starlette's BaseHTTPMiddleware, for contrast; FastAPI only)
+                 hand-written capture in starlette's BaseHTTPMiddleware, for contrast; FastAPI only) |
+                 passthrough (a middleware that only wraps the body streams and keeps references: the
+                 least any body capture in Python costs, for reference) | discard (mdc-middleware whose
+                 captures are thrown away at the queue: what the request path alone costs)
 BENCH_ENDPOINT:  trivial (echo a count) | model (scikit-learn logistic regression on iris)
 """
 
+import collections
 import json
 import logging
 import os
@@ -33,6 +37,12 @@ def _schema():
     return {"/score": Schema(inputs=FEATURES, predictions=["species"], model_name="iris", model_version="1")}
 
 
+def _discard_captures():
+    from mdc_middleware.writer import Writer
+
+    Writer.submit = lambda self, item, rows=0, nbytes=0: True
+
+
 def fastapi_app():
     from fastapi import FastAPI, Request
     from fastapi.responses import Response
@@ -49,13 +59,70 @@ def fastapi_app():
     def healthz():
         return {"ok": True}
 
-    if MODE == "on":
+    if MODE in ("on", "discard"):
         from mdc_middleware import DataCollectionMiddleware
 
+        if MODE == "discard":
+            _discard_captures()
         app.add_middleware(DataCollectionMiddleware, routes=_schema())
     elif MODE == "basehttp":
         app.add_middleware(_base_http_capture())
+    elif MODE == "passthrough":
+        app.add_middleware(_AsgiPassthrough)
     return app
+
+
+class _AsgiPassthrough:
+    """Wraps receive and send, keeps references to the body chunks, and does nothing else."""
+
+    def __init__(self, app):
+        self.app = app
+        self.kept = collections.deque(maxlen=1000)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request, response = [], []
+
+        async def wrapped_receive():
+            message = await receive()
+            request.append(message.get("body", b""))
+            return message
+
+        async def wrapped_send(message):
+            if message["type"] == "http.response.body":
+                response.append(message.get("body", b""))
+            await send(message)
+
+        await self.app(scope, wrapped_receive, wrapped_send)
+        self.kept.append((request, response))
+
+
+class _WsgiPassthrough:
+    """The WSGI counterpart: wraps wsgi.input and the response iterable, keeps references."""
+
+    def __init__(self, app):
+        self.app = app
+        self.kept = collections.deque(maxlen=1000)
+
+    def __call__(self, environ, start_response):
+        stream, request, response = environ["wsgi.input"], [], []
+
+        class Tee:
+            def read(self, *args):
+                data = stream.read(*args)
+                request.append(data)
+                return data
+
+            def __getattr__(self, name):
+                return getattr(stream, name)
+
+        environ["wsgi.input"] = Tee()
+        for chunk in self.app(environ, start_response):
+            response.append(chunk)
+            yield chunk
+        self.kept.append((request, response))
 
 
 def _base_http_capture():
@@ -100,10 +167,14 @@ def flask_app():
     def healthz():
         return {"ok": True}
 
-    if MODE == "on":
+    if MODE in ("on", "discard"):
         from mdc_middleware import WSGIDataCollectionMiddleware
 
+        if MODE == "discard":
+            _discard_captures()
         app.wsgi_app = WSGIDataCollectionMiddleware(app.wsgi_app, routes=_schema())
+    elif MODE == "passthrough":
+        app.wsgi_app = _WsgiPassthrough(app.wsgi_app)
     return app
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Awaitable, Callable, MutableMapping, Optional
 
 from . import prometheus, runtime
@@ -81,24 +82,29 @@ class DataCollectionMiddleware:
 
 
 class _Exchange:
-    """One request/response pair: bounded body buffers, ids, and the hand-off to the queue."""
+    """One request/response pair: bounded body buffers, ids, and the hand-off to the queue.
 
-    __slots__ = ("policy", "plan", "scope", "context", "request_type", "request_encoding", "request",
-                 "request_complete", "response", "response_type", "response_encoding", "status", "done")
+    Also the request's context for explicit ``collect()`` calls inside it (``correlation_id``,
+    ``request_id``). Everything else about the request is worked out later, off the request path.
+    """
+
+    __slots__ = ("policy", "plan", "scope", "writer", "headers", "correlation_id", "request_id", "timestamp",
+                 "request", "request_complete", "response", "response_type", "response_encoding", "status", "done")
 
     def __init__(self, policy: CapturePolicy, plan: RoutePlan, scope: Scope) -> None:
         self.policy = policy
         self.plan = plan
         self.scope = scope
+        self.writer = policy.writer
         wanted = policy.wanted_header_bytes
         found = {}
         for key, value in scope["headers"]:  # ASGI gives header names in lower case
             if key in wanted:
                 found[key.decode("latin-1")] = value.decode("latin-1")
-        self.context = policy.start(found)
-        self.request_type = found.get("content-type", "")
-        self.request_encoding = found.get("content-encoding", "")
-        self.request = BoundedBody(plan.max_body_bytes, self.request_type)
+        self.headers = found
+        self.correlation_id, self.request_id = policy.request_ids(found)
+        self.timestamp = time.time()
+        self.request = BoundedBody(plan.max_body_bytes, found.get("content-type"))
         self.request_complete = False
         self.response: Optional[BoundedBody] = None
         self.response_type = ""
@@ -107,13 +113,13 @@ class _Exchange:
         self.done = False
 
     async def run(self, app: ASGIApp, receive: Receive, send: Send) -> None:
-        token = runtime.current_request.set(self.context)
+        token = runtime.current_request.set(self)
         try:
             await app(self.scope, self._receiver(receive), self._sender(send))
         finally:
             runtime.current_request.reset(token)
             if not self.done:
-                self.policy.writer.metrics.skip("response_incomplete")
+                self.writer.metrics.skip("response_incomplete")
 
     def _receiver(self, receive: Receive) -> Receive:
         async def wrapped_receive() -> Message:
@@ -163,17 +169,20 @@ class _Exchange:
             self.response = BoundedBody(self.plan.max_body_bytes, self.response_type)
         if not has_id:
             message = dict(message)
-            message["headers"] = [*headers, (own, self.context.request_id.encode("latin-1"))]
+            message["headers"] = [*headers, (own, self.request_id.encode("latin-1"))]
         return message
 
     def _finish(self) -> None:
         self.done = True
         if self.response is None:
-            self.policy.writer.metrics.skip(f"status_{self.status}")
+            self.writer.metrics.skip(f"status_{self.status}")
             return
         request_body = self.request.take() if self.request_complete else "body_not_read"
-        self.policy.submit(self.plan, self.context, request_body, self.request_type, self.request_encoding,
-                           self.response.take(), self.response_type, self.response_encoding)
+        response_body = self.response.take()
+        self.writer.submit_capture(
+            (self.plan.id, request_body, tuple(self.headers.items()), response_body, self.response_type,
+             self.response_encoding, self.correlation_id, self.request_id, self.timestamp),
+            request_body, response_body)
 
     def _internal_error(self) -> None:
         logger.exception("mdc: capture failed; the request is unaffected")

@@ -17,6 +17,7 @@ import json
 import os
 import logging
 import random
+import threading
 import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -27,7 +28,7 @@ import orjson
 from . import media
 from .metrics import Metrics
 from .paths import Target
-from .privacy import HEADER_PREFIX
+from .privacy import HEADER_PREFIX, MAX_HEADER_VALUE
 from .records import Record
 from .schema import PayloadMismatch, Schema
 
@@ -159,11 +160,40 @@ def pick_request_id(headers: Mapping[str, str]) -> Optional[str]:
     return None
 
 
-class Capture:
-    """One request/response pair waiting in the queue; becomes records on the writer thread.
+# What the request path queues for each captured request: a plain tuple, the cheapest object Python
+# makes, and one that pickles at C speed for the encoder process. ``Capture.from_raw`` reads it.
+RawCapture = Tuple[
+    int,                              # the route plan's id (policy.plan_by_id)
+    Union[bytes, str],                # the request body, or why it was not kept
+    Tuple[Tuple[str, str], ...],      # the wanted request headers: (lower-case name, value)
+    Union[bytes, str],                # the response body, or why it was not kept
+    str,                              # the response content type
+    str,                              # the response content encoding
+    str,                              # the correlation id
+    str,                              # the request id
+    float,                            # when the request arrived (epoch seconds)
+]
 
-    Built once per captured request, so a plain class with slots: what is the same for every request
-    of a route (targets, field rules, limits) stays in its ``plan``.
+
+_plans: List["RoutePlan"] = []
+_plans_lock = threading.Lock()
+
+
+def register_plan(plan: "RoutePlan") -> int:
+    """A process-wide id for a route plan: what the request path queues instead of the plan."""
+    with _plans_lock:
+        _plans.append(plan)
+        return len(_plans) - 1
+
+
+def plan_by_id(plan_id: int) -> "RoutePlan":
+    return _plans[plan_id]
+
+
+class Capture:
+    """One request/response pair, ready to become records (on the writer thread or the encoder process).
+
+    What is the same for every request of a route (targets, field rules, limits) stays in its ``plan``.
     """
 
     __slots__ = ("plan", "request_body", "request_type", "request_encoding", "response_body", "response_type",
@@ -184,6 +214,15 @@ class Capture:
         self.request_id = request_id
         self.timestamp = timestamp
         self.headers = headers
+
+    @classmethod
+    def from_raw(cls, raw: RawCapture, plan: "RoutePlan") -> "Capture":
+        (_, request_body, headers, response_body, response_type, response_encoding, correlation_id, request_id,
+         timestamp) = raw
+        found = dict(headers)
+        kept = tuple((name, found[name][:MAX_HEADER_VALUE]) for name in plan.collect_headers if name in found)
+        return cls(plan, request_body, found.get("content-type", ""), found.get("content-encoding", ""),
+                   response_body, response_type, response_encoding, correlation_id, request_id, timestamp, kept)
 
     @property
     def approx_bytes(self) -> int:

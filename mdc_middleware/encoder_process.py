@@ -29,7 +29,7 @@ import time
 from multiprocessing.connection import Connection, Pipe
 from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 
-from .capture import Capture
+from .capture import Capture, RawCapture, plan_by_id
 from .encoder import Encoded, encode_capture
 from .metrics import Metrics
 
@@ -52,9 +52,7 @@ class EncoderProcess:
         self.batch_timeout = batch_timeout
         self.start_timeout = start_timeout
         self.first_backoff = first_backoff
-        self._plan_ids: Dict["RoutePlan", int] = {}
-        self._plans: List["RoutePlan"] = []
-        self._pickled: Dict[int, bytes] = {}     # plans that pickle; the rest are encoded in-process
+        self._unpicklable: Set[int] = set()      # plans encoded in-process, e.g. for a lambda in their rules
         self._failures = 0
         self._next_start = 0.0
         self._reset()
@@ -93,19 +91,23 @@ class EncoderProcess:
             self._fail(exc)
         return self._ready
 
-    def encode(self, captures: List[Capture], neutralize_formulas: bool, deadline: Optional[float] = None) -> Tuple[List[Encoded], List[Capture]]:
-        """(what the helper encoded, the captures left for the caller to encode itself)."""
-        wire, new_plans, local = [], {}, []
-        for capture in captures:
-            plan_id = self._plan_id(capture.plan)
-            if plan_id < 0 or plan_id in self._unloadable:
-                local.append(capture)
-                continue
-            if plan_id not in self._sent:
-                new_plans[plan_id] = self._pickled[plan_id]
-            wire.append((plan_id, capture.request_body, capture.request_type, capture.request_encoding,
-                         capture.response_body, capture.response_type, capture.response_encoding,
-                         capture.correlation_id, capture.request_id, capture.timestamp, capture.headers))
+    def encode(self, captures: List[RawCapture], neutralize_formulas: bool, deadline: Optional[float] = None
+               ) -> Tuple[List[Encoded], List[RawCapture]]:
+        """(what the helper encoded, the captures left for the caller to encode itself).
+
+        The captures go as they are: plain tuples, pickled at C speed with no per-capture Python work.
+        """
+        plan_ids = {capture[0] for capture in captures}
+        new_plans = {}
+        for plan_id in plan_ids - self._sent:
+            blob = self._pickled_plan(plan_id)
+            if blob is not None:
+                new_plans[plan_id] = blob
+        local_ids = plan_ids & (self._unpicklable | self._unloadable)
+        wire, local = captures, []
+        if local_ids:
+            wire = [c for c in captures if c[0] not in local_ids]
+            local = [c for c in captures if c[0] in local_ids]
         if not wire:
             return [], local
         timeout = self.batch_timeout if deadline is None else max(0.1, min(self.batch_timeout,
@@ -123,30 +125,29 @@ class EncoderProcess:
         self.metrics.absorb(counts, skipped, dropped)
         encoded = []
         for plan_id, target_index, folder, header, text, rows in results:
-            plan = self._plans[plan_id]
+            plan = plan_by_id(plan_id)
             target = (plan.inputs_target, plan.predictions_target, plan.unparsed_target)[target_index]
             encoded.append(Encoded(target, folder, header, text, rows))
         done = len(wire)
         if unloadable:
             self._unloadable.update(unloadable)
-            refused = [c for c in captures if self._plan_ids[c.plan] in unloadable]
+            refused = [c for c in wire if c[0] in self._unloadable]
             local.extend(refused)
             done -= len(refused)
         self.metrics.add("encoder_captures", done)
         return encoded, local
 
-    def _plan_id(self, plan: "RoutePlan") -> int:
-        found = self._plan_ids.get(plan)
-        if found is None:
-            found = len(self._plans)
-            self._plans.append(plan)
-            self._plan_ids[plan] = found
-            try:
-                self._pickled[found] = pickle.dumps(plan, pickle.HIGHEST_PROTOCOL)
-            except Exception as exc:  # e.g. a lambda as a redaction function
-                logger.info("mdc: route %s is encoded in the server process: its plan does not pickle (%s)",
-                            plan.route.pattern, type(exc).__name__)
-        return found if found in self._pickled else -1
+    def _pickled_plan(self, plan_id: int) -> Optional[bytes]:
+        if plan_id in self._unpicklable:
+            return None
+        plan = plan_by_id(plan_id)
+        try:
+            return pickle.dumps(plan, pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # e.g. a lambda as a redaction function
+            logger.info("mdc: route %s is encoded in the server process: its plan does not pickle (%s)",
+                        plan.route.pattern, type(exc).__name__)
+            self._unpicklable.add(plan_id)
+            return None
 
     def _start(self) -> None:
         ours, theirs = Pipe(duplex=True)
@@ -227,7 +228,7 @@ def _serve(conn: Connection) -> None:
             if plan is None:
                 not_loaded.add(item[0])
                 continue
-            for encoded in encode_capture(Capture(plan, *item[1:]), metrics, neutralize_formulas):
+            for encoded in encode_capture(Capture.from_raw(item, plan), metrics, neutralize_formulas):
                 target_index = (0 if encoded.target is plan.inputs_target
                                 else 1 if encoded.target is plan.predictions_target else 2)
                 key = (item[0], target_index, encoded.folder, encoded.header)

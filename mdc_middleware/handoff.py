@@ -12,7 +12,7 @@ import collections
 import queue
 import threading
 import time
-from typing import Any, Deque
+from typing import Any, Deque, List
 
 
 class HandoffQueue:
@@ -59,6 +59,15 @@ class HandoffQueue:
                 if not self._items:  # checked after announcing the wait: a put now will notify
                     self._cond.wait(min(remaining, self.poll_interval))
                 self._waiting = False
+
+    def pop_run(self, kind: type, limit: int) -> List[Any]:
+        """Up to ``limit`` items from the front while their first element is exactly of type ``kind``:
+        a run of like items, taken in one go (one consumer only)."""
+        run: List[Any] = []
+        items = self._items
+        while len(run) < limit and items and type(items[0][0]) is kind:
+            run.append(items.popleft())
+        return run
 
     def get_nowait(self) -> Any:
         try:

@@ -3,25 +3,28 @@ from __future__ import annotations
 
 import logging
 import random
-import time
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Tuple
 
 from . import runtime
-from .capture import (REQUEST_ID_HEADERS, Capture, Route, RoutesSpec, RouteTable, new_correlation_id,
-                      pick_request_id)
+from .capture import (REQUEST_ID_HEADERS, Route, RoutesSpec, RouteTable, new_correlation_id, pick_request_id,
+                      register_plan)
 from .config import ConfigError, Settings
 from .paths import Target
-from .privacy import MAX_HEADER_VALUE, FieldRules
+from .privacy import FieldRules
 from .writer import Writer
 
 logger = logging.getLogger("mdc_middleware")
 
 
 class RoutePlan:
-    """Everything about a captured route that is the same for each of its requests, worked out once."""
+    """Everything about a captured route that is the same for each of its requests, worked out once.
 
-    __slots__ = ("route", "inputs_target", "predictions_target", "unparsed_target", "rules", "boundary",
-                 "max_body_bytes", "unparsed_max_bytes")
+    Each plan has a process-wide id: the request path queues the id, not the plan, and the encoder
+    process is sent each plan once.
+    """
+
+    __slots__ = ("id", "route", "inputs_target", "predictions_target", "unparsed_target", "rules", "boundary",
+                 "max_body_bytes", "unparsed_max_bytes", "collect_headers")
 
     def __init__(self, route: Route, targets: Tuple[Target, Target, Target], rules: FieldRules,
                  settings: Settings) -> None:
@@ -32,6 +35,8 @@ class RoutePlan:
         self.boundary = settings.boundary
         self.max_body_bytes = settings.max_body_bytes
         self.unparsed_max_bytes = settings.unparsed_max_bytes
+        self.collect_headers = settings.collect_headers
+        self.id = register_plan(self)
 
 
 _MAX_CACHED_PATHS = 4096  # paths seen, with their plan or None; paths with ids in them must not grow it forever
@@ -115,21 +120,10 @@ class CapturePolicy:
             self._targets[route] = found
         return found
 
-    def start(self, found: Dict[str, str]) -> runtime.RequestContext:
-        """The ids and time of a request, from its wanted headers (lower-case name → value)."""
+    def request_ids(self, found: Dict[str, str]) -> Tuple[str, str]:
+        """(correlation id, request id) of a request, from its wanted headers (lower-case name → value)."""
         correlation_id = new_correlation_id()
-        request_id = pick_request_id(found) or correlation_id
-        wanted = self.settings.collect_headers
-        kept = tuple((name, found[name][:MAX_HEADER_VALUE]) for name in wanted if name in found) if wanted else ()
-        return runtime.RequestContext(correlation_id, request_id, time.time(), kept)
+        return correlation_id, pick_request_id(found) or correlation_id
 
     def wants_status(self, status: int) -> bool:
         return self._collect_status_all or 200 <= status < 300
-
-    def submit(self, plan: RoutePlan, context: runtime.RequestContext, request_body: Union[bytes, str],
-               request_type: str, request_encoding: str, response_body: Union[bytes, str], response_type: str,
-               response_encoding: str) -> None:
-        capture = Capture(plan, request_body, request_type, request_encoding, response_body, response_type,
-                          response_encoding, context.correlation_id, context.request_id, context.timestamp,
-                          context.headers)
-        self.writer.submit(capture, nbytes=capture.approx_bytes)

@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import threading
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, Optional, Protocol
 
 from .config import Settings
 from .metrics import Metrics, merge
@@ -21,13 +21,12 @@ from .spool import Spool
 from .writer import Writer, _live_writers
 
 
-class RequestContext(NamedTuple):
-    """Set by the middleware so explicit collect() calls inside a request share its ids."""
+class RequestContext(Protocol):
+    """What the middleware sets for the length of a request, so explicit collect() calls inside it share
+    its ids: the middleware's own per-request object, which has these two attributes."""
 
     correlation_id: str
     request_id: str
-    timestamp: float
-    headers: tuple = ()  # (name, value) of the allowlisted request headers
 
 
 current_request: "contextvars.ContextVar[Optional[RequestContext]]" = contextvars.ContextVar(

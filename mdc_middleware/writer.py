@@ -23,12 +23,12 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Tuple, Union
 
 from .handoff import HandoffQueue
 from .metrics import Metrics
 from .paths import Target
-from .capture import Capture
+from .capture import Capture, RawCapture, plan_by_id
 from .encoder import Encoded, encode_capture, encode_record
 from .encoder_process import EncoderProcess
 from .records import Record, csv_row_count, give_way
@@ -38,7 +38,7 @@ from .spool import Batch, Spool
 logger = logging.getLogger("mdc_middleware")
 
 _live_writers: "weakref.WeakSet[Writer]" = weakref.WeakSet()
-_ENCODER_BATCH = 2048  # captures per message to the encoder process, at most
+_CAPTURE_RUN = 2048  # captured requests taken from the queue (and sent to the encoder process) at once
 _MAX_BACKOFF = 10.0  # between rounds of delivery while storage fails; each round retries inside the sink too
 
 
@@ -104,7 +104,6 @@ class Writer:
         self._pending_rows = 0
         self._pending_bytes = 0
         self._oldest_pending: Optional[float] = None
-        self._captures: List[Capture] = []   # waiting for the encoder process, in arrival order
         self._last_pause = 0.0
         # delivery state, shared under _cond
         self._cond = threading.Condition()
@@ -146,6 +145,16 @@ class Writer:
         if not self._threads:
             self._start()
         return True
+
+    def submit_capture(self, capture: RawCapture, request_body: Union[bytes, str],
+                       response_body: Union[bytes, str]) -> bool:
+        """Queue a captured request (the middleware's hand-off); its bodies count against the byte bound."""
+        nbytes = 512
+        if type(request_body) is bytes:
+            nbytes += len(request_body)
+        if type(response_body) is bytes:
+            nbytes += len(response_body)
+        return self.submit(capture, nbytes=nbytes)
 
     def _count_drop(self, rows: int, reason: str) -> None:
         if rows:
@@ -244,10 +253,19 @@ class Writer:
             self._seal()
             self._hand_over(item)
             return item.stop
-        if item is not None and self._past_stop_deadline():
-            self._drop_at_deadline(item)  # no time left to encode it: count it, never lose it silently
-            return False
-        if item is not None:
+        if type(item) is tuple:  # a captured request: take the run of them waiting behind it too
+            run = self._queue.pop_run(tuple, _CAPTURE_RUN - 1)
+            self._bytes_out += sum(nbytes for _, nbytes in run)
+            captures = [item, *(capture for capture, _ in run)]
+            if self._past_stop_deadline():
+                for _ in captures:  # no time left to encode them: counted, never lost silently
+                    self._count_drop(0, "shutdown_deadline")
+            else:
+                self._take_captures(captures)
+            self._pause_now_and_then()
+        elif item is not None and self._past_stop_deadline():
+            self._drop_at_deadline(item)
+        elif item is not None:
             self._take(item)
             self._pause_now_and_then()
         if self._pending_rows and (
@@ -267,34 +285,24 @@ class Writer:
             give_way()
             self._last_pause = time.perf_counter()
 
-    def _drop_at_deadline(self, item: Any) -> None:
-        self._count_drop(item.rows if isinstance(item, Record) else 0, "shutdown_deadline")
+    def _drop_at_deadline(self, item: Record) -> None:
+        self._count_drop(item.rows, "shutdown_deadline")
 
-    def _take(self, item: Any) -> None:
-        if isinstance(item, Record):
-            self._encode_captures()  # captures queued before this record keep their place
-            self._append(encode_record(item, self.metrics, self.neutralize_formulas, counted=True))
-        elif self.encoder is not None:
-            self._captures.append(item)
-            if len(self._captures) >= _ENCODER_BATCH or not self._queue.qsize():
-                self._encode_captures()
-        else:
-            for encoded in encode_capture(item, self.metrics, self.neutralize_formulas):
-                self._append(encoded)
+    def _take(self, record: Record) -> None:
+        self._append(encode_record(record, self.metrics, self.neutralize_formulas, counted=True))
 
-    def _encode_captures(self) -> None:
-        """Send the captures waiting for the encoder process; what it cannot take is encoded here."""
-        captures, self._captures = self._captures, []
-        if not captures:
-            return
+    def _take_captures(self, captures: List[RawCapture]) -> None:
+        """Encode a run of captured requests: in the encoder process when it is up, else here."""
         local = captures
         if self.encoder is not None and self.encoder.available():
             encoded, local = self.encoder.encode(captures, self.neutralize_formulas, self._stop_deadline)
             for item in encoded:
                 self._append(item)
-        for capture in local:
-            for item in encode_capture(capture, self.metrics, self.neutralize_formulas):
+        for raw in local:
+            for item in encode_capture(Capture.from_raw(raw, plan_by_id(raw[0])), self.metrics,
+                                       self.neutralize_formulas):
                 self._append(item)
+            self._pause_now_and_then()
 
     def _append(self, encoded: Optional[Encoded]) -> None:
         """Add encoded rows to the batch pending for their file."""
@@ -314,7 +322,6 @@ class Writer:
 
     def _seal(self) -> None:
         """Turn every pending partition into a batch and hand it to delivery."""
-        self._encode_captures()
         pending, self._pending = self._pending, {}
         self._pending_rows = self._pending_bytes = 0
         self._oldest_pending = None

@@ -8,6 +8,7 @@ request-id header added when the app set none.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 from . import prometheus, runtime
@@ -48,7 +49,7 @@ class WSGIDataCollectionMiddleware:
             exchange = None
         if exchange is None:
             return self.app(environ, start_response)
-        token = runtime.current_request.set(exchange.context)
+        token = runtime.current_request.set(exchange)
         try:
             body = self.app(environ, exchange.wrap_start_response(start_response))
         finally:
@@ -66,23 +67,26 @@ def environ_key(header: str) -> str:
 
 
 class _Exchange:
+    """One request/response pair; also the request's context for explicit ``collect()`` calls inside it."""
+
     def __init__(self, policy: CapturePolicy, plan: RoutePlan, environ: dict, wanted: Tuple[Tuple[str, str], ...]
                  ) -> None:
         self.policy = policy
         self.plan = plan
+        self.writer = policy.writer
         found = {}
         for key, name in wanted:
             value = environ.get(key)
             if value and isinstance(value, str):
                 found[name] = value
-        self.context = policy.start(found)
-        self.request_type = found.get("content-type", "")
-        self.request_encoding = found.get("content-encoding", "")
+        self.headers = found
+        self.correlation_id, self.request_id = policy.request_ids(found)
+        self.timestamp = time.time()
         try:
             self.expected_length: Optional[int] = int(environ.get("CONTENT_LENGTH") or "")
         except ValueError:
             self.expected_length = None
-        self.request = BoundedBody(plan.max_body_bytes, self.request_type)
+        self.request = BoundedBody(plan.max_body_bytes, found.get("content-type"))
         self.request_read = 0
         self.request_complete = self.expected_length == 0
         self.response: Optional[BoundedBody] = None
@@ -135,7 +139,7 @@ class _Exchange:
                          if self.policy.wants_status(self.status) else None)
         header = self.policy.settings.request_id_header
         if self.policy.settings.echo_request_id and header and header not in names:
-            headers = list(headers) + [(header, self.context.request_id)]
+            headers = list(headers) + [(header, self.request_id)]
         return headers
 
     def on_response_bytes(self, data: bytes) -> None:
@@ -151,14 +155,16 @@ class _Exchange:
         self.done = True
         try:
             if not self.started:
-                self.policy.writer.metrics.skip("response_incomplete")
+                self.writer.metrics.skip("response_incomplete")
             elif self.response is None:
-                self.policy.writer.metrics.skip(f"status_{self.status}")
+                self.writer.metrics.skip(f"status_{self.status}")
             else:
                 request_body = self.request.take() if self.request_complete else "body_not_read"
-                self.policy.submit(self.plan, self.context, request_body, self.request_type,
-                                   self.request_encoding, self.response.take(), self.response_type,
-                                   self.response_encoding)
+                response_body = self.response.take()
+                self.writer.submit_capture(
+                    (self.plan.id, request_body, tuple(self.headers.items()), response_body, self.response_type,
+                     self.response_encoding, self.correlation_id, self.request_id, self.timestamp),
+                    request_body, response_body)
         except Exception:
             self.internal_error()
 

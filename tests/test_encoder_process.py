@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from mdc_middleware import Schema, Settings
-from mdc_middleware.capture import Capture
 from mdc_middleware.policy import CapturePolicy
 from mdc_middleware.sinks import LocalSink
 from mdc_middleware.writer import Writer
@@ -30,7 +29,8 @@ def plan_for(data_dir: Path, schema: Schema = SCHEMA, **settings):
 
 
 def captures(plan, count: int, start: float = 1_764_000_000.0) -> list:
-    """Varied payloads: several rows, gzip, a media body, invalid JSON, text with commas and quotes."""
+    """Captured requests as the middleware queues them. Varied payloads: several rows, gzip, a media body,
+    invalid JSON, text with commas and quotes."""
     made = []
     for i in range(count):
         rows = [[i, i * 0.5, f'town "{i}", north'] for _ in range(1 + i % 3)]
@@ -43,9 +43,14 @@ def captures(plan, count: int, start: float = 1_764_000_000.0) -> list:
         if i % 13 == 6:
             body = b'{"data": [[1, 2'
         response = json.dumps({"predictions": [i % 3] * len(rows)}).encode()
-        made.append(Capture(plan, body, "application/json", encoding, response, "application/json", "",
-                            f"cid-{i}", f"rid-{i}", start + i * 37.5))  # spans two days
+        headers = (("content-type", "application/json"),) + ((("content-encoding", encoding),) if encoding else ())
+        made.append((plan.id, body, headers, response, "application/json", "", f"cid-{i}", f"rid-{i}",
+                     start + i * 37.5))  # spans two days
     return made
+
+
+def submit(writer: Writer, capture: tuple) -> bool:
+    return writer.submit_capture(capture, capture[1], capture[3])
 
 
 def collected_files(root: Path) -> dict:
@@ -57,7 +62,7 @@ def run(writer: Writer, items: list, wait_ready: bool = False) -> dict:
         writer.encoder.available()
         assert wait_for(writer.encoder.available, 60), "the encoder process did not start"
     for item in items:
-        assert writer.submit(item, nbytes=item.approx_bytes)
+        assert submit(writer, item)
     assert writer.force_flush(30)
     snapshot = writer.snapshot()
     writer.shutdown(10)
@@ -93,15 +98,15 @@ def test_a_killed_helper_loses_nothing_and_is_replaced(tmp_path):
     assert wait_for(writer.encoder.available, 60)
     first = writer.encoder.pid
     for item in items[:2000]:
-        writer.submit(item, nbytes=item.approx_bytes)
+        submit(writer, item)
     assert writer.force_flush(30)
     os.kill(first, signal.SIGKILL)
     for item in items[2000:3000]:  # the batcher finds the helper gone: these are encoded in-process
-        writer.submit(item, nbytes=item.approx_bytes)
+        submit(writer, item)
     assert writer.force_flush(30)
     assert wait_for(lambda: writer.encoder.available() and writer.encoder.pid != first, 60)
     for item in items[3000:]:
-        writer.submit(item, nbytes=item.approx_bytes)
+        submit(writer, item)
     assert writer.force_flush(30)
     snapshot = writer.snapshot()
     writer.shutdown(10)
