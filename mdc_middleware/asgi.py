@@ -84,8 +84,7 @@ class DataCollectionMiddleware:
 class _Exchange:
     """One request/response pair: bounded body buffers, ids, and the hand-off to the queue.
 
-    Also the request's context for explicit ``collect()`` calls inside it (``correlation_id``,
-    ``request_id``). Everything else about the request is worked out later, off the request path.
+    Everything about the request that the request path does not need is worked out later, off it.
     """
 
     __slots__ = ("policy", "plan", "scope", "writer", "headers", "correlation_id", "request_id", "timestamp",
@@ -113,7 +112,7 @@ class _Exchange:
         self.done = False
 
     async def run(self, app: ASGIApp, receive: Receive, send: Send) -> None:
-        token = runtime.current_request.set(self)
+        token = runtime.current_request.set(runtime.RequestContext(self.correlation_id, self.request_id))
         try:
             await app(self.scope, self._receiver(receive), self._sender(send))
         finally:

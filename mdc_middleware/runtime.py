@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import threading
-from typing import Dict, List, Optional, Protocol
+from typing import Dict, List, NamedTuple, Optional
 
 from .config import Settings
 from .metrics import Metrics, merge
@@ -21,9 +21,13 @@ from .spool import Spool
 from .writer import Writer, _live_writers
 
 
-class RequestContext(Protocol):
-    """What the middleware sets for the length of a request, so explicit collect() calls inside it share
-    its ids: the middleware's own per-request object, which has these two attributes."""
+class RequestContext(NamedTuple):
+    """Set by the middleware for the length of a request, so explicit collect() calls inside it share
+    its ids.
+
+    Deliberately small: the server's timers and tasks copy the context and can keep it for seconds (a
+    cancelled keep-alive timer stays in the event loop's heap), so it must not hold the request.
+    """
 
     correlation_id: str
     request_id: str

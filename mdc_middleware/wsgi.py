@@ -49,7 +49,7 @@ class WSGIDataCollectionMiddleware:
             exchange = None
         if exchange is None:
             return self.app(environ, start_response)
-        token = runtime.current_request.set(exchange)
+        token = runtime.current_request.set(runtime.RequestContext(exchange.correlation_id, exchange.request_id))
         try:
             body = self.app(environ, exchange.wrap_start_response(start_response))
         finally:
@@ -67,7 +67,7 @@ def environ_key(header: str) -> str:
 
 
 class _Exchange:
-    """One request/response pair; also the request's context for explicit ``collect()`` calls inside it."""
+    """One request/response pair: bounded body buffers, ids, and the hand-off to the queue."""
 
     def __init__(self, policy: CapturePolicy, plan: RoutePlan, environ: dict, wanted: Tuple[Tuple[str, str], ...]
                  ) -> None:
