@@ -1,4 +1,4 @@
-"""Records → CSV text, keyed by the file it goes to: the CPU-heavy half of the writer.
+"""Records → CSV (UTF-8 bytes), keyed by the file it goes to: the CPU-heavy half of the writer.
 
 The batcher thread runs this for ``collect()`` records and, by default, for captured requests. With
 ``MDC_ENCODER=process`` the captured requests are encoded by ``encoder_process.py`` in a helper
@@ -20,12 +20,12 @@ logger = logging.getLogger("mdc_middleware")
 
 
 class Encoded(NamedTuple):
-    """CSV lines of one record, and where they go: a target's day folder, under a header."""
+    """CSV lines of one record (UTF-8), and where they go: a target's day folder, under a header."""
 
     target: Target
     folder: str
     header: str
-    text: str
+    payload: bytes
     rows: int
 
 
@@ -57,7 +57,12 @@ def encode_record(record: Record, metrics: Metrics, neutralize_formulas: bool, c
     header = header_line(columns)
     if not header.isascii():
         header = header.encode("utf-8", "replace").decode("utf-8")  # column names from payload keys
-    return Encoded(record.target, day_folder(record.target, int(record.timestamp // 86_400)), header, text, rows)
+    try:
+        payload = text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates, e.g. from JSON "\ud800": not UTF-8, so replaced
+        payload = text.encode("utf-8", "replace")
+        metrics.skip("invalid_unicode_replaced")
+    return Encoded(record.target, day_folder(record.target, int(record.timestamp // 86_400)), header, payload, rows)
 
 
 def encode_capture(capture: Capture, metrics: Metrics, neutralize_formulas: bool) -> List[Encoded]:

@@ -14,7 +14,7 @@ The protocol, pickled frames over a socket pair (``multiprocessing.connection``)
 
     helper → server  ("ready",) once
     server → helper  (new plans {plan id: pickled RoutePlan}, [capture tuple, ...], neutralize_formulas)
-    helper → server  ([(plan id, target index, folder, header, text, rows), ...], counts, skipped,
+    helper → server  ([(plan id, target index, folder, header, CSV bytes, rows), ...], counts, skipped,
                       dropped, plan ids it could not load)
 """
 from __future__ import annotations
@@ -125,10 +125,10 @@ class EncoderProcess:
             return [], captures
         self.metrics.absorb(counts, skipped, dropped)
         encoded = []
-        for plan_id, target_index, folder, header, text, rows in results:
+        for plan_id, target_index, folder, header, payload, rows in results:
             plan = plan_by_id(plan_id)
             target = (plan.inputs_target, plan.predictions_target, plan.unparsed_target)[target_index]
-            encoded.append(Encoded(target, folder, header, text, rows))
+            encoded.append(Encoded(target, folder, header, payload, rows))
         done = len(wire)
         if unloadable:
             self._unloadable.update(unloadable)
@@ -233,9 +233,9 @@ def _serve(conn: Connection) -> None:
                 group = grouped.get(key)
                 if group is None:
                     group = grouped[key] = [[], 0]
-                group[0].append(encoded.text)
+                group[0].append(encoded.payload)
                 group[1] += encoded.rows
-        results = [(*key, "".join(texts), rows) for key, (texts, rows) in grouped.items()]
+        results = [(*key, b"".join(payloads), rows) for key, (payloads, rows) in grouped.items()]
         counts, skipped, dropped = metrics.deltas()
         conn.send_bytes(pickle.dumps((results, counts, skipped, dropped, sorted(not_loaded | unloadable)),
                                      pickle.HIGHEST_PROTOCOL))

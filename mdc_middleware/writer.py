@@ -57,7 +57,7 @@ class _Partition:
     target: Target
     folder: str
     header: str
-    chunks: List[str] = field(default_factory=list)
+    chunks: List[bytes] = field(default_factory=list)
     rows: int = 0
     nbytes: int = 0
 
@@ -312,11 +312,11 @@ class Writer:
         partition = self._pending.get(key)
         if partition is None:
             partition = self._pending[key] = _Partition(encoded.target, encoded.folder, encoded.header)
-        partition.chunks.append(encoded.text)
+        partition.chunks.append(encoded.payload)
         partition.rows += encoded.rows
-        partition.nbytes += len(encoded.text)
+        partition.nbytes += len(encoded.payload)
         self._pending_rows += encoded.rows
-        self._pending_bytes += len(encoded.text)
+        self._pending_bytes += len(encoded.payload)
         if self._oldest_pending is None:
             self._oldest_pending = time.monotonic()
 
@@ -325,15 +325,9 @@ class Writer:
         pending, self._pending = self._pending, {}
         self._pending_rows = self._pending_bytes = 0
         self._oldest_pending = None
-        for partition in pending.values():
-            text = "".join(partition.chunks)
-            try:
-                payload = text.encode("utf-8")
-            except UnicodeEncodeError:  # lone surrogates, e.g. from JSON "\ud800": not UTF-8, so replaced
-                payload = text.encode("utf-8", "replace")
-                self.metrics.skip("invalid_unicode_replaced")
-            self._hand_over(Batch(partition.folder, partition.target.file_stem, partition.header, payload,
-                                  partition.rows))
+        for partition in pending.values():  # bytes already: joining megabytes is a copy, not an encoding
+            self._hand_over(Batch(partition.folder, partition.target.file_stem, partition.header,
+                                  b"".join(partition.chunks), partition.rows))
 
     def _hand_over(self, item: Any) -> None:
         size = len(item.payload) if isinstance(item, Batch) else 0
