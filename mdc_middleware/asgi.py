@@ -112,63 +112,59 @@ class _Exchange:
         self.done = False
 
     async def run(self, app: ASGIApp, receive: Receive, send: Send) -> None:
-        token = runtime.current_request.set(runtime.RequestContext(self.correlation_id, self.request_id))
-        try:
-            await app(self.scope, self._receiver(receive), self._sender(send))
-        finally:
-            runtime.current_request.reset(token)
-            if not self.done:
-                self.writer.metrics.skip("response_incomplete")
+        request = self.request
 
-    def _receiver(self, receive: Receive) -> Receive:
         async def wrapped_receive() -> Message:
             message = await receive()
             try:
                 if message["type"] == "http.request":
-                    self.request.feed(message.get("body", b""))
+                    request.feed(message.get("body", b""))
                     if not message.get("more_body", False):
                         self.request_complete = True
             except Exception:
                 self._internal_error()
             return message
 
-        return wrapped_receive
-
-    def _sender(self, send: Send) -> Send:
         async def wrapped_send(message: Message) -> None:
             try:
                 kind = message["type"]
-                if kind == "http.response.start":
+                if kind == "http.response.body":
+                    if not self.done:
+                        if self.response is not None:
+                            self.response.feed(message.get("body", b""))
+                        if not message.get("more_body", False):
+                            self._finish()
+                elif kind == "http.response.start":
                     message = self._on_start(message)
-                elif kind == "http.response.body" and not self.done:
-                    if self.response is not None:
-                        self.response.feed(message.get("body", b""))
-                    if not message.get("more_body", False):
-                        self._finish()
             except Exception:
                 self._internal_error()
             await send(message)
 
-        return wrapped_send
+        token = runtime.current_request.set(runtime.RequestContext(self.correlation_id, self.request_id))
+        try:
+            await app(self.scope, wrapped_receive, wrapped_send)
+        finally:
+            runtime.current_request.reset(token)
+            if not self.done:
+                self.writer.metrics.skip("response_incomplete")
 
     def _on_start(self, message: Message) -> Message:
-        self.status = int(message["status"])
+        self.status = status = int(message["status"])
         headers = message.get("headers") or ()
-        own = self.policy.header_name
-        has_id = not own or not self.policy.settings.echo_request_id
+        echo = self.policy.echo_header  # None when off
         for key, value in headers:
-            name = bytes(key).lower()
+            name = key.lower()
             if name == b"content-type":
-                self.response_type = bytes(value).decode("latin-1")
+                self.response_type = value.decode("latin-1")
             elif name == b"content-encoding":
-                self.response_encoding = bytes(value).decode("latin-1")
-            elif name == own:
-                has_id = True
-        if self.policy.wants_status(self.status):
+                self.response_encoding = value.decode("latin-1")
+            elif name == echo:
+                echo = None  # the app set its own
+        if 200 <= status < 300 or self.policy.collect_all_statuses:
             self.response = BoundedBody(self.plan.max_body_bytes, self.response_type)
-        if not has_id:
+        if echo is not None:
             message = dict(message)
-            message["headers"] = [*headers, (own, self.request_id.encode("latin-1"))]
+            message["headers"] = [*headers, (echo, self.request_id.encode("latin-1"))]
         return message
 
     def _finish(self) -> None:

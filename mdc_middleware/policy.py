@@ -60,8 +60,10 @@ class CapturePolicy:
         self.wanted_headers = frozenset(("content-type", "content-encoding", *REQUEST_ID_HEADERS,
                                          *settings.collect_headers))
         self.wanted_header_bytes = frozenset(name.encode("latin-1") for name in self.wanted_headers)
+        # The response header that carries the request id back, or None when it is not sent.
+        self.echo_header = self.header_name if settings.echo_request_id and self.header_name else None
         self._sample_rate = settings.sample_rate
-        self._collect_status_all = settings.collect_status == "all"
+        self.collect_all_statuses = settings.collect_status == "all"
         if settings.enabled and writer is None:
             self._writer = runtime.writer_for(settings)  # storage settings fail here, at start-up
 
@@ -126,4 +128,4 @@ class CapturePolicy:
         return correlation_id, pick_request_id(found) or correlation_id
 
     def wants_status(self, status: int) -> bool:
-        return self._collect_status_all or 200 <= status < 300
+        return self.collect_all_statuses or 200 <= status < 300
