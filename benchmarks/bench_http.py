@@ -1,14 +1,25 @@
 """Requests/s and latency of a scoring service with collection off and on, side by side in one run.
 
     sudo apt-get install wrk            # the load generator (Debian package)
-    .venv/bin/python benchmarks/bench_http.py [--seconds 5] [--rounds 3]
+    .venv/bin/python benchmarks/bench_http.py [--seconds 5] [--rounds 3] [--modes off,on-local,...]
 
 FastAPI under uvicorn and Flask under gunicorn (one worker each, pinned to CPU 0; wrk runs in its own
 process on CPU 1), a trivial endpoint and one with a small real model (scikit-learn logistic regression
-on iris), one row per request. Modes: off; mdc-middleware writing to the local folder; the same writing
-to Azurite; and, for FastAPI, a hand-written BaseHTTPMiddleware capture for contrast. Each round runs
-every mode once, in turn; the table gives medians over rounds and each mode's ratio to "off". After each
-run the server is stopped (it flushes) and the collected rows are counted against the requests served.
+on iris), one row per request. Modes:
+
+    off                    no middleware
+    passthrough            a middleware that only wraps the body streams: the floor for any capture
+    discard                mdc-middleware, captures thrown away at the queue: the request path alone
+    on-local, on-azurite   mdc-middleware writing to a local folder / to Azurite (MDC_ENCODER=thread)
+    on-local-helper-core0  MDC_ENCODER=process, the helper left on the server's core
+    on-local-helper,       MDC_ENCODER=process, the helper moved to the other core (where wrk runs)
+    on-azurite-helper
+    basehttp               a hand-written BaseHTTPMiddleware capture, for contrast (FastAPI only)
+
+Each round runs every mode once, in turn; the table gives medians over rounds, each mode's ratio to
+"off", and the CPU time of the server's whole process tree (workers and helpers) per request. After
+each run the server is stopped (it flushes) and the collected rows are counted against the requests
+served.
 """
 from __future__ import annotations
 
