@@ -24,6 +24,7 @@ served.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -42,9 +43,14 @@ from common import ROOT, azurite, free_port, median, table  # noqa: E402
 from mdc_middleware.analysis import read_collected
 
 HERE = Path(__file__).resolve().parent
-BODY = '{"data": [[5.1, 3.5, 1.4, 0.2]]}'
-LUA = f"""wrk.method = "POST"
-wrk.body = '{BODY}'
+ROW = [5.1, 3.5, 1.4, 0.2]
+
+
+def wrk_script(rows: int) -> str:
+    """A POST of ``rows`` 4-feature rows."""
+    body = json.dumps({"data": [ROW] * rows})
+    return f"""wrk.method = "POST"
+wrk.body = '{body}'
 wrk.headers["Content-Type"] = "application/json"
 """
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
@@ -133,22 +139,24 @@ def free_helpers(pid: int) -> int:
     return moved
 
 
-def collected_rows(mode: str, storage: dict, server) -> int:
+def collected_requests(mode: str, storage: dict, server, rows_per_request: int) -> int:
+    """Requests whose rows are in storage."""
     if mode.startswith("on-local"):
-        return len(read_collected(storage["MDC_LOCAL_DIR"], "inputs"))
+        return len(read_collected(storage["MDC_LOCAL_DIR"], "inputs")) // rows_per_request
     if mode.startswith("on-azurite"):
         from azure.storage.blob import ContainerClient
 
         client = ContainerClient.from_connection_string(server.connection_string, storage["MDC_CONTAINER"])
-        return len(read_collected(client, "inputs"))
+        return len(read_collected(client, "inputs")) // rows_per_request
     if mode == "basehttp":
-        return len(read_collected(storage["MDC_LOCAL_DIR"], "inputs"))
+        return len(read_collected(storage["MDC_LOCAL_DIR"], "inputs")) // rows_per_request
     return 0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rows", type=int, default=1, help="rows per request")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--stacks", default="fastapi,flask")
     parser.add_argument("--endpoints", default="trivial,model")
@@ -159,7 +167,7 @@ def main() -> None:
         raise SystemExit("needs wrk and taskset: sudo apt-get install wrk util-linux")
     scratch = Path(tempfile.mkdtemp())
     script = scratch / "post.lua"
-    script.write_text(LUA)
+    script.write_text(wrk_script(args.rows))
     rows = []
     with azurite() as server:
         for stack in args.stacks.split(","):
@@ -185,7 +193,7 @@ def main() -> None:
                             process.send_signal(signal.SIGTERM)
                             process.wait(timeout=60)
                         served = warm["requests"] + result["requests"]
-                        result["collected"] = collected_rows(mode, storage, server)
+                        result["collected"] = collected_requests(mode, storage, server, args.rows)
                         result["served"] = served
                         runs[mode].append(result)
                         print(f"{stack} {endpoint} {mode} round {round_ + 1}: {result['rps']:,.0f} req/s, "

@@ -10,7 +10,8 @@ CSV text. When the helper dies, hangs, or cannot load a route's plan (a redactio
 ``__main__``, say), the batcher encodes that batch itself, so nothing is lost, and starts a new helper
 after a backoff. Until the first helper is ready, the batcher encodes in-process too.
 
-The protocol, pickled frames over a socket pair (``multiprocessing.connection``):
+The protocol, pickled frames over a socket pair (``multiprocessing.connection``) that only the server
+and the helper it started hold, so unpickling trusts no one else:
 
     helper → server  ("ready",) once
     server → helper  (new plans {plan id: pickled RoutePlan}, [capture tuple, ...], neutralize_formulas)
@@ -160,7 +161,7 @@ class EncoderProcess:
                 [sys.executable, "-c", "from mdc_middleware.encoder_process import main; main()",
                  str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: no pass_fds on Windows; the thread encodes there
             ours.close()
             self._fail(exc)
             return
@@ -248,10 +249,11 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Background work: when the CPU is contended, the server's threads go first. The queue in the
     # server absorbs the delay, and the batcher encodes in-process if the helper stops answering.
-    try:
-        os.nice(_NICENESS)
-    except OSError:
-        pass
+    if hasattr(os, "nice"):
+        try:
+            os.nice(_NICENESS)
+        except OSError:
+            pass
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s mdc-encoder: %(message)s")
     try:
         _serve(Connection(int(sys.argv[1])))

@@ -60,13 +60,17 @@ class HandoffQueue:
                     self._cond.wait(min(remaining, self.poll_interval))
                 self._waiting = False
 
-    def pop_run(self, kind: type, limit: int) -> List[Any]:
-        """Up to ``limit`` items from the front while their first element is exactly of type ``kind``:
-        a run of like items, taken in one go (one consumer only)."""
+    def pop_run(self, kind: type, limit: int, max_bytes: int) -> List[Any]:
+        """Items from the front while their first element is exactly of type ``kind``, up to ``limit``
+        items or ``max_bytes`` (their second element): a run of like items, taken in one go (one
+        consumer only)."""
         run: List[Any] = []
         items = self._items
-        while len(run) < limit and items and type(items[0][0]) is kind:
-            run.append(items.popleft())
+        size = 0
+        while len(run) < limit and size < max_bytes and items and type(items[0][0]) is kind:
+            entry = items.popleft()
+            size += entry[1]
+            run.append(entry)
         return run
 
     def get_nowait(self) -> Any:

@@ -38,7 +38,8 @@ from .spool import Batch, Spool
 logger = logging.getLogger("mdc_middleware")
 
 _live_writers: "weakref.WeakSet[Writer]" = weakref.WeakSet()
-_CAPTURE_RUN = 2048  # captured requests taken from the queue (and sent to the encoder process) at once
+_CAPTURE_RUN = 2048  # captured requests taken from the queue (and sent to the encoder process) at once…
+_CAPTURE_RUN_BYTES = 1 << 20  # …or this many bytes of them: their CSV comes back in one piece
 _MAX_BACKOFF = 10.0  # between rounds of delivery while storage fails; each round retries inside the sink too
 
 
@@ -254,7 +255,7 @@ class Writer:
             self._hand_over(item)
             return item.stop
         if type(item) is tuple:  # a captured request: take the run of them waiting behind it too
-            run = self._queue.pop_run(tuple, _CAPTURE_RUN - 1)
+            run = self._queue.pop_run(tuple, _CAPTURE_RUN - 1, _CAPTURE_RUN_BYTES - nbytes)
             self._bytes_out += sum(nbytes for _, nbytes in run)
             captures = [item, *(capture for capture, _ in run)]
             if self._past_stop_deadline():

@@ -198,3 +198,18 @@ def test_metrics_sum_over_writers(settings, data_dir, tmp_path):
     ModelDataCollector("m", designation="inputs", settings=other).collect([[1], [2]])
     mdc_middleware.flush(5)
     assert mdc_middleware.metrics()["rows_written"] == 3
+
+
+def test_a_run_of_captures_stops_at_another_kind_at_the_count_and_at_the_bytes():
+    from mdc_middleware.handoff import HandoffQueue
+
+    queue = HandoffQueue(100)
+    for i in range(5):
+        queue.put_nowait(((i,), 10))
+    queue.put_nowait((record(1), 10))
+    queue.put_nowait(((9,), 10))
+    assert [item for item, _ in queue.pop_run(tuple, 3, 1000)] == [(0,), (1,), (2,)]
+    assert [item for item, _ in queue.pop_run(tuple, 3, 15)] == [(3,), (4,)]  # the bytes cap: 10 + 10 ≥ 15
+    assert queue.pop_run(tuple, 3, 1000) == []  # a record comes next
+    assert isinstance(queue.get_nowait()[0], Record)
+    assert [item for item, _ in queue.pop_run(tuple, 3, 1000)] == [(9,)]
