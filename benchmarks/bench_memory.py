@@ -28,8 +28,8 @@ def rss_kib() -> int:
 def child(case: str, rows: int) -> None:
     import numpy as np
 
-    from mdc_middleware import Schema
-    from mdc_middleware.capture import Capture, Route
+    from mdc_middleware import Schema, Settings
+    from mdc_middleware.policy import CapturePolicy
     from mdc_middleware.paths import Target
     from mdc_middleware.records import Record
     from mdc_middleware.sinks import LocalSink
@@ -42,7 +42,8 @@ def child(case: str, rows: int) -> None:
     writer = Writer(StalledSink(tempfile.mkdtemp()), batch_rows=10**9, batch_bytes=1 << 40, flush_interval=3600,
                     queue_size=10**7, queue_max_bytes=1 << 40)
     target = Target("s", "r", "w", "svc", "m", "1", "inputs")
-    route = Route("/score", Schema(inputs=[f"f{i}" for i in range(4)], predictions=["y"]))
+    plan = CapturePolicy({"/score": Schema(inputs=[f"f{i}" for i in range(4)], predictions=["y"])},
+                         Settings.from_env({}, enabled=True), writer).select("POST", "/score")
     rng = np.random.default_rng(1)
     writer.submit(Record(target, rng.random((1, 10)), None, "warm", time.time(), "r", rows=1), rows=1)
     time.sleep(0.5)
@@ -58,11 +59,13 @@ def child(case: str, rows: int) -> None:
             writer.submit(Record(target, [[i, 0.5, "a", None]], ("a", "b", "c", "d"), str(uuid.uuid4()), time.time(),
                                  "r", rows=1), rows=1, nbytes=256)
     else:
-        body = json.dumps({"data": [[5.1, 3.5, 1.4, 0.2]]}).encode()
-        for i in range(rows):
-            writer.submit(Capture(route, target, target, body, "application/json", "", b'{"predictions": [1]}',
-                                  "application/json", "", str(uuid.uuid4()), "r", time.time(), 1440, 1 << 20),
-                          nbytes=len(body) + 512)
+        headers = (("content-type", "application/json"),)
+        for i in range(rows):  # as the middleware queues them: each request's own bodies and ids
+            body = json.dumps({"data": [[i, 3.5, 1.4, 0.2]]}).encode()
+            response = json.dumps({"predictions": [i % 3]}).encode()
+            request_id = str(uuid.uuid4())
+            writer.submit_capture((plan.id, body, headers, response, "application/json", "", request_id, request_id,
+                                   time.time()), body, response)
     time.sleep(2)  # the batcher turns what it can into pending CSV; that is held too
     after = rss_kib()
     print(json.dumps({"per_1000_kib": (after - before) / (rows / 1000)}))

@@ -3,7 +3,8 @@
 Why: on the batcher thread, parsing a captured JSON body, extracting its schema and writing CSV cost
 about 15 µs of the server's GIL per request, and the request threads then wait their turn for it. A
 helper process (one per server process, started by the writer) does that work on another core; the
-server pays for pickling the raw bodies, about a microsecond per request.
+batcher only pickles the raw tuples and takes the CSV back, about 4 µs per request in a busy server.
+It pays off only when a core is free for the helper (README, Benchmarks), so it is not the default.
 
 The helper is stateless: it holds no rows. The batcher sends a batch of captures and waits for their
 CSV text. When the helper dies, hangs, or cannot load a route's plan (a redaction function defined in
