@@ -190,30 +190,24 @@ def plan_by_id(plan_id: int) -> "RoutePlan":
     return _plans[plan_id]
 
 
+@dataclass
 class Capture:
     """One request/response pair, ready to become records (on the writer thread or the encoder process).
 
     What is the same for every request of a route (targets, field rules, limits) stays in its ``plan``.
     """
 
-    __slots__ = ("plan", "request_body", "request_type", "request_encoding", "response_body", "response_type",
-                 "response_encoding", "correlation_id", "request_id", "timestamp", "headers")
-
-    def __init__(self, plan: "RoutePlan", request_body: Union[bytes, str], request_type: str,
-                 request_encoding: str, response_body: Union[bytes, str], response_type: str,
-                 response_encoding: str, correlation_id: str, request_id: str, timestamp: float,
-                 headers: Tuple[Tuple[str, str], ...] = ()) -> None:
-        self.plan = plan
-        self.request_body = request_body
-        self.request_type = request_type
-        self.request_encoding = request_encoding
-        self.response_body = response_body
-        self.response_type = response_type
-        self.response_encoding = response_encoding
-        self.correlation_id = correlation_id
-        self.request_id = request_id
-        self.timestamp = timestamp
-        self.headers = headers
+    plan: "RoutePlan"
+    request_body: Union[bytes, str]  # the body, or why it was not kept
+    request_type: str
+    request_encoding: str
+    response_body: Union[bytes, str]
+    response_type: str
+    response_encoding: str
+    correlation_id: str
+    request_id: str
+    timestamp: float
+    headers: Tuple[Tuple[str, str], ...] = ()  # the allowlisted request headers, for $mdc_header_ columns
 
     @classmethod
     def from_raw(cls, raw: RawCapture, plan: "RoutePlan") -> "Capture":
@@ -223,15 +217,6 @@ class Capture:
         kept = tuple((name, found[name][:MAX_HEADER_VALUE]) for name in plan.collect_headers if name in found)
         return cls(plan, request_body, found.get("content-type", ""), found.get("content-encoding", ""),
                    response_body, response_type, response_encoding, correlation_id, request_id, timestamp, kept)
-
-    @property
-    def approx_bytes(self) -> int:
-        size = 512
-        if isinstance(self.request_body, bytes):
-            size += len(self.request_body)
-        if isinstance(self.response_body, bytes):
-            size += len(self.response_body)
-        return size
 
     def to_records(self, metrics: Metrics) -> List[Record]:
         records = []
