@@ -62,8 +62,6 @@ def fastapi_app():
     if MODE in ("on", "discard"):
         from mdc_middleware import DataCollectionMiddleware
 
-        if MODE == "discard":
-            _discard_captures()
         app.add_middleware(DataCollectionMiddleware, routes=_schema())
     elif MODE == "basehttp":
         app.add_middleware(_base_http_capture())
@@ -170,13 +168,13 @@ def flask_app():
     if MODE in ("on", "discard"):
         from mdc_middleware import WSGIDataCollectionMiddleware
 
-        if MODE == "discard":
-            _discard_captures()
         app.wsgi_app = WSGIDataCollectionMiddleware(app.wsgi_app, routes=_schema())
     elif MODE == "passthrough":
         app.wsgi_app = _WsgiPassthrough(app.wsgi_app)
     return app
 
 
+if MODE == "discard":
+    _discard_captures()
 fastapi = fastapi_app() if os.environ.get("BENCH_STACK", "fastapi") == "fastapi" else None
 flask = flask_app() if os.environ.get("BENCH_STACK") == "flask" else None

@@ -56,7 +56,7 @@ class CapturePolicy:
             self.plan(route)
         self.header_name = settings.request_id_header.encode("latin-1")
         # The only request headers a capture reads: the rest are never decoded. ASGI servers give
-        # names in lower case; the WSGI middleware lowers CGI names before asking.
+        # names in lower case; the WSGI middleware looks up only their environ keys.
         self.wanted_headers = frozenset(("content-type", "content-encoding", *REQUEST_ID_HEADERS,
                                          *settings.collect_headers))
         self.wanted_header_bytes = frozenset(name.encode("latin-1") for name in self.wanted_headers)

@@ -121,7 +121,7 @@ class Writer:
 
     # ---- request path -------------------------------------------------------------------------
     def submit(self, item: Any, rows: int = 0, nbytes: int = 0) -> bool:
-        """Queue a Record or a Capture without blocking; False (and counted) when it was dropped.
+        """Queue a Record or a captured request without blocking; False (and counted) when it was dropped.
 
         A forked child starts clean through the ``register_at_fork`` hook below, not a check here.
         """
@@ -232,7 +232,10 @@ class Writer:
     # ---- batcher thread ---------------------------------------------------------------------------
     def _run_batcher(self) -> None:
         if self.encoder is not None:
-            self.encoder.available()  # start the helper now: it takes a second to import
+            try:
+                self.encoder.available()  # start the helper now: it takes a second to import
+            except Exception:  # it is tried again with the first batch; the thread encodes meanwhile
+                logger.exception("mdc: could not start the encoder process")
         while True:
             try:
                 if self._batch_once():
