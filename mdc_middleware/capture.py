@@ -1,8 +1,9 @@
 """What one HTTP request leaves behind, shared by the ASGI and WSGI middleware.
 
-On the request path only two things happen: body chunks are kept by reference (bounded, media never
-kept), and a ``Capture`` is put on the queue when the response ends. Decoding, JSON parsing and schema
-extraction run later on the writer thread via ``Capture.to_records``.
+On the request path only two things happen: body chunks are kept by reference (bounded, media types
+never kept), and a plain tuple (``RawCapture``) is put on the queue when the response ends. Decoding,
+JSON parsing and schema extraction run later, on the writer thread or in the encoder process, via
+``Capture.from_raw(...).to_records``.
 """
 from __future__ import annotations
 

@@ -70,16 +70,24 @@ class Metrics:
 
     def deltas(self) -> Tuple[Dict[str, int], Dict[str, int], Dict[str, int]]:
         """(counts, skipped, dropped) as plain dicts: what a helper process reports back."""
+        counts, skipped, dropped, _, _ = self._summed()
+        return dict(counts), dict(skipped), dict(dropped)
+
+    def _summed(self) -> Tuple[Counter, Counter, Counter, float, float]:
+        """Every thread's counters added up: counts, skipped, dropped, write seconds total and max."""
         counts: Counter = Counter()
         skipped: Counter = Counter()
         dropped: Counter = Counter()
+        seconds_total = seconds_max = 0.0
         with self._registry_lock:
             shards = list(self._shards)
-        for shard in shards:
+        for shard in shards:  # dict() copies a shard in one step of the interpreter: never half-updated
             counts.update(dict(shard.counts))
             skipped.update(dict(shard.skipped))
             dropped.update(dict(shard.dropped))
-        return dict(counts), dict(skipped), dict(dropped)
+            seconds_total += shard.write_seconds_total
+            seconds_max = max(seconds_max, shard.write_seconds_max)
+        return counts, skipped, dropped, seconds_total, seconds_max
 
     def absorb(self, counts: Mapping[str, int], skipped: Mapping[str, int], dropped: Mapping[str, int]) -> None:
         """Add what a helper process counted (see ``deltas``)."""
@@ -97,18 +105,7 @@ class Metrics:
         shard.write_seconds_max = max(shard.write_seconds_max, seconds)
 
     def snapshot(self) -> Dict[str, object]:
-        counts: Counter = Counter()
-        skipped: Counter = Counter()
-        dropped: Counter = Counter()
-        seconds_total = seconds_max = 0.0
-        with self._registry_lock:
-            shards = list(self._shards)
-        for shard in shards:  # dict() copies a shard in one step of the interpreter: never half-updated
-            counts.update(dict(shard.counts))
-            skipped.update(dict(shard.skipped))
-            dropped.update(dict(shard.dropped))
-            seconds_total += shard.write_seconds_total
-            seconds_max = max(seconds_max, shard.write_seconds_max)
+        counts, skipped, dropped, seconds_total, seconds_max = self._summed()
         result: Dict[str, object] = {name: counts.get(name, 0) for name in self.COUNTERS}
         result["skipped"] = dict(skipped)
         result["dropped_reasons"] = dict(dropped)

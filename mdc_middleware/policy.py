@@ -48,8 +48,6 @@ class CapturePolicy:
         self.routes = RouteTable(routes, settings.routes)
         self._writer = writer
         self._owns_writer = writer is None
-        self._targets: Dict[Route, Tuple[Target, Target, Target]] = {}
-        self._rules: Dict[Route, FieldRules] = {}
         self._plans: Dict[Route, RoutePlan] = {}
         self._by_path: Dict[Tuple[str, str], Optional[RoutePlan]] = {}
         for route in self.routes.routes:  # validate every route's names at start-up, not per request
@@ -95,32 +93,24 @@ class CapturePolicy:
         return plan
 
     def plan(self, route: Route) -> RoutePlan:
+        """A route's plan, made on first use (every configured route's at start-up, so bad names fail then)."""
         found = self._plans.get(route)
         if found is None:
-            found = self._plans[route] = RoutePlan(route, self.targets(route), self.rules(route), self.settings)
+            found = self._plans[route] = RoutePlan(route, self._targets(route),
+                                                   self.settings.field_rules.merged(route.schema.rules), self.settings)
         return found
 
-    def rules(self, route: Route) -> FieldRules:
-        found = self._rules.get(route)
-        if found is None:
-            found = self._rules[route] = self.settings.field_rules.merged(route.schema.rules)
-        return found
-
-    def targets(self, route: Route) -> Tuple[Target, Target, Target]:
+    def _targets(self, route: Route) -> Tuple[Target, Target, Target]:
         """Where a route's inputs, predictions and unparsed payloads go."""
-        found = self._targets.get(route)
-        if found is None:
-            s = self.settings
-            common = dict(subscription_id=s.subscription_id, resource_group=s.resource_group,
-                          workspace_name=s.workspace_name, webservice_name=s.webservice_name,
-                          model_name=route.schema.model_name or s.model_name,
-                          model_version=route.schema.model_version or s.model_version)
-            try:
-                found = tuple(Target(designation=d, **common) for d in ("inputs", "predictions", "unparsed"))
-            except ValueError as exc:
-                raise ConfigError(f"route {route.pattern!r}: {exc}") from None
-            self._targets[route] = found
-        return found
+        s = self.settings
+        common = dict(subscription_id=s.subscription_id, resource_group=s.resource_group,
+                      workspace_name=s.workspace_name, webservice_name=s.webservice_name,
+                      model_name=route.schema.model_name or s.model_name,
+                      model_version=route.schema.model_version or s.model_version)
+        try:
+            return tuple(Target(designation=d, **common) for d in ("inputs", "predictions", "unparsed"))
+        except ValueError as exc:
+            raise ConfigError(f"route {route.pattern!r}: {exc}") from None
 
     def request_ids(self, found: Dict[str, str]) -> Tuple[str, str]:
         """(correlation id, request id) of a request, from its wanted headers (lower-case name → value)."""
