@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/bench_collect.py [--calls 2000] [--repeat 3]
 
 Per call: the time collect() takes on the caller's thread, for DataFrames of 1, 100 and 10,000 rows x 10
-float columns, both libraries with their background workers running (ours writes to a local folder; theirs
+float columns, the same frame every call and a new frame each call (as a score.py builds one), both libraries with their background workers running (ours writes to a local folder; theirs
 posts to a loopback stand-in sidecar, benchmarks/sidecar.py). End to end: rows/s from the first collect()
 to the last row acknowledged (ours: by Azurite, theirs: by the sidecar), 100-row calls, in one run.
 """
@@ -59,14 +59,23 @@ def their_collector(port: int):
     return collector
 
 
-def per_call(collect, data: pd.DataFrame, calls: int) -> tuple:
+def per_call(collect, frames: list) -> tuple:
+    """p50 and p99 µs of collect() over ``frames``, one call each."""
     times = []
-    for _ in range(calls):
+    for data in frames:
         started = time.perf_counter_ns()
         collect(data)
         times.append(time.perf_counter_ns() - started)
     times.sort()
     return times[len(times) // 2] / 1000, times[int(len(times) * 0.99)] / 1000
+
+
+def frames_for(rows: int, calls: int, fresh: bool) -> list:
+    """The same frame every call, or a new one each call as a score.py builds it (made before timing)."""
+    if not fresh:
+        return [frame(rows)] * calls
+    values = frame(rows).to_numpy()
+    return [pd.DataFrame(values, columns=COLUMNS) for _ in range(calls)]
 
 
 def main() -> None:
@@ -82,21 +91,23 @@ def main() -> None:
         {}, enabled=True, local_dir=directory, queue_size=100_000))
     try:
         rows_table = []
-        for rows in (1, 100, 10_000):
-            data = frame(rows)
-            calls = args.calls if rows < 10_000 else max(50, args.calls // 20)
-            ours_runs, theirs_runs = [], []
-            for _ in range(args.repeat):  # side by side, alternating
-                ours_runs.append(per_call(ours.collect, data, calls))
-                mdc_middleware.flush(120)
-                theirs_runs.append(per_call(theirs.collect, data, calls))
-                time.sleep(0.5)
-            o50, o99 = median([r[0] for r in ours_runs]), median([r[1] for r in ours_runs])
-            t50, t99 = median([r[0] for r in theirs_runs]), median([r[1] for r in theirs_runs])
-            rows_table.append([rows, calls, f"{o50:.1f}", f"{o99:.1f}", f"{t50:.1f}", f"{t99:.1f}", f"{o50 / t50:.2f}"])
-            print(f"{rows} rows: ours p50 {o50:.1f} us, theirs p50 {t50:.1f} us", flush=True)
+        for fresh in (False, True):
+            for rows in (1, 100, 10_000):
+                calls = args.calls if rows < 10_000 else max(50, args.calls // 20)
+                ours_runs, theirs_runs = [], []
+                for _ in range(args.repeat):  # side by side, alternating
+                    ours_runs.append(per_call(ours.collect, frames_for(rows, calls, fresh)))
+                    mdc_middleware.flush(120)
+                    theirs_runs.append(per_call(theirs.collect, frames_for(rows, calls, fresh)))
+                    time.sleep(0.5)
+                o50, o99 = median([r[0] for r in ours_runs]), median([r[1] for r in ours_runs])
+                t50, t99 = median([r[0] for r in theirs_runs]), median([r[1] for r in theirs_runs])
+                kind = "new each call" if fresh else "same frame"
+                rows_table.append([rows, kind, calls, f"{o50:.1f}", f"{o99:.1f}", f"{t50:.1f}", f"{t99:.1f}",
+                                   f"{o50 / t50:.2f}"])
+                print(f"{rows} rows, {kind}: ours p50 {o50:.1f} us, theirs p50 {t50:.1f} us", flush=True)
         print()
-        print(table(["rows/call", "calls", "ours p50 µs", "ours p99 µs", "theirs p50 µs", "theirs p99 µs",
+        print(table(["rows/call", "frame", "calls", "ours p50 µs", "ours p99 µs", "theirs p50 µs", "theirs p99 µs",
                      "ours/theirs p50"], rows_table))
         mdc_middleware.shutdown(60)
         print()

@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 import mdc_middleware
 from mdc_middleware import ModelDataCollector, Settings
@@ -92,6 +93,46 @@ def test_data_mutated_after_collect_is_not_seen(settings, data_dir):
     array[0, 0] = 99.0
     frame.loc[0, "a"] = 99
     assert rows(data_dir, "inputs")["a"].tolist() == ["1.0", "1"]
+
+
+FRAME_MUTATIONS = {
+    "iloc cell": lambda f: f.iloc.__setitem__((0, 0), 99),
+    "loc column in place": lambda f: f.loc.__setitem__((slice(None), "a"), 99),
+    "update": lambda f: f.update(pd.DataFrame({"a": [99, 99]}, dtype=f.dtypes.iloc[0])),
+    "clip in place": lambda f: f.clip(upper=0, inplace=True),
+    "column replaced": lambda f: f.__setitem__("a", 99),
+    "columns renamed": lambda f: setattr(f, "columns", ["x", "y"]),
+}
+
+
+@pytest.mark.parametrize("declared", [None, ["a", "b"], ["b", "a"]])
+@pytest.mark.parametrize("dtype", ["float64", "int32"])
+def test_a_numeric_frame_changed_after_collect_is_written_as_it_was(settings, data_dir, dtype, declared):
+    """Numeric frames are shared, not copied, under pandas' copy-on-write: every kind of in-place change."""
+    dc = ModelDataCollector("m", designation="inputs", feature_names=declared, settings=settings)
+    for mutate in FRAME_MUTATIONS.values():
+        frame = pd.DataFrame({"a": [1, 3], "b": [2, 4]}).astype(dtype)
+        dc.collect(frame)
+        mutate(frame)
+    got = rows(data_dir, "inputs")
+    one = ["1.0", "3.0"] if dtype == "float64" else ["1", "3"]
+    two = ["2.0", "4.0"] if dtype == "float64" else ["2", "4"]
+    assert got["a"].tolist() == one * len(FRAME_MUTATIONS)
+    assert got["b"].tolist() == two * len(FRAME_MUTATIONS)
+    if declared:
+        assert list(got.columns[:2]) == declared
+
+
+def test_frames_not_shared_whole_are_written_in_column_order(settings, data_dir):
+    """Mixed dtypes, and one block whose columns are stored out of order, take the general path."""
+    dc = ModelDataCollector("m", designation="inputs", settings=settings)
+    dc.collect(pd.DataFrame({"a": [1.5], "b": [2.5], "c": [3.5]})[["c", "a", "b"]])
+    mixed = pd.DataFrame({"a": [1.5], "t": ["x"]})
+    dc.collect(mixed)
+    mixed.loc[0, "a"] = 99.0
+    got = rows(data_dir, "inputs")
+    assert got[["c", "a", "b"]].values.tolist()[0] == ["3.5", "1.5", "2.5"]
+    assert got[["a", "t"]].values.tolist()[1] == ["1.5", "x"]
 
 
 def test_signals_use_collection_name_as_file_name(settings, data_dir):

@@ -54,6 +54,20 @@ def test_environment_denylist_and_allowlist_apply_to_numpy_rows(data_dir):
     assert frame[["age", "income"]].values.tolist() == [["41", "5000"], ["42", "6000"]]
 
 
+def test_rules_apply_to_a_numeric_frame_collected_without_a_copy(settings, data_dir):
+    import pandas as pd
+
+    dc = ModelDataCollector("m", designation="inputs", settings=settings, exclude_features=["ssn"],
+                            redact={"zip": pseudonym})
+    frame = pd.DataFrame({"age": [41.0, 42.0], "ssn": [7805.0, 9999.0], "zip": [1234.0, 4321.0]})
+    dc.collect(frame)
+    frame.loc[0, "zip"] = 0.0
+    got = rows(data_dir, "inputs")
+    assert [c for c in got.columns if not c.startswith("$")] == ["age", "zip"]
+    assert got[["age", "zip"]].values.tolist() == [["41.0", pseudonym(1234.0)], ["42.0", pseudonym(4321.0)]]
+    assert "7805" not in all_text(data_dir)
+
+
 @pytest.mark.parametrize("kind", ["asgi", "wsgi"])
 def test_middleware_schema_rules_and_header_allowlist(kind, data_dir):
     settings = Settings.from_env({}, enabled=True, local_dir=str(data_dir), collect_headers=("user-agent", "x-tenant"),
