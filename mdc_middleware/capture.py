@@ -378,6 +378,8 @@ def _parse_multipart(body: bytes, content_type: str, metrics: Metrics, designati
 
 def _blank_media_cells(rows: List[list]) -> int:
     """Media smuggled into JSON strings (data: URIs, base64 of image/audio/video) is never written."""
+    if str not in set(map(type, itertools.chain.from_iterable(rows))):  # numbers only: one pass in C
+        return 0
     blanked = 0
     for row in rows:
         for i, value in enumerate(row):

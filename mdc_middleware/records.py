@@ -272,7 +272,6 @@ def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> T
     Rows wider than ``columns`` are cut and narrower ones padded, so every line of a file matches
     its header; the caller counts such mismatches before it gets here.
     """
-    meta = _meta(record, neutralize)
     width = len(columns)
     data = record.data
     if type(data) is FrameSnapshot and tuple(map(str, data.columns.tolist())) == tuple(columns):
@@ -286,21 +285,18 @@ def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> T
             and data.shape[1] == width and width):
         if not len(data):
             return 0, ""
-        separator = _row_end(meta)
+        separator = _row_end(record, neutralize)
         if data.dtype.kind == "f" and not np.isfinite(data).all():
             lines = [",".join(_float_text(v) for v in row) for row in data.tolist()]
             return len(lines), separator.join(lines) + separator
         return len(data), _numeric_rows(data, separator)
-    if isinstance(data, list) and data and _numbers_only(data, width):
+    if isinstance(data, list) and data and width:
         # What a JSON request usually holds: rows of plain numbers, written by orjson in one call.
-        # Integers past 64 bits and NaN/infinities (orjson's null) take the general path below.
-        try:
-            text = orjson.dumps(data).decode("ascii")
-        except orjson.JSONEncodeError:
-            text = "null"
-        if "null" not in text:
-            separator = _row_end(meta)
+        text = _plain_number_rows(data, width)
+        if text is not None:
+            separator = _row_end(record, neutralize)
             return len(data), text[2:-2].replace("],[", separator) + separator
+    meta = _meta(record, neutralize)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator=LINE_END)
     count = 0
@@ -312,27 +308,57 @@ def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> T
     return count, buffer.getvalue()
 
 
-def _row_end(meta: List[Any]) -> str:
+_NUMBER_TEXT = b"0123456789.eE+-,[]"
+
+
+def _plain_number_rows(rows: list, width: int) -> Optional[str]:
+    """orjson's text of ``rows`` when every row holds exactly ``width`` plain ints and floats, else None.
+
+    Checked on the text orjson writes in C, not cell by cell in Python: anything but a number (a
+    string, bool, null, NaN or infinity, object, nested list) leaves a character numbers never have,
+    or a bracket inside a row. Integers past 64 bits, subclasses of int and numpy scalars make orjson
+    refuse them. (Enum members orjson writes as their values.)
+    """
+    try:
+        if set(map(len, rows)) != {width}:
+            return None
+        text = orjson.dumps(rows, option=orjson.OPT_PASSTHROUGH_SUBCLASS)  # subclasses of int are refused
+    except TypeError:  # a row without a length, or a value orjson does not write (JSONEncodeError)
+        return None
+    if text.translate(None, _NUMBER_TEXT):
+        return None
+    # Inside the outer brackets, only the "],[" between rows: a nested list brings one more "[".
+    if text.count(b"[", 2, len(text) - 2) != len(rows) - 1:
+        return None
+    return text.decode("ascii")
+
+
+def _row_end(record: Record, neutralize: bool) -> str:
     """What follows the data cells of every row of a record: its correlation cells and the line end.
 
-    The fast paths write numbers, which never need quoting, so only these cells go through csv."""
+    The fast paths write numbers, which never need quoting; of these cells only the two ids might,
+    and the four a target fixes are written once per target."""
+    return (f",{_field(_cell(record.correlation_id, neutralize))},{format_timestamp(record.timestamp)},"
+            f"{record.boundary},{_target_text(record.target, neutralize)},"
+            f"{_field(_cell(record.request_id, neutralize))}{LINE_END}")
+
+
+_NEEDS_QUOTES = re.compile(r'[,"\r\n]')
+
+
+def _field(value: Any) -> str:
+    """One CSV field as the csv module writes it (quoted only when it must be)."""
+    text = "" if value is None else str(value)
+    if _NEEDS_QUOTES.search(text) is None:
+        return text
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator=LINE_END).writerow(meta)
-    return "," + buffer.getvalue()
+    csv.writer(buffer, lineterminator=LINE_END).writerow([text])  # as in the file: its line end decides
+    return buffer.getvalue()[:-len(LINE_END)]
 
 
-_PLAIN_NUMBERS = (int, float)
-
-
-def _numbers_only(rows: list, width: int) -> bool:
-    """Every row a list of exactly ``width`` ints and floats (not bools, not numpy scalars)."""
-    for row in rows:
-        if type(row) is not list or len(row) != width:
-            return False
-        for value in row:
-            if type(value) not in _PLAIN_NUMBERS:
-                return False
-    return True
+@functools.lru_cache(maxsize=1024)
+def _target_text(target: Target, neutralize: bool) -> str:
+    return ",".join(_field(cell) for cell in _target_cells(target, neutralize))
 
 
 def _column_kinds(frame: pd.DataFrame) -> set:

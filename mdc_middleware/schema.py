@@ -181,11 +181,11 @@ def _tabulate(values: Any, given: Optional[Sequence[str]], declared: Optional[Se
             names = tuple(str(k) for k in keys)
         names = tuple(n for n in names if n not in media_fields)
         return names, [[row.get(n) for n in names] for row in values]
-    if isinstance(first, list):
-        if not all(isinstance(v, list) for v in values):
+    if isinstance(first, list):  # (checks written as set(map(...)): a pass in C, not a loop in Python)
+        if set(map(type, values)) != {list}:
             raise PayloadMismatch("mixed_rows")
         width = len(first)
-        if any(len(v) != width for v in values):
+        if len(set(map(len, values))) != 1:
             raise PayloadMismatch("ragged_rows")
         if given is not None and declared is not None:
             index = {name: i for i, name in enumerate(given)}
@@ -199,7 +199,8 @@ def _tabulate(values: Any, given: Optional[Sequence[str]], declared: Optional[Se
             if len(names) != width:
                 raise PayloadMismatch("width_mismatch", f"{width} values, {len(names)} names")
         return _drop_media_columns(names, values, media_fields)
-    if any(isinstance(v, (list, dict)) for v in values):
+    kinds = set(map(type, values))
+    if list in kinds or dict in kinds:
         raise PayloadMismatch("mixed_rows")
     names = tuple(declared or given or (prefix,))
     if len(names) == len(values) > 1:  # one instance given as a flat list of its features

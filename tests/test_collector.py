@@ -1,4 +1,6 @@
+import csv
 import importlib.util
+import io
 import json
 
 import numpy as np
@@ -133,6 +135,35 @@ def test_frames_not_shared_whole_are_written_in_column_order(settings, data_dir)
     got = rows(data_dir, "inputs")
     assert got[["c", "a", "b"]].values.tolist()[0] == ["3.5", "1.5", "2.5"]
     assert got[["a", "t"]].values.tolist()[1] == ["1.5", "x"]
+
+
+def test_rows_that_are_not_plain_numbers_are_written_cell_by_cell(settings, data_dir):
+    """Plain-number rows are written by orjson in one call; everything else must not slip into that path."""
+    dc = ModelDataCollector("m", designation="inputs", feature_names=["a", "b"], settings=settings)
+    batches = [[[1, 2.5], [3, 1e16]], [[1, True]], [[1, None]], [[1, float("nan")]], [[1, [2, 3]]], [[1, "2"]],
+               [[1, 2 ** 70]], [[1, {"k": 2}]], [[np.float32(1.5), 2]]]
+    for batch in batches:
+        dc.collect(batch)
+    got = rows(data_dir, "inputs")[["a", "b"]].values.tolist()
+    assert got == [["1", "2.5"], ["3", "1e+16"], ["1", "True"], ["1", ""], ["1", ""], ["1", "[2,3]"], ["1", "2"],
+                   ["1", str(2 ** 70)], ["1", '{"k":2}'], ["1.5", "2"]]
+
+
+@pytest.mark.parametrize("user_id", ['has,comma', 'has"quote', "has\nnewline", "=formula", "plain"])
+def test_correlation_ids_needing_quotes_round_trip_on_the_fast_path(settings, data_dir, user_id):
+    dc = ModelDataCollector("m", designation="inputs", settings=settings)
+    correlations = dc.collect(np.array([[1.0, 2.0]]), user_correlation_id=user_id)
+    dc.collect([[3.0, 4.0]], user_correlation_id=user_id)
+    expected = correlations["$aml_dc_correlation_id"]
+    if user_id.startswith("="):
+        expected = "'" + expected
+    got = rows(data_dir, "inputs")
+    assert got["$aml_dc_correlation_id"].tolist()[0] == expected
+    assert got["feature_0"].tolist() == ["1.0", "3.0"] and len(got) == 2
+    buffer = io.StringIO()  # and in the file exactly as the csv module quotes it
+    csv.writer(buffer, lineterminator="\n").writerow([1.0, 2.0, expected])
+    (path,) = data_dir.rglob("data.csv")
+    assert buffer.getvalue()[:-1] in path.read_text()
 
 
 def test_signals_use_collection_name_as_file_name(settings, data_dir):
