@@ -135,6 +135,8 @@ def _base_http_capture():
 
     class Capture(BaseHTTPMiddleware):
         async def dispatch(self, request, call_next):
+            if request.url.path != "/score":
+                return await call_next(request)
             body = await request.body()
             response = await call_next(request)
             chunks = [chunk async for chunk in response.body_iterator]
