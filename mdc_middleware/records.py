@@ -16,7 +16,7 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import orjson
@@ -81,7 +81,7 @@ class Record:
 _COPY_ON_WRITE = int(pd.__version__.split(".")[0]) >= 3 or getattr(pd.options.mode, "copy_on_write", False) is True
 
 
-class FrameSnapshot(NamedTuple):
+class FrameSnapshot:
     """A numeric DataFrame of one block, held by sharing that block under pandas' copy-on-write.
 
     While ``block`` lives, pandas copies the caller's data before any write to their frame, so these
@@ -89,8 +89,11 @@ class FrameSnapshot(NamedTuple):
     builds a new frame and index around the same data (about 5 µs: half of a whole collect()).
     """
 
-    block: Any         # a pandas Block: rows are its columns
-    columns: pd.Index  # immutable; a later ``frame.columns = …`` replaces it, never changes it
+    __slots__ = ("block", "columns")
+
+    def __init__(self, block: Any, columns: pd.Index) -> None:
+        self.block = block      # a pandas Block: rows are its columns
+        self.columns = columns  # immutable; a later ``frame.columns = …`` replaces it, never changes it
 
     @property
     def values(self) -> np.ndarray:
@@ -166,10 +169,15 @@ def _is_row(value: Any) -> bool:
     return isinstance(value, (list, tuple, dict, np.ndarray))
 
 
+def column_names(index: pd.Index) -> Tuple[str, ...]:
+    """A frame's column labels as the CSV header writes them."""
+    return tuple(map(str, index.tolist()))
+
+
 def infer_columns(data: Any, prefix: str) -> Tuple[str, ...]:
     """Column names for undeclared data: DataFrame columns, record keys, else ``<prefix>_<i>``."""
     if isinstance(data, (pd.DataFrame, FrameSnapshot)):
-        return tuple(map(str, data.columns.tolist()))
+        return column_names(data.columns)
     width = 1
     if isinstance(data, np.ndarray):
         width = 1 if data.ndim < 2 else int(np.prod(data.shape[1:]))
@@ -215,7 +223,7 @@ def rows_as_lists(data: Any, columns: Sequence[str]) -> Iterable[List[Any]]:
     if type(data) is FrameSnapshot:
         data = data.frame()
     if isinstance(data, pd.DataFrame):
-        frame = data.reindex(columns=list(columns)) if tuple(map(str, data.columns)) != tuple(columns) else data
+        frame = data.reindex(columns=list(columns)) if column_names(data.columns) != tuple(columns) else data
         return frame.astype(object).where(frame.notna(), None).values.tolist()
     if isinstance(data, np.ndarray):
         if data.ndim == 0:
@@ -274,10 +282,10 @@ def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> T
     """
     width = len(columns)
     data = record.data
-    if type(data) is FrameSnapshot and tuple(map(str, data.columns.tolist())) == tuple(columns):
+    if type(data) is FrameSnapshot and column_names(data.columns) == tuple(columns):
         data = data.values
     if (isinstance(data, pd.DataFrame) and data.shape[1] == width and width
-            and tuple(map(str, data.columns.tolist())) == tuple(columns)):
+            and column_names(data.columns) == tuple(columns)):
         kinds = _column_kinds(data)
         if len(kinds) == 1 and kinds <= {"i", "u", "f"}:  # one numeric kind: the array keeps each cell's text
             data = data.to_numpy()
