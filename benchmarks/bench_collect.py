@@ -4,8 +4,9 @@
     .venv/bin/python benchmarks/bench_collect.py [--calls 2000] [--repeat 3]
 
 Per call: the time collect() takes on the caller's thread, for DataFrames of 1, 100 and 10,000 rows x 10
-float columns, the same frame every call and a new frame each call (as a score.py builds one), both libraries with their background workers running (ours writes to a local folder; theirs
-posts to a loopback stand-in sidecar, benchmarks/sidecar.py). End to end: rows/s from the first collect()
+float columns, the same frame every call and a new frame each call (as a score.py builds one), both
+libraries with their background workers running (ours writes to a local folder; theirs posts to a
+loopback stand-in sidecar, benchmarks/sidecar.py). End to end: rows/s from the first collect()
 to the last row acknowledged (ours: by Azurite, theirs: by the sidecar), 100-row calls, in one run, and
 the CPU time the collecting process spent per delivered row (Azurite's and the sidecar's own CPU not
 counted: they stand in for services that run elsewhere).
