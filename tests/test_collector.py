@@ -149,6 +149,15 @@ def test_rows_that_are_not_plain_numbers_are_written_cell_by_cell(settings, data
                    ["1", str(2 ** 70)], ["1", '{"k":2}'], ["1.5", "2"]]
 
 
+def test_a_row_without_features_is_its_correlation_cells_under_their_header(settings, data_dir):
+    ModelDataCollector("m", designation="inputs", settings=settings).collect([[]])
+    mdc_middleware.flush(5)
+    (path,) = data_dir.rglob("data.csv")
+    header, line, end = path.read_text().split("\n")
+    assert header == ",".join(META_COLUMNS) and end == ""
+    assert len(next(csv.reader([line]))) == len(META_COLUMNS) and not line.startswith(",")
+
+
 @pytest.mark.parametrize("user_id", ['has,comma', 'has"quote', "has\nnewline", "=formula", "plain"])
 def test_correlation_ids_needing_quotes_round_trip_on_the_fast_path(settings, data_dir, user_id):
     dc = ModelDataCollector("m", designation="inputs", settings=settings)
