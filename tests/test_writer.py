@@ -224,6 +224,16 @@ def test_the_consumer_looks_often_while_items_come_and_backs_off_while_none_do()
     assert waits[0] == 0.01  # items came at the last look: the next one comes soon again
 
 
+@pytest.mark.parametrize("ids", [("cid", "rid"), ('a,"b', "=1+1"), ("line\nbreak", ""), ("@x", "tab\tx")])
+def test_rows_of_numbers_and_other_rows_end_with_the_same_correlation_cells(ids):
+    """The numbers fast path writes the correlation cells itself; they must match the csv path's, byte for byte."""
+    from mdc_middleware.records import encode
+
+    numbers = Record(TARGET, [[1.5]], ("x",), ids[0], 1_764_000_000.25, ids[1], rows=1)
+    text = Record(TARGET, [["1.5"]], ("x",), ids[0], 1_764_000_000.25, ids[1], rows=1)
+    assert encode(numbers, ("x",))[1] == encode(text, ("x",))[1]
+
+
 def test_a_run_of_captures_stops_at_another_kind_at_the_count_and_at_the_bytes():
     from mdc_middleware.handoff import HandoffQueue
 
