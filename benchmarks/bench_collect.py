@@ -1,7 +1,7 @@
 """collect() beside azureml-ai-monitoring's Collector.collect: cost per call, then rows/s end to end.
 
     .venv/bin/pip install azureml-ai-monitoring   # only for this benchmark
-    .venv/bin/python benchmarks/bench_collect.py [--calls 2000] [--repeat 3]
+    .venv/bin/python benchmarks/bench_collect.py [--calls 2000] [--repeat 3] [--e2e-only]
 
 Per call: the time collect() takes on the caller's thread, for DataFrames of 1, 100 and 10,000 rows x 10
 float columns, the same frame every call and a new frame each call (as a score.py builds one), both
@@ -9,11 +9,14 @@ libraries with their background workers running (ours writes to a local folder; 
 loopback stand-in sidecar, benchmarks/sidecar.py). End to end: rows/s from the first collect()
 to the last row acknowledged (ours: by Azurite, theirs: by the sidecar), 100-row calls, in one run, and
 the CPU time the collecting process spent per delivered row (Azurite's and the sidecar's own CPU not
-counted: they stand in for services that run elsewhere).
+counted: they stand in for services that run elsewhere). Ours runs against two Azurites: the test
+command's (3.37.0, which computes a CRC-64 of every appended byte in a JavaScript loop on this machine's
+cores) and 3.36.0 (the same append-blob API without it; installed from npm on first use).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -26,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common import azurite, free_port, median, table  # noqa: E402
+from common import (AZURITE_BEFORE_CRC64, azurite, azurite_binary, azurite_version, free_port,  # noqa: E402
+                    median, table)
 
 import mdc_middleware
 from mdc_middleware import ModelDataCollector, Settings
@@ -86,6 +90,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--e2e-rows", type=int, default=200_000)
+    parser.add_argument("--e2e-only", action="store_true", help="skip the per-call measurements")
     args = parser.parse_args()
     sidecar, port = start_sidecar()
     theirs = their_collector(port)
@@ -94,7 +99,7 @@ def main() -> None:
         {}, enabled=True, local_dir=directory, queue_size=100_000))
     try:
         rows_table = []
-        for fresh in (False, True):
+        for fresh in (() if args.e2e_only else (False, True)):
             for rows in (1, 100, 10_000):
                 calls = args.calls if rows < 10_000 else max(50, args.calls // 20)
                 ours_runs, theirs_runs = [], []
@@ -109,9 +114,10 @@ def main() -> None:
                 rows_table.append([rows, kind, calls, f"{o50:.1f}", f"{o99:.1f}", f"{t50:.1f}", f"{t99:.1f}",
                                    f"{o50 / t50:.2f}"])
                 print(f"{rows} rows, {kind}: ours p50 {o50:.1f} us, theirs p50 {t50:.1f} us", flush=True)
-        print()
-        print(table(["rows/call", "frame", "calls", "ours p50 µs", "ours p99 µs", "theirs p50 µs", "theirs p99 µs",
-                     "ours/theirs p50"], rows_table))
+        if rows_table:
+            print()
+            print(table(["rows/call", "frame", "calls", "ours p50 µs", "ours p99 µs", "theirs p50 µs",
+                         "theirs p99 µs", "ours/theirs p50"], rows_table))
         mdc_middleware.shutdown(60)
         print()
         print(end_to_end(args, theirs, port))
@@ -145,60 +151,81 @@ def azurite_bytes_per_second(server, blocks: int = 20) -> float:
     return blocks * len(payload) / (time.perf_counter() - started)
 
 
-def end_to_end(args, theirs, port: int) -> str:
-    data = frame(100)
-    calls = args.e2e_rows // 100
-    results, ceilings = [], []
-    with azurite() as server:
-        for _ in range(args.repeat):
-            settings = Settings.from_env({}, enabled=True, storage_connection_string=server.connection_string,
-                                         container=f"e2e{time.time_ns()}", spool_dir="off", queue_size=100_000)
-            ours = ModelDataCollector("bench", designation="inputs", settings=settings)
-            settle(port)  # their worker idle: what it still had queued must not compete with ours
-            ceilings.append(azurite_bytes_per_second(server))
-            started, cpu = time.perf_counter(), time.process_time()
-            for _ in range(calls):
-                ours.collect(data)
-            assert mdc_middleware.flush(300)
-            ours_rate = args.e2e_rows / (time.perf_counter() - started)
-            counts = mdc_middleware.metrics()
-            written, row_bytes = counts["rows_written"], counts["bytes_written"] / counts["rows_written"]
-            ours_cpu = (time.process_time() - cpu) / written * 1e6
-            mdc_middleware.shutdown(30)
+def ours_once(args, server, data) -> tuple:
+    """Rows/s from the first collect() to the last row Azurite acknowledged; rows written; CPU µs/row."""
+    settings = Settings.from_env({}, enabled=True, storage_connection_string=server.connection_string,
+                                 container=f"e2e{time.time_ns()}", spool_dir="off", queue_size=100_000)
+    ours = ModelDataCollector("bench", designation="inputs", settings=settings)
+    started, cpu = time.perf_counter(), time.process_time()
+    for _ in range(args.e2e_rows // len(data)):
+        ours.collect(data)
+    assert mdc_middleware.flush(300)
+    rate = args.e2e_rows / (time.perf_counter() - started)
+    counts = mdc_middleware.metrics()
+    written = counts["rows_written"]
+    cpu_per_row = (time.process_time() - cpu) / written * 1e6
+    mdc_middleware.shutdown(30)
+    return rate, written, cpu_per_row, counts["bytes_written"] / written
 
-            before = settle(port)
-            started, cpu = time.perf_counter(), time.process_time()
-            for _ in range(calls):
-                theirs.collect(data)
-            deadline = time.monotonic() + 300
-            delivered = 0
-            while time.monotonic() < deadline:
-                delivered = sidecar_rows(port) - before
-                if delivered >= args.e2e_rows:
-                    break
-                previous = delivered
-                time.sleep(0.5)
-                if sidecar_rows(port) - before == previous:  # nothing more is coming: the rest were dropped
-                    break
-            theirs_rate = delivered / (time.perf_counter() - started)
-            theirs_cpu = (time.process_time() - cpu) / max(delivered, 1) * 1e6
-            results.append((ours_rate, written, theirs_rate, delivered, ours_cpu, theirs_cpu))
-            settle(port)
-            print(f"end to end: ours {ours_rate:,.0f} rows/s ({written} acknowledged, {ours_cpu:.2f} CPU µs/row), "
-                  f"theirs {theirs_rate:,.0f} rows/s ({delivered} delivered, {theirs_cpu:.2f} CPU µs/row)",
+
+def theirs_once(args, theirs, port: int, data) -> tuple:
+    """Rows/s from the first collect() to the last row the sidecar received; rows delivered; CPU µs/row."""
+    before = settle(port)
+    started, cpu = time.perf_counter(), time.process_time()
+    for _ in range(args.e2e_rows // len(data)):
+        theirs.collect(data)
+    deadline = time.monotonic() + 300
+    delivered = 0
+    while time.monotonic() < deadline:
+        delivered = sidecar_rows(port) - before
+        if delivered >= args.e2e_rows:
+            break
+        previous = delivered
+        time.sleep(0.5)
+        if sidecar_rows(port) - before == previous:  # nothing more is coming: the rest were dropped
+            break
+    rate = delivered / (time.perf_counter() - started)
+    cpu_per_row = (time.process_time() - cpu) / max(delivered, 1) * 1e6
+    settle(port)
+    return rate, delivered, cpu_per_row
+
+
+def end_to_end(args, theirs, port: int) -> str:
+    """Ours into two Azurites (the test command's, and the last one before its CRC-64 loop) and theirs into
+    the sidecar, alternating, in one run."""
+    data = frame(100)
+    binaries = [azurite_binary(), azurite_binary(AZURITE_BEFORE_CRC64)]
+    with contextlib.ExitStack() as stack:
+        servers = [stack.enter_context(azurite(binary)) for binary in binaries]
+        ours_runs = {id(server): [] for server in servers}
+        ceilings = {id(server): [] for server in servers}
+        theirs_runs = []
+        for _ in range(args.repeat):
+            for server, binary in zip(servers, binaries):
+                settle(port)  # their worker idle: what it still had queued must not compete with ours
+                ceilings[id(server)].append(azurite_bytes_per_second(server))
+                run = ours_once(args, server, data)
+                ours_runs[id(server)].append(run)
+                print(f"end to end: ours into Azurite {azurite_version(binary)} {run[0]:,.0f} rows/s "
+                      f"({run[1]} acknowledged, {run[2]:.2f} CPU µs/row)", flush=True)
+            run = theirs_once(args, theirs, port, data)
+            theirs_runs.append(run)
+            print(f"end to end: theirs {run[0]:,.0f} rows/s ({run[1]} delivered, {run[2]:.2f} CPU µs/row)",
                   flush=True)
-    ceiling = median(ceilings) / row_bytes
-    ours_rate, theirs_rate = median([r[0] for r in results]), median([r[2] for r in results])
-    ours_cpu, theirs_cpu = median([r[4] for r in results]), median([r[5] for r in results])
-    print(f"Azurite alone (before each run of ours), appending 3 MiB blocks made beforehand: "
-          f"{ceiling:,.0f} rows/s of {row_bytes:.0f} bytes ({ceiling * row_bytes / 2**20:.0f} MiB/s), "
-          f"{ceiling / theirs_rate:.1f}x theirs: the most any client gets from it on this machine", flush=True)
-    return table(["", "rows offered", "rows delivered (last run)", "delivered rows/s (median)",
-                  "CPU µs per delivered row in the collecting process (median)"], [
-        ["mdc-middleware → Azurite", args.e2e_rows, results[-1][1], f"{ours_rate:,.0f}", f"{ours_cpu:.2f}"],
-        ["azureml-ai-monitoring → loopback sidecar", args.e2e_rows, results[-1][3], f"{theirs_rate:,.0f}",
-         f"{theirs_cpu:.2f}"],
-        ["ratio", "", "", f"{ours_rate / theirs_rate:.1f}x", f"{theirs_cpu / ours_cpu:.1f}x less"]])
+    theirs_rate, theirs_cpu = median([r[0] for r in theirs_runs]), median([r[2] for r in theirs_runs])
+    rows = []
+    for server, binary in zip(servers, binaries):
+        runs = ours_runs[id(server)]
+        rate, cpu, row_bytes = median([r[0] for r in runs]), median([r[2] for r in runs]), runs[-1][3]
+        ceiling = median(ceilings[id(server)]) / row_bytes
+        rows.append([f"mdc-middleware → Azurite {azurite_version(binary)}", args.e2e_rows, runs[-1][1],
+                     f"{rate:,.0f}", f"{rate / theirs_rate:.1f}x", f"{cpu:.2f}",
+                     f"{ceiling:,.0f} ({ceiling * row_bytes / 2**20:.0f} MiB/s of {row_bytes:.0f}-byte rows)"])
+    rows.append(["azureml-ai-monitoring → loopback sidecar", args.e2e_rows, theirs_runs[-1][1],
+                 f"{theirs_rate:,.0f}", "1.0x", f"{theirs_cpu:.2f}", ""])
+    return table(["", "rows offered", "rows delivered (last run)", "delivered rows/s (median)", "vs theirs",
+                  "CPU µs per delivered row in the collecting process (median)",
+                  "storage alone: rows/s it takes appending 3 MiB blocks made beforehand"], rows)
 
 
 if __name__ == "__main__":

@@ -34,9 +34,10 @@ def _port_open(port: int) -> bool:
 
 
 class Azurite:
-    def __init__(self, location: Path, port: int) -> None:
+    def __init__(self, location: Path, port: int, binary: Optional[str] = None) -> None:
         self.location = location
         self.port = port
+        self.binary = binary
         self.process: Optional[subprocess.Popen] = None
 
     @property
@@ -48,7 +49,7 @@ class Azurite:
         return f"http://127.0.0.1:{self.port}/{ACCOUNT}"
 
     def start(self, timeout: float = 60.0) -> "Azurite":
-        binary = find_binary()
+        binary = self.binary or find_binary()
         if binary is None:
             raise RuntimeError("Azurite not found: run ./scripts/test.sh, which installs it with npm")
         self.location.mkdir(parents=True, exist_ok=True)
