@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
-import pandas as pd
 
 from . import runtime
 from .capture import new_correlation_id
@@ -18,8 +17,11 @@ from .config import ConfigError, Settings
 from .paths import Target
 from .privacy import FieldRules, Redactor
 from .records import (BOUNDARY, CORRELATION_ID, SCORING_TIMESTAMP, FrameSnapshot, Record, count_rows,
-                      default_prefix, format_timestamp, infer_columns, numeric_only, snapshot)
+                      default_prefix, format_timestamp, infer_columns, is_frame, numeric_only, snapshot)
 from .writer import Writer
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger("mdc_middleware")
 
@@ -98,7 +100,7 @@ class ModelDataCollector:
             correlation_id = f"{user_correlation_id}-{correlation_id}"
         request_id = context.request_id if context else ""
         data = input_data
-        if (isinstance(data, pd.DataFrame) and len(data) and not numeric_only(data)
+        if (is_frame(data) and len(data) and not numeric_only(data)
                 and CORRELATION_ID in data.columns):  # (a look-up of 15 µs in a new frame: done when needed)
             # Rows prepared by add_correlations(): reuse their ids so they join with the first collect.
             first = data.iloc[0]
@@ -137,6 +139,8 @@ class ModelDataCollector:
         Collecting the result reuses those ids, so (for example) labels or predictions join with
         the inputs they belong to.
         """
+        import pandas as pd  # here: a process that only collects arrays and lists need not load it
+
         if isinstance(input_data, pd.DataFrame):
             frame = input_data.copy()
         else:
@@ -159,13 +163,13 @@ class ModelDataCollector:
 
 
 def _approx_bytes(data: Any) -> int:
-    if isinstance(data, np.ndarray):
-        return int(data.nbytes) + 256
-    if isinstance(data, pd.DataFrame):  # an estimate: memory_usage() costs more than the whole collect()
-        rows, columns = data.shape
-        return rows * columns * 16 + 256
     if type(data) is FrameSnapshot:
         return int(data.block.values.nbytes) + 256
+    if isinstance(data, np.ndarray):
+        return int(data.nbytes) + 256
+    if is_frame(data):  # an estimate: memory_usage() costs more than the whole collect()
+        rows, columns = data.shape
+        return rows * columns * 16 + 256
     if isinstance(data, list):
         return 64 * (len(data) + 1) * (len(data[0]) if data and isinstance(data[0], list) else 1)
     return 256

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("mdc_middleware")
 
-_START_TIMEOUT = 60.0    # importing numpy and pandas on a busy 2-core node can take seconds
+_START_TIMEOUT = 60.0    # 0.1 s here; starting Python and numpy on a busy 2-core node can take seconds
 _BATCH_TIMEOUT = 10.0    # a batch of a few thousand captures takes tens of milliseconds
 _MAX_BACKOFF = 300.0
 _NICENESS = 10

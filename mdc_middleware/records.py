@@ -14,13 +14,16 @@ import io
 import json
 import math
 import re
+import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import orjson
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from .paths import Target
 from .privacy import FieldRules
@@ -77,8 +80,40 @@ class Record:
         return dataclasses.replace(self, data=rows, columns=kept, rules=None), kept
 
 
-# pandas 2.x has the option (True, False or "warn"); from pandas 3 it is always on.
-_COPY_ON_WRITE = int(pd.__version__.split(".")[0]) >= 3 or getattr(pd.options.mode, "copy_on_write", False) is True
+class _NoValue:
+    """No value is an instance: what the pandas types stand for until this process imports pandas."""
+
+
+_pandas_types: Optional[Tuple[type, type]] = None
+
+
+def _frame_and_series() -> Tuple[type, type]:
+    """pandas' DataFrame and Series, once this process has imported pandas.
+
+    Not imported here: a value cannot be a DataFrame before pandas is imported, and a process that
+    only encodes captured JSON (the ``MDC_ENCODER=process`` helper, or a server whose code never makes a
+    frame) would carry pandas' 75 MB and 0.2 s of start-up for nothing."""
+    global _pandas_types
+    if _pandas_types is None:
+        pandas = sys.modules.get("pandas")
+        frame, series = getattr(pandas, "DataFrame", None), getattr(pandas, "Series", None)
+        if frame is None or series is None:  # not imported, or still being imported by another thread
+            return _NoValue, _NoValue
+        _pandas_types = (frame, series)
+    return _pandas_types
+
+
+def is_frame(data: Any) -> bool:
+    """Whether ``data`` is a pandas DataFrame, without importing pandas."""
+    return isinstance(data, (_pandas_types or _frame_and_series())[0])
+
+
+@functools.lru_cache(maxsize=None)
+def _copy_on_write() -> bool:
+    """pandas 2.x has the option (True, False or "warn"); from pandas 3 it is always on."""
+    import pandas as pd
+
+    return int(pd.__version__.split(".")[0]) >= 3 or getattr(pd.options.mode, "copy_on_write", False) is True
 
 
 class FrameSnapshot:
@@ -101,7 +136,7 @@ class FrameSnapshot:
         return self.block.values.T
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.values, columns=self.columns)
+        return _frame_and_series()[0](self.values, columns=self.columns)
 
 
 def _share_numeric_block(frame: pd.DataFrame) -> Optional[FrameSnapshot]:
@@ -134,11 +169,12 @@ def snapshot(data: Any) -> Any:
     With pandas' copy-on-write (always on from pandas 3) sharing the frame's data is already safe: a
     later write to the caller's frame copies its data first, so ours never changes.
     """
-    if isinstance(data, pd.DataFrame):
-        if _COPY_ON_WRITE:
+    frame_type, series_type = _frame_and_series()
+    if isinstance(data, frame_type):
+        if _copy_on_write():
             return _share_numeric_block(data) or data.copy(deep=False)
         return data.copy()
-    if isinstance(data, pd.Series):
+    if isinstance(data, series_type):
         return data.to_frame()
     if isinstance(data, np.ndarray):
         return data.copy()
@@ -150,7 +186,7 @@ def snapshot(data: Any) -> Any:
 def count_rows(data: Any, columns: Optional[Sequence[str]] = None) -> int:
     if type(data) is FrameSnapshot:
         return data.block.values.shape[1]
-    if isinstance(data, pd.DataFrame):
+    if is_frame(data):
         return len(data)
     if isinstance(data, np.ndarray):
         if data.ndim == 0:
@@ -176,7 +212,7 @@ def column_names(index: pd.Index) -> Tuple[str, ...]:
 
 def infer_columns(data: Any, prefix: str) -> Tuple[str, ...]:
     """Column names for undeclared data: DataFrame columns, record keys, else ``<prefix>_<i>``."""
-    if isinstance(data, (pd.DataFrame, FrameSnapshot)):
+    if type(data) is FrameSnapshot or is_frame(data):
         return column_names(data.columns)
     width = 1
     if isinstance(data, np.ndarray):
@@ -222,7 +258,7 @@ def rows_as_lists(data: Any, columns: Sequence[str]) -> Iterable[List[Any]]:
     """Rows in ``columns`` order; dict rows are aligned by name, missing cells left empty."""
     if type(data) is FrameSnapshot:
         data = data.frame()
-    if isinstance(data, pd.DataFrame):
+    if is_frame(data):
         frame = data.reindex(columns=list(columns)) if column_names(data.columns) != tuple(columns) else data
         return frame.astype(object).where(frame.notna(), None).values.tolist()
     if isinstance(data, np.ndarray):
@@ -284,7 +320,7 @@ def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> T
     data = record.data
     if type(data) is FrameSnapshot and column_names(data.columns) == tuple(columns):
         data = data.values
-    if (isinstance(data, pd.DataFrame) and data.shape[1] == width and width
+    if (is_frame(data) and data.shape[1] == width and width
             and column_names(data.columns) == tuple(columns)):
         kinds = _column_kinds(data)
         if len(kinds) == 1 and kinds <= {"i", "u", "f"}:  # one numeric kind: the array keeps each cell's text

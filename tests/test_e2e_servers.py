@@ -73,7 +73,7 @@ def warm_up(port: int, encoder: str, workers: int) -> list:
         for _ in range(workers * 4):  # connections are spread over the workers by the kernel
             client.post("/score", json={"data": ROWS[:1]}, headers={"connection": "close"})
             sent.extend(ROWS[:1])
-    time.sleep(4)  # the helper imports numpy and pandas
+    time.sleep(4)  # each helper starts (0.1 s idle; seconds on a busy CI machine)
     return sent
 
 

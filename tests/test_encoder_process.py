@@ -86,6 +86,24 @@ def test_the_helper_writes_the_same_bytes_as_the_thread(tmp_path):
     assert thread["encoder_captures"] == 0
 
 
+def test_the_helper_never_loads_pandas(tmp_path):
+    """One helper per server worker: pandas would add 75 MB to each, for JSON it never needs."""
+    plan = plan_for(tmp_path / "plan")
+    writer = Writer(LocalSink(tmp_path / "out"), flush_interval=60, encoder="process")
+    writer.encoder.available()
+    assert wait_for(writer.encoder.available, 60), "the encoder process did not start"
+    maps = Path(f"/proc/{writer.encoder.pid}/maps")
+    for item in captures(plan, 100):
+        assert submit(writer, item)
+    assert writer.force_flush(30)
+    libraries = maps.read_text()
+    snapshot = writer.snapshot()
+    writer.shutdown(10)
+    assert snapshot["encoder_captures"] == 100 and snapshot["encoder_failures"] == 0
+    assert "/numpy/" in libraries  # what it did load is seen here
+    assert "/pandas/" not in libraries and "/pyarrow/" not in libraries
+
+
 def test_a_killed_helper_loses_nothing_and_is_replaced(tmp_path):
     plan = plan_for(tmp_path / "plan")
     items = captures(plan, 4000)
