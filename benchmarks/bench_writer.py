@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import tempfile
 import time
 import uuid
@@ -38,6 +39,7 @@ def run(sink, features: int, total_rows: int, batch_rows: int) -> float:
     target = Target("s", "r", "w", "svc", "bench", "1", "inputs")
     columns = tuple(f"f{i}" for i in range(features))
     data = np.random.default_rng(1).random((ROWS_PER_RECORD, features))
+    os.sync()  # what earlier runs left in the disk cache is not written out during this one
     started = time.perf_counter()
     for _ in range(total_rows // ROWS_PER_RECORD):
         writer.submit(Record(target, data, columns, str(uuid.uuid4()), time.time(), "rid",
