@@ -20,6 +20,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 import pandas as pd
 
 from .config import ConfigError, Settings
+from .records import RowsEndingInNewline
 from .analysis.read import inventory, read_collected
 from .analysis.source import describe_source, open_source
 
@@ -111,14 +112,15 @@ def ls_command(context: _Context, model: Optional[str], version: Optional[str], 
 
 def _write(frame: pd.DataFrame, output: Optional[str]) -> None:
     if output is None or output == "-":
-        frame.to_csv(sys.stdout, index=False, lineterminator="\n")
+        frame.to_csv(RowsEndingInNewline(sys.stdout.write), index=False, lineterminator="\r\n")
     elif output.endswith(".parquet"):
         try:
             frame.to_parquet(output, index=False)
         except ImportError as exc:
             raise click.ClickException(f"Parquet needs pyarrow: {exc}") from None
     else:
-        frame.to_csv(output, index=False, lineterminator="\n")
+        with open(output, "w", encoding="utf-8", newline="") as file:
+            frame.to_csv(RowsEndingInNewline(file.write), index=False, lineterminator="\r\n")
 
 
 @main.command("read")

@@ -10,14 +10,13 @@ import csv
 import dataclasses
 import functools
 import datetime as dt
-import io
 import json
 import math
 import re
 import sys
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import orjson
@@ -284,15 +283,41 @@ def rows_as_lists(data: Any, columns: Sequence[str]) -> Iterable[List[Any]]:
     return [[data]]
 
 
+class RowsEndingInNewline:
+    """What a ``csv.writer`` (or pandas' ``to_csv``) writes to: rows written ending in "\r\n" are passed on
+    ending in LINE_END.
+
+    Why: csv.writer quotes a cell for the delimiter, the quote character and the characters of its line
+    end only. Told to end rows with "\n", it leaves a bare "\r" unquoted, and readers (pandas, Excel,
+    Spark) take that for a line break: one cell or column name holding a "\r" broke its whole file for
+    them. Told "\r\n", it quotes both; it writes each row with one call, so each is fixed here.
+    """
+
+    __slots__ = ("_write",)
+
+    def __init__(self, write: Callable[[str], Any]) -> None:
+        self._write = write
+
+    def write(self, row: str) -> Any:
+        if row.endswith("\r\n"):
+            row = row[:-2] + LINE_END
+        return self._write(row)
+
+
+def csv_writer(write: Callable[[str], Any]) -> Any:
+    """A csv.writer whose rows end in LINE_END and that quotes every cell holding a "\r" or a "\n"."""
+    return csv.writer(RowsEndingInNewline(write), lineterminator="\r\n")
+
+
 def header_line(columns: Sequence[str]) -> str:
     return _header_line(tuple(columns))
 
 
 @functools.lru_cache(maxsize=1024)  # once per distinct set of columns, not once per record
 def _header_line(columns: Tuple[str, ...]) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator=LINE_END).writerow(list(columns) + list(META_COLUMNS))
-    return buffer.getvalue()
+    lines: List[str] = []
+    csv_writer(lines.append).writerow(list(columns) + list(META_COLUMNS))
+    return lines[0]
 
 
 def _meta(record: Record, neutralize: bool) -> List[Any]:
@@ -341,15 +366,13 @@ def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> T
             separator = _row_end(record, neutralize)
             return len(data), text[2:-2].replace("],[", separator) + separator
     meta = _meta(record, neutralize)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator=LINE_END)
-    count = 0
+    lines: List[str] = []
+    writer = csv_writer(lines.append)
     for row in rows_as_lists(data, columns):
         if len(row) != width:
             row = (row + [None] * width)[:width]
         writer.writerow([_cell(v, neutralize) for v in row] + meta)
-        count += 1
-    return count, buffer.getvalue()
+    return len(lines), "".join(lines)
 
 
 _NUMBER_TEXT = b"0123456789.eE+-,[]"
@@ -393,9 +416,9 @@ def _field(value: Any) -> str:
     text = "" if value is None else str(value)
     if not ('"' in text or "," in text or "\n" in text or "\r" in text):  # a third of a regex search
         return text
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator=LINE_END).writerow([text])  # as in the file: its line end decides
-    return buffer.getvalue()[:-len(LINE_END)]
+    lines: List[str] = []
+    csv_writer(lines.append).writerow([text])  # as the rows of the csv path are written
+    return lines[0][:-len(LINE_END)]
 
 
 @functools.lru_cache(maxsize=1024)

@@ -252,3 +252,35 @@ def test_cli_reads_a_container_with_a_sas_token(azurite, blob_settings, containe
     frame = pd.read_csv(io.StringIO(out), dtype=str, keep_default_na=False)
     pd.testing.assert_frame_equal(frame, expected)
     assert len(frame) == 1 + sum(1 + r % 3 for r in range(5))  # request 0 repeats its row
+
+
+def test_carriage_returns_in_cells_names_and_ids_read_back_exactly(settings, data_dir, tmp_path):
+    """A bare "\r" is a line break to pandas, Excel and Spark: it must be quoted wherever it is written
+    (cells, column names, ids; the csv path and the numbers fast path), and in what `mdc read` writes."""
+    names = ["plain", "name\rwith cr"]
+    texts = ModelDataCollector("m", designation="inputs", feature_names=names, settings=settings)
+    numbers = ModelDataCollector("m", designation="inputs", feature_names=names, settings=settings)
+    cells = [["mid\rdle", "end\r"], ["two\r\rcr", "crlf\r\nx"], ["\r", "ok"]]
+    texts.collect(cells, user_correlation_id="user\rid")
+    numbers.collect([[1.5, 2], [3, 4.25]], user_correlation_id="user\rid")  # rows of plain numbers
+    assert mdc_middleware.flush(10)
+    expected = [["mid\rdle", "end\r"], ["two\r\rcr", "crlf\r\nx"], ["'\r", "ok"],  # "\r" first: neutralised
+                ["1.5", "2"], ["3", "4.25"]]
+
+    def check(frame: pd.DataFrame) -> None:
+        assert list(frame.columns[:2]) == names
+        assert frame[names].values.tolist() == expected
+        assert all(value.startswith("user\rid-") for value in frame[CORRELATION_ID])
+
+    check(read_collected(data_dir, "inputs", as_text=True))
+    files = list(data_dir.rglob("*.csv"))
+    assert len(files) == 1
+    check(pd.read_csv(files[0], dtype=str, keep_default_na=False))  # the file itself, by a plain reader
+    exported = tmp_path / "export.csv"
+    invoke("--data", str(data_dir), "read", "inputs", "-o", str(exported))
+    check(pd.read_csv(exported, dtype=str, keep_default_na=False))
+    result = CliRunner().invoke(main, ["--data", str(data_dir), "read", "inputs"], catch_exceptions=False)
+    printed = result.stdout_bytes.decode()  # (its .stdout turns every "\r\n" into "\n")
+    check(pd.read_csv(io.StringIO(printed), dtype=str, keep_default_na=False))
+    assert exported.read_bytes().decode() == printed
+    assert printed.count("\n") == 6 + 1 and printed.count("\r\n") == 1  # rows end in "\n"; one cell has "\r\n"

@@ -224,7 +224,8 @@ def test_the_consumer_looks_often_while_items_come_and_backs_off_while_none_do()
     assert waits[0] == 0.01  # items came at the last look: the next one comes soon again
 
 
-@pytest.mark.parametrize("ids", [("cid", "rid"), ('a,"b', "=1+1"), ("line\nbreak", ""), ("@x", "tab\tx")])
+@pytest.mark.parametrize("ids", [("cid", "rid"), ('a,"b', "=1+1"), ("line\nbreak", ""), ("@x", "tab\tx"),
+                                 ("car\rriage", "\r"), ("cr\r\nlf", "x\ry")])
 def test_rows_of_numbers_and_other_rows_end_with_the_same_correlation_cells(ids):
     """The numbers fast path writes the correlation cells itself; they must match the csv path's, byte for byte."""
     from mdc_middleware.records import encode
