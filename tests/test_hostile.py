@@ -234,6 +234,8 @@ def test_property_any_request_gets_the_same_response(kind, hostile_settings, dat
         headers = {"content-encoding": encoding} if encoding else {}
         same_response(server, Case("generated", body, "", content_type=content_type, headers=headers, path=path,
                                    chunked=chunked))
+        mdc_middleware.flush(20)  # an error on the writer thread is found here, with the example that made it
+        assert mdc_middleware.metrics()["internal_errors"] == 0
 
     check()
     mdc_middleware.flush(20)

@@ -68,3 +68,19 @@ def test_mismatches_have_a_reason(payload, declared, reason):
 def test_schema_rejects_a_string_for_names():
     with pytest.raises(TypeError):
         Schema(inputs="abc")
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n", "\r"])
+def test_csv_bodies_with_any_line_end(end):
+    from mdc_middleware.capture import parse_csv
+
+    body = f'a,b{end}1,"x\ry"{end}3,4{end}'.encode()
+    assert parse_csv(body) == [{"a": "1", "b": "x\ry"}, {"a": "3", "b": "4"}]
+
+
+def test_a_csv_body_the_csv_module_refuses_is_skipped_with_a_reason():
+    from mdc_middleware.capture import parse_csv
+
+    with pytest.raises(PayloadMismatch) as info:
+        parse_csv(b"a\n" + b"x" * 200_000)  # one field past the csv module's 128 KiB limit
+    assert info.value.reason == "invalid_csv"
