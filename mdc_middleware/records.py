@@ -304,9 +304,24 @@ class RowsEndingInNewline:
         return self._write(row)
 
 
-def csv_writer(write: Callable[[str], Any]) -> Any:
-    """A csv.writer whose rows end in LINE_END and that quotes every cell holding a "\r" or a "\n"."""
-    return csv.writer(RowsEndingInNewline(write), lineterminator="\r\n")
+class CsvLines(list):
+    """Rows written by ``writer()``, which quotes every cell holding a "\r" or a "\n" (see
+    RowsEndingInNewline), and read back by ``text()`` ending in LINE_END.
+
+    Each row is kept as written, ending in "\r\n", and fixed once for all of them: a C-speed replace
+    when no cell holds a "\r", which is almost always (a Python call per row cost 14 % of the csv path).
+    """
+
+    write = list.append  # what csv.writer calls, once per row
+
+    def writer(self) -> Any:
+        return csv.writer(self, lineterminator="\r\n")
+
+    def text(self) -> str:
+        text = "".join(self)
+        if text.count("\r") == len(self):  # each "\r" ends a row: no cell holds one
+            return text.replace("\r\n", LINE_END)
+        return "".join([line[:-2] + LINE_END for line in self])
 
 
 def header_line(columns: Sequence[str]) -> str:
@@ -315,9 +330,9 @@ def header_line(columns: Sequence[str]) -> str:
 
 @functools.lru_cache(maxsize=1024)  # once per distinct set of columns, not once per record
 def _header_line(columns: Tuple[str, ...]) -> str:
-    lines: List[str] = []
-    csv_writer(lines.append).writerow(list(columns) + list(META_COLUMNS))
-    return lines[0]
+    lines = CsvLines()
+    lines.writer().writerow(list(columns) + list(META_COLUMNS))
+    return lines.text()
 
 
 def _meta(record: Record, neutralize: bool) -> List[Any]:
@@ -366,13 +381,13 @@ def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> T
             separator = _row_end(record, neutralize)
             return len(data), text[2:-2].replace("],[", separator) + separator
     meta = _meta(record, neutralize)
-    lines: List[str] = []
-    writer = csv_writer(lines.append)
+    lines = CsvLines()
+    writer = lines.writer()
     for row in rows_as_lists(data, columns):
         if len(row) != width:
             row = (row + [None] * width)[:width]
         writer.writerow([_cell(v, neutralize) for v in row] + meta)
-    return len(lines), "".join(lines)
+    return len(lines), lines.text()
 
 
 _NUMBER_TEXT = b"0123456789.eE+-,[]"
@@ -416,9 +431,9 @@ def _field(value: Any) -> str:
     text = "" if value is None else str(value)
     if not ('"' in text or "," in text or "\n" in text or "\r" in text):  # a third of a regex search
         return text
-    lines: List[str] = []
-    csv_writer(lines.append).writerow([text])  # as the rows of the csv path are written
-    return lines[0][:-len(LINE_END)]
+    lines = CsvLines()
+    lines.writer().writerow([text])  # as the rows of the csv path are written
+    return lines.text()[:-len(LINE_END)]
 
 
 @functools.lru_cache(maxsize=1024)
