@@ -218,16 +218,16 @@ def end_to_end(args, theirs, port: int) -> str:
     binaries = [azurite_binary(), azurite_binary(AZURITE_BEFORE_CRC64)]
     with contextlib.ExitStack() as stack:
         servers = [stack.enter_context(azurite(binary)) for binary in binaries]
-        ours_runs = {id(server): [] for server in servers}
-        ceilings = {id(server): [] for server in servers}
+        ours_runs = [[] for _ in servers]   # per server, one (rate, written, CPU/row, bytes/row) per repeat
+        ceilings = [[] for _ in servers]
         theirs_runs = []
         for _ in range(args.repeat):
-            for server, binary in zip(servers, binaries):
+            for index, (server, binary) in enumerate(zip(servers, binaries)):
                 settle(port)  # their worker idle: what it still had queued must not compete with ours
-                ceilings[id(server)].append(azurite_bytes_per_second(server))
+                ceilings[index].append(azurite_bytes_per_second(server))
                 settle_storage(server)
                 run = ours_once(args, server, data)
-                ours_runs[id(server)].append(run)
+                ours_runs[index].append(run)
                 print(f"end to end: ours into Azurite {azurite_version(binary)} {run[0]:,.0f} rows/s "
                       f"({run[1]} acknowledged, {run[2]:.2f} CPU µs/row)", flush=True)
             run = theirs_once(args, theirs, port, data)
@@ -236,10 +236,9 @@ def end_to_end(args, theirs, port: int) -> str:
                   flush=True)
     theirs_rate, theirs_cpu = median([r[0] for r in theirs_runs]), median([r[2] for r in theirs_runs])
     rows = []
-    for server, binary in zip(servers, binaries):
-        runs = ours_runs[id(server)]
+    for binary, runs, server_ceilings in zip(binaries, ours_runs, ceilings):
         rate, cpu, row_bytes = median([r[0] for r in runs]), median([r[2] for r in runs]), runs[-1][3]
-        ceiling = median(ceilings[id(server)]) / row_bytes
+        ceiling = median(server_ceilings) / row_bytes
         rows.append([f"mdc-middleware → Azurite {azurite_version(binary)}", args.e2e_rows, runs[-1][1],
                      f"{rate:,.0f}", f"{rate / theirs_rate:.1f}x", f"{cpu:.2f}",
                      f"{ceiling:,.0f} ({ceiling * row_bytes / 2**20:.0f} MiB/s of {row_bytes:.0f}-byte rows)"])

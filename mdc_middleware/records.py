@@ -135,7 +135,9 @@ class FrameSnapshot:
         return self.block.values.T
 
     def frame(self) -> pd.DataFrame:
-        return _frame_and_series()[0](self.values, columns=self.columns)
+        import pandas as pd  # loaded: this snapshot was taken of a DataFrame
+
+        return pd.DataFrame(self.values, columns=self.columns)
 
 
 def _share_numeric_block(frame: pd.DataFrame) -> Optional[FrameSnapshot]:
