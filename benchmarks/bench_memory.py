@@ -5,6 +5,8 @@
 Each case runs in a fresh process: RSS is read before and after queueing --rows rows into a writer
 whose sink blocks, so nothing leaves the queue. Cases: collect() of 100-row numpy records (10 and 100
 float features), collect() of 1-row lists, and middleware captures of 1-row JSON requests.
+Then what a process carries before any row: ``import mdc_middleware`` in a fresh interpreter, and the
+``MDC_ENCODER=process`` helper once it has encoded 1,000 captured requests (peak RSS of each).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import threading
 import time
 import uuid
 
-from common import median, table  # noqa: E402  (also puts the project on sys.path)
+from common import ROOT, median, table  # noqa: E402  (also puts the project on sys.path)
 
 
 def rss_kib() -> int:
@@ -25,7 +27,40 @@ def rss_kib() -> int:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
 
 
+def peak_rss_kib(pid: str = "self") -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+
+
+def helper_peak_kib() -> int:
+    """Peak RSS of an encoder helper process after it encoded 1,000 captured JSON requests."""
+    from mdc_middleware import Schema, Settings
+    from mdc_middleware.policy import CapturePolicy
+    from mdc_middleware.sinks import LocalSink
+    from mdc_middleware.writer import Writer
+
+    writer = Writer(LocalSink(tempfile.mkdtemp()), flush_interval=60, encoder="process")
+    plan = CapturePolicy({"/score": Schema(inputs=[f"f{i}" for i in range(4)], predictions=["y"])},
+                         Settings.from_env({}, enabled=True), writer).select("POST", "/score")
+    deadline = time.monotonic() + 60
+    while not writer.encoder.available():
+        assert time.monotonic() < deadline, "the encoder process did not start"
+        time.sleep(0.05)
+    headers = (("content-type", "application/json"),)
+    for i in range(1000):
+        body, response = json.dumps({"data": [[i, 3.5, 1.4, 0.2]]}).encode(), b'{"predictions": [1]}'
+        writer.submit_capture((plan.id, body, headers, response, "application/json", "", "c", "r", time.time()),
+                              body, response)
+    assert writer.force_flush(30) and writer.snapshot()["encoder_captures"] == 1000
+    peak = peak_rss_kib(str(writer.encoder.pid))
+    writer.shutdown(10)
+    return peak
+
+
 def child(case: str, rows: int) -> None:
+    if case == "helper":
+        print(json.dumps({"kib": helper_peak_kib()}))
+        return
     import numpy as np
 
     from mdc_middleware import Schema, Settings
@@ -91,6 +126,20 @@ def main() -> None:
         print(f"{case}: {median(values):,.0f} KiB per 1,000 queued rows", flush=True)
     print()
     print(table(["rows queued as", "rows", "RSS KiB per 1,000 rows (median)"], results))
+    fixed = []
+    bare_import = ("import json, mdc_middleware; from pathlib import Path; "
+                   "print(json.dumps({'kib': next(int(line.split()[1]) for line in "
+                   "Path('/proc/self/status').read_text().splitlines() if line.startswith('VmHWM:'))}))")
+    for command, name in (([sys.executable, "-c", bare_import], "a process after `import mdc_middleware`"),
+                          ([sys.executable, __file__, "--child", "helper"],
+                           "the MDC_ENCODER=process helper, after 1,000 requests")):
+        values = []
+        for _ in range(args.repeat):  # (the first: not this script, whose helpers import the tests' pandas)
+            output = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT).stdout
+            values.append(json.loads(output.strip().splitlines()[-1])["kib"])
+        fixed.append([name, f"{median(values) / 1024:.0f}"])
+    print()
+    print(table(["before any row is queued", "peak RSS MiB (median)"], fixed))
 
 
 if __name__ == "__main__":
