@@ -340,13 +340,29 @@ def parse_csv(body: bytes) -> List[Dict[str, Any]]:
         raise PayloadMismatch("invalid_csv", str(exc)) from None
 
 
+# Digits become "0", "." and the exponent's "e" stay, all else is a blank: an integer literal of 19 digits
+# or more is then a blank and nineteen "0"s (a fraction's digits follow a ".", an exponent's an "e").
+_INTEGER_SHAPE = bytes(48 if 48 <= c <= 57 else c if c in b".eE" else 32 for c in range(256))
+_LONG_INTEGER = b"0" * 19
+_LONG_INTEGER_AFTER_BLANK = b" " + _LONG_INTEGER
+
+
+def _may_hold_a_long_integer(body: bytes) -> bool:
+    """Whether the body may hold an integer past 64 bits, which orjson would read as a float, rounded,
+    without a word (99999999999999999999999 → 1e+23). In C: about a third of orjson's own time."""
+    shaped = body.translate(_INTEGER_SHAPE)
+    return _LONG_INTEGER_AFTER_BLANK in shaped or shaped.startswith(_LONG_INTEGER)
+
+
 def parse_json(body: bytes) -> Any:
-    """orjson first (several times faster); the standard library for what orjson refuses but JSON
-    scoring clients send anyway: NaN and Infinity, integers past 64 bits, lone surrogates, deep nesting."""
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        pass
+    """orjson first (several times faster); the standard library for what orjson refuses or would read
+    wrong, but JSON scoring clients send anyway: NaN and Infinity, integers past 64 bits (ids), lone
+    surrogates, deep nesting."""
+    if not _may_hold_a_long_integer(body):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
     try:
         return json.loads(body)
     except (ValueError, RecursionError) as exc:

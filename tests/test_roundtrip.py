@@ -2,6 +2,7 @@
 numbers or column names a model's data holds (the hand-written cases are in test_hostile and test_readback)."""
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -70,4 +71,35 @@ def test_numeric_frames_read_back_as_given(tmp_path_factory, values):
     assert mdc_middleware.flush(10)
     frame = read_collected(directory, "inputs", as_text=True)
     for row, written in zip(values, frame[["a", "b", "c"]].values.tolist()):
+        assert all(same_cell(cell, value) for cell, value in zip(written, row)), (written, row)
+
+
+@hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(columns=names, data=st.data())
+def test_any_json_rows_a_service_receives_read_back_as_sent(tmp_path_factory, columns, data):
+    """The middleware's path: a JSON body parsed on the writer thread, its rows written under declared names."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from mdc_middleware import DataCollectionMiddleware, Schema
+
+    rows = data.draw(st.lists(st.lists(cells, min_size=len(columns), max_size=len(columns)), min_size=1,
+                              max_size=5))
+    directory = tmp_path_factory.mktemp("roundtrip")
+
+    async def score(request):
+        return JSONResponse({"predictions": [0] * len((await request.json())["data"])})
+
+    app = Starlette(routes=[Route("/score", score, methods=["POST"])])
+    app.add_middleware(DataCollectionMiddleware, routes={"/score": Schema(inputs=columns, model_name="m")},
+                       enabled=True, local_dir=str(directory), flush_interval=60.0)
+    body = json.dumps({"data": rows})  # NaN and Infinity as Python writes them: clients do send them
+    with TestClient(app) as client:  # its shutdown flushes
+        assert client.post("/score", content=body, headers={"content-type": "application/json"}).status_code == 200
+    frame = read_collected(directory, "inputs", as_text=True)
+    assert list(frame.columns[:len(columns)]) == columns
+    assert len(frame) == len(rows)
+    for row, written in zip(rows, frame[columns].values.tolist()):
         assert all(same_cell(cell, value) for cell, value in zip(written, row)), (written, row)

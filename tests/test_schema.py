@@ -84,3 +84,21 @@ def test_a_csv_body_the_csv_module_refuses_is_skipped_with_a_reason():
     with pytest.raises(PayloadMismatch) as info:
         parse_csv(b"a\n" + b"x" * 200_000)  # one field past the csv module's 128 KiB limit
     assert info.value.reason == "invalid_csv"
+
+
+@pytest.mark.parametrize("literal", [b"18446744073709551616", b"-9223372036854775809", b"99999999999999999999999",
+                                     b"123456789012345678901234567890"])
+def test_json_integers_past_64_bits_are_read_exactly(literal):
+    """orjson reads them as floats, rounded (1e+23 for 99999999999999999999999): a 20-digit id would be
+    written wrong."""
+    from mdc_middleware.capture import parse_json
+
+    value = parse_json(b'{"data": [[' + literal + b', 0.0012345678901234567, 1]]}')["data"][0]
+    assert value == [int(literal), 0.0012345678901234567, 1] and type(value[0]) is int
+
+
+def test_json_without_long_integers_takes_orjson():
+    from mdc_middleware.capture import _may_hold_a_long_integer
+
+    assert not _may_hold_a_long_integer(b'{"data": [[0.0012345678901234567, 9223372036854775, -1e-05]]}')
+    assert _may_hold_a_long_integer(b"12345678901234567890")
