@@ -77,7 +77,8 @@ def test_numeric_frames_read_back_as_given(tmp_path_factory, values):
 @hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(columns=names, data=st.data())
 def test_any_json_rows_a_service_receives_read_back_as_sent(tmp_path_factory, columns, data):
-    """The middleware's path: a JSON body parsed on the writer thread, its rows written under declared names."""
+    """The middleware's path: a JSON body parsed on the writer thread, its rows written under their names
+    (declared, or the records' keys), in the payload shapes scoring clients send."""
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse
     from starlette.routing import Route
@@ -89,13 +90,20 @@ def test_any_json_rows_a_service_receives_read_back_as_sent(tmp_path_factory, co
                               max_size=5))
     directory = tmp_path_factory.mktemp("roundtrip")
 
+    shape = data.draw(st.sampled_from(["data", "split", "records", "records, undeclared"]))
+    payload = {"data": {"data": rows},                       # Azure ML score.py
+               "split": {"input_data": {"columns": columns, "index": list(range(len(rows))), "data": rows}},
+               }.get(shape, [dict(zip(columns, row)) for row in rows])  # records: names from the keys
+    declared = None if shape == "records, undeclared" else columns
+
     async def score(request):
-        return JSONResponse({"predictions": [0] * len((await request.json())["data"])})
+        await request.body()  # (a body the app never read is not collected)
+        return JSONResponse({"predictions": [0] * len(rows)})
 
     app = Starlette(routes=[Route("/score", score, methods=["POST"])])
-    app.add_middleware(DataCollectionMiddleware, routes={"/score": Schema(inputs=columns, model_name="m")},
+    app.add_middleware(DataCollectionMiddleware, routes={"/score": Schema(inputs=declared, model_name="m")},
                        enabled=True, local_dir=str(directory), flush_interval=60.0)
-    body = json.dumps({"data": rows})  # NaN and Infinity as Python writes them: clients do send them
+    body = json.dumps(payload)  # NaN and Infinity as Python writes them: clients do send them
     with TestClient(app) as client:  # its shutdown flushes
         assert client.post("/score", content=body, headers={"content-type": "application/json"}).status_code == 200
     frame = read_collected(directory, "inputs", as_text=True)
