@@ -74,40 +74,63 @@ def test_numeric_frames_read_back_as_given(tmp_path_factory, values):
         assert all(same_cell(cell, value) for cell, value in zip(written, row)), (written, row)
 
 
+def serve_once(kind: str, routes: dict, directory, body: str, answer: str) -> None:
+    """One POST /score through the real middleware around a real app (FastAPI's Starlette, or Flask) that
+    reads the body and answers ``answer``; every row is flushed to ``directory`` before this returns."""
+    settings = dict(enabled=True, local_dir=str(directory), flush_interval=60.0)
+    if kind == "asgi":
+        from starlette.applications import Starlette
+        from starlette.responses import Response
+        from starlette.routing import Route
+        from starlette.testclient import TestClient
+
+        async def score(request):
+            await request.body()  # (a body the app never read is not collected)
+            return Response(answer, media_type="application/json")
+
+        app = Starlette(routes=[Route("/score", score, methods=["POST"])])
+        app.add_middleware(mdc_middleware.DataCollectionMiddleware, routes=routes, **settings)
+        with TestClient(app) as client:  # its shutdown flushes
+            status = client.post("/score", content=body, headers={"content-type": "application/json"}).status_code
+    else:
+        from flask import Flask, request
+
+        flask_app = Flask(__name__)
+
+        @flask_app.post("/score")
+        def score_wsgi():
+            request.get_data()
+            return flask_app.response_class(answer, mimetype="application/json")
+
+        flask_app.wsgi_app = mdc_middleware.WSGIDataCollectionMiddleware(flask_app.wsgi_app, routes=routes, **settings)
+        status = flask_app.test_client().post("/score", data=body, content_type="application/json",
+                                              buffered=True).status_code  # (buffered: the app's iterable is closed)
+        assert mdc_middleware.flush(10)
+    assert status == 200
+
+
 @hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(columns=names, data=st.data())
 def test_any_json_rows_a_service_receives_read_back_as_sent(tmp_path_factory, columns, data):
-    """The middleware's path: a JSON body parsed on the writer thread, its rows written under their names
-    (declared, or the records' keys), in the payload shapes scoring clients send."""
-    from starlette.applications import Starlette
-    from starlette.responses import JSONResponse
-    from starlette.routing import Route
-    from starlette.testclient import TestClient
-
-    from mdc_middleware import DataCollectionMiddleware, Schema
+    """The middlewares' path: a JSON body parsed on the writer thread, its rows written under their names
+    (declared, or the records' keys), in the payload shapes scoring clients send; and the predictions."""
+    from mdc_middleware import Schema
 
     rows = data.draw(st.lists(st.lists(cells, min_size=len(columns), max_size=len(columns)), min_size=1,
                               max_size=5))
-    directory = tmp_path_factory.mktemp("roundtrip")
-
+    predictions = data.draw(st.lists(cells, min_size=len(rows), max_size=len(rows)))
     shape = data.draw(st.sampled_from(["data", "split", "records", "records, undeclared"]))
     payload = {"data": {"data": rows},                       # Azure ML score.py
                "split": {"input_data": {"columns": columns, "index": list(range(len(rows))), "data": rows}},
                }.get(shape, [dict(zip(columns, row)) for row in rows])  # records: names from the keys
     declared = None if shape == "records, undeclared" else columns
-
-    async def score(request):
-        await request.body()  # (a body the app never read is not collected)
-        return JSONResponse({"predictions": [0] * len(rows)})
-
-    app = Starlette(routes=[Route("/score", score, methods=["POST"])])
-    app.add_middleware(DataCollectionMiddleware, routes={"/score": Schema(inputs=declared, model_name="m")},
-                       enabled=True, local_dir=str(directory), flush_interval=60.0)
-    body = json.dumps(payload)  # NaN and Infinity as Python writes them: clients do send them
-    with TestClient(app) as client:  # its shutdown flushes
-        assert client.post("/score", content=body, headers={"content-type": "application/json"}).status_code == 200
+    directory = tmp_path_factory.mktemp("roundtrip")
+    serve_once(data.draw(st.sampled_from(["asgi", "wsgi"])), {"/score": Schema(inputs=declared, model_name="m")},
+               directory, json.dumps(payload), json.dumps({"predictions": predictions}))  # NaN, Infinity as sent
     frame = read_collected(directory, "inputs", as_text=True)
     assert list(frame.columns[:len(columns)]) == columns
     assert len(frame) == len(rows)
     for row, written in zip(rows, frame[columns].values.tolist()):
         assert all(same_cell(cell, value) for cell, value in zip(written, row)), (written, row)
+    written = read_collected(directory, "predictions", as_text=True)["prediction"].tolist()
+    assert all(same_cell(cell, value) for cell, value in zip(written, predictions)) and len(written) == len(rows)
