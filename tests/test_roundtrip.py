@@ -134,3 +134,31 @@ def test_any_json_rows_a_service_receives_read_back_as_sent(tmp_path_factory, co
         assert all(same_cell(cell, value) for cell, value in zip(written, row)), (written, row)
     written = read_collected(directory, "predictions", as_text=True)["prediction"].tolist()
     assert all(same_cell(cell, value) for cell, value in zip(written, predictions)) and len(written) == len(rows)
+
+
+@hypothesis_settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(rows=st.lists(st.lists(text, min_size=1, max_size=3), min_size=2, max_size=12), data=st.data())
+def test_blocks_are_cut_at_row_ends_whatever_the_cells_hold(rows, data):
+    """Append blocks (4 MiB) are cut only between rows: a quoted cell's line breaks and quotes never look
+    like a row end. Each block parses alone into whole rows, and all of them give the rows."""
+    import csv
+    import io
+
+    from mdc_middleware.records import CsvLines, csv_row_count
+    from mdc_middleware.sinks.blob import split_blocks
+
+    lines = CsvLines()
+    writer = lines.writer()
+    for row in rows:
+        writer.writerow(row)
+    payload = lines.text().encode("utf-8")
+    assert csv_row_count(payload) == len(rows)
+    longest = max(len(line.encode("utf-8")) for line in lines) - 1  # its "\r\n" became "\n"
+    limit = data.draw(st.integers(longest, max(longest, len(payload) - 1)))  # at least one cut, where it can
+    blocks = list(split_blocks(payload, limit))
+    assert b"".join(blocks) == payload and all(len(block) <= limit for block in blocks)
+    parsed = []
+    for block in blocks:
+        assert block.endswith(b"\n")
+        parsed += list(csv.reader(io.StringIO(block.decode("utf-8"), newline="")))
+    assert parsed == rows
