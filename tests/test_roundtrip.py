@@ -162,3 +162,31 @@ def test_blocks_are_cut_at_row_ends_whatever_the_cells_hold(rows, data):
         assert block.endswith(b"\n")
         parsed += list(csv.reader(io.StringIO(block.decode("utf-8"), newline="")))
     assert parsed == rows
+
+
+@hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(name=st.from_regex(r"[a-z][a-z_]{0,7}", fullmatch=True), data=st.data())
+def test_an_excluded_field_never_reaches_a_file(tmp_path_factory, name, data):
+    """Whatever case the payload spells it in, at the top or nested in a JSON-valued cell, by name or by
+    glob, through the middleware or collect(): the excluded field's value is in no file."""
+    from mdc_middleware import Schema
+
+    marker = "SECRET-" + data.draw(st.from_regex(r"[0-9a-f]{12}", fullmatch=True))
+    key = data.draw(st.sampled_from([name, name.upper(), name.title()]))
+    pattern = data.draw(st.sampled_from([name, name[:1] + "*", name.upper()]))
+    records = data.draw(st.sampled_from([
+        [{"a": 1, key: marker}],
+        [{"a": {"inner": {key: marker}}}],
+        [{"a": [1, {key: marker}]}, {"a": 2, key: marker}],
+    ]))
+    directory = tmp_path_factory.mktemp("privacy")
+    if data.draw(st.booleans()):
+        serve_once(data.draw(st.sampled_from(["asgi", "wsgi"])), {"/score": Schema(exclude=[pattern])}, directory,
+                   json.dumps(records), json.dumps({"predictions": [0] * len(records)}))
+    else:
+        settings = mdc_middleware.Settings.from_env({}, enabled=True, local_dir=str(directory))
+        ModelDataCollector("m", designation="inputs", exclude_features=[pattern], settings=settings).collect(records)
+        assert mdc_middleware.flush(10)
+    written = b"".join(path.read_bytes() for path in directory.rglob("*.csv"))
+    assert b"SECRET-" not in written
+    assert len(read_collected(directory, "inputs", as_text=True)) == len(records)  # the rest was collected
