@@ -190,3 +190,36 @@ def test_an_excluded_field_never_reaches_a_file(tmp_path_factory, name, data):
     written = b"".join(path.read_bytes() for path in directory.rglob("*.csv"))
     assert b"SECRET-" not in written
     assert len(read_collected(directory, "inputs", as_text=True)) == len(records)  # the rest was collected
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(records=st.lists(st.tuples(st.integers(0, 3), st.lists(st.lists(st.integers(0, 2), min_size=2, max_size=2),
+                                                              min_size=1, max_size=3)), min_size=1, max_size=8),
+       again=st.lists(st.tuples(st.integers(0, 7), st.integers(0, 20)), max_size=5))
+def test_redeliveries_and_only_they_are_taken_back_out(records, again):
+    """At-least-once delivery repeats whole records later in a file; the readers drop those repeats, and
+    keep equal rows within one record (data), and a later record of the same id with other rows (two
+    collect() calls in one request)."""
+    from itertools import groupby
+
+    from mdc_middleware.analysis.join import drop_redelivered
+    from mdc_middleware.records import CORRELATION_ID
+
+    order = list(range(len(records)))
+    for which, where in again:  # a redelivery: later than its original, never beside a record of its id
+        which %= len(records)
+        where = order.index(which) + 2 + where % (len(order) - order.index(which))
+        neighbours = order[where - 1:where + 1]
+        if where <= len(order) and all(records[n][0] != records[which][0] for n in neighbours):
+            order.insert(where, which)
+    rows = [[f"c{records[i][0]}", *row] for i in order for row in records[i][1]]
+    kept, removed = drop_redelivered(pd.DataFrame(rows, columns=[CORRELATION_ID, "a", "b"]))
+    expected, seen = [], set()  # the rule, written plainly: a run of one id seen before with the same rows goes
+    for _, run in groupby(rows, key=lambda row: row[0]):
+        run = list(run)
+        key = repr(run)
+        if key not in seen:
+            seen.add(key)
+            expected += run
+    assert kept.values.tolist() == expected
+    assert removed == len(rows) - len(expected)
