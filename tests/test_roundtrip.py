@@ -223,3 +223,41 @@ def test_redeliveries_and_only_they_are_taken_back_out(records, again):
             expected += run
     assert kept.values.tolist() == expected
     assert removed == len(rows) - len(expected)
+
+
+def _hashed(value) -> str:
+    return f"R{len(repr(value))}"
+
+
+@hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(columns=st.lists(st.from_regex(r"[a-z][a-z0-9_]{0,6}", fullmatch=True), min_size=2, max_size=5,
+                        unique=True), data=st.data())
+def test_only_included_columns_are_written_and_redacted_ones_as_their_function_says(tmp_path_factory, columns,
+                                                                                     data):
+    from mdc_middleware import Schema
+
+    include = data.draw(st.lists(st.sampled_from(columns), min_size=1, unique=True))
+    redacted = data.draw(st.sampled_from(include))
+    rows = data.draw(st.lists(st.lists(cells, min_size=len(columns), max_size=len(columns)), min_size=1,
+                              max_size=4))
+    spelled = data.draw(st.sampled_from([str.lower, str.upper]))  # rules match names in any case
+    rules = dict(include=[spelled(name) for name in include], redact={spelled(redacted): _hashed})
+    directory = tmp_path_factory.mktemp("rules")
+    if data.draw(st.booleans()):
+        serve_once(data.draw(st.sampled_from(["asgi", "wsgi"])), {"/score": Schema(inputs=columns, **rules)},
+                   directory, json.dumps({"data": rows}), json.dumps({"predictions": [0] * len(rows)}))
+    else:
+        settings = mdc_middleware.Settings.from_env({}, enabled=True, local_dir=str(directory))
+        ModelDataCollector("m", designation="inputs", feature_names=columns, settings=settings,
+                           include_features=rules["include"], redact=rules["redact"]).collect(rows)
+        assert mdc_middleware.flush(10)
+    frame = read_collected(directory, "inputs", as_text=True)
+    kept = [name for name in columns if name in include]
+    assert [c for c in frame.columns if not c.startswith("$")] == kept
+    for row, written in zip(rows, frame[kept].values.tolist()):
+        for name, cell in zip(kept, written):
+            value = row[columns.index(name)]
+            if name == redacted and value is not None:
+                assert cell == _hashed(value)
+            else:
+                assert same_cell(cell, value), (name, cell, value)
