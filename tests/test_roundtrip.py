@@ -1,5 +1,6 @@
-"""collect() → file → read back, property-based: every cell comes back as it was given, whatever text,
-numbers or column names a model's data holds (the hand-written cases are in test_hostile and test_readback)."""
+"""Generated data in, files read back (property-based): every cell comes back as it was given, whatever text,
+numbers or column names a model's data holds, through collect() and both middlewares; blocks are cut between
+rows; field rules hold; redeliveries are taken back out. (Hand-written cases: test_hostile, test_readback.)"""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ import mdc_middleware
 from mdc_middleware import ModelDataCollector
 from mdc_middleware.analysis import read_collected
 
+# The rule as the README states it, written here again on purpose: the test is the second opinion.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 HOSTILE = st.sampled_from(["\r", "\n", '"', ",", "=", "+", "-", "@", "\t", "\x00", " ", "'", "\u2028"])
@@ -70,6 +72,7 @@ def test_numeric_frames_read_back_as_given(tmp_path_factory, values):
     collector.collect(pd.DataFrame(values, columns=["a", "b", "c"]))  # the numeric-block path
     assert mdc_middleware.flush(10)
     frame = read_collected(directory, "inputs", as_text=True)
+    assert list(frame.columns[:3]) == ["a", "b", "c"] and len(frame) == len(values)
     for row, written in zip(values, frame[["a", "b", "c"]].values.tolist()):
         assert all(same_cell(cell, value) for cell, value in zip(written, row)), (written, row)
 
@@ -254,6 +257,7 @@ def test_only_included_columns_are_written_and_redacted_ones_as_their_function_s
     frame = read_collected(directory, "inputs", as_text=True)
     kept = [name for name in columns if name in include]
     assert [c for c in frame.columns if not c.startswith("$")] == kept
+    assert len(frame) == len(rows)
     for row, written in zip(rows, frame[kept].values.tolist()):
         for name, cell in zip(kept, written):
             value = row[columns.index(name)]
