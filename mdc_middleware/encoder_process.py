@@ -32,7 +32,7 @@ from multiprocessing.connection import Connection, Pipe
 from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 
 from .capture import Capture, RawCapture, plan_by_id
-from .encoder import Encoded, encode_capture
+from .encoder import Encoded, encode_captures
 from .metrics import Metrics
 
 if TYPE_CHECKING:
@@ -205,6 +205,7 @@ class EncoderProcess:
 def _serve(conn: Connection) -> None:
     parent = os.getppid()
     plans: Dict[int, "RoutePlan"] = {}
+    target_ids: Dict[int, Tuple[int, int]] = {}  # id of a plan's target → (plan id, which of its targets)
     unloadable: Set[int] = set()
     conn.send_bytes(pickle.dumps(("ready",)))
     while True:
@@ -216,27 +217,31 @@ def _serve(conn: Connection) -> None:
         new_plans, wire, neutralize_formulas = pickle.loads(message)
         for plan_id, blob in new_plans.items():
             try:
-                plans[plan_id] = pickle.loads(blob)
+                plan = plans[plan_id] = pickle.loads(blob)
+                for index, target in enumerate((plan.inputs_target, plan.predictions_target, plan.unparsed_target)):
+                    if target is not None:
+                        target_ids[id(target)] = (plan_id, index)
             except Exception:
                 logger.exception("mdc: the encoder process cannot load plan %d; the server encodes it", plan_id)
                 unloadable.add(plan_id)
         metrics = Metrics()
-        grouped: Dict[tuple, list] = {}
         not_loaded = set()
+        captures = []
         for item in wire:
             plan = plans.get(item[0])
             if plan is None:
                 not_loaded.add(item[0])
-                continue
-            for encoded in encode_capture(Capture.from_raw(item, plan), metrics, neutralize_formulas):
-                target_index = (0 if encoded.target is plan.inputs_target
-                                else 1 if encoded.target is plan.predictions_target else 2)
-                key = (item[0], target_index, encoded.folder, encoded.header)
-                group = grouped.get(key)
-                if group is None:
-                    group = grouped[key] = [[], 0]
-                group[0].append(encoded.payload)
-                group[1] += encoded.rows
+            else:
+                captures.append(Capture.from_raw(item, plan))
+        grouped: Dict[tuple, list] = {}
+        for encoded in encode_captures(captures, metrics, neutralize_formulas):
+            plan_id, target_index = target_ids[id(encoded.target)]
+            key = (plan_id, target_index, encoded.folder, encoded.header)
+            group = grouped.get(key)
+            if group is None:
+                group = grouped[key] = [[], 0]
+            group[0].append(encoded.payload)
+            group[1] += encoded.rows
         results = [(*key, b"".join(payloads), rows) for key, (payloads, rows) in grouped.items()]
         counts, skipped, dropped = metrics.deltas()
         conn.send_bytes(pickle.dumps((results, counts, skipped, dropped, sorted(not_loaded | unloadable)),

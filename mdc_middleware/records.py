@@ -371,16 +371,16 @@ def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> T
             and data.shape[1] == width and width):
         if not len(data):
             return 0, ""
-        separator = _row_end(record, neutralize)
+        separator = row_cells_end(record, neutralize)
         if data.dtype.kind == "f" and not np.isfinite(data).all():
             lines = [",".join(_float_text(v) for v in row) for row in data.tolist()]
             return len(lines), separator.join(lines) + separator
         return len(data), _numeric_rows(data, separator)
     if isinstance(data, list) and data and width:
         # What a JSON request usually holds: rows of plain numbers, written by orjson in one call.
-        text = _plain_number_rows(data, width)
+        text = plain_number_rows(data, width)
         if text is not None:
-            separator = _row_end(record, neutralize)
+            separator = row_cells_end(record, neutralize)
             return len(data), text[2:-2].replace("],[", separator) + separator
     meta = _meta(record, neutralize)
     lines = CsvLines()
@@ -395,7 +395,7 @@ def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> T
 _NUMBER_TEXT = b"0123456789.eE+-,[]"
 
 
-def _plain_number_rows(rows: list, width: int) -> Optional[str]:
+def plain_number_rows(rows: list, width: int) -> Optional[str]:
     """orjson's text of ``rows`` when every row holds exactly ``width`` plain ints and floats, else None.
 
     Checked on the text orjson writes in C, not cell by cell in Python: anything but a number (a
@@ -417,7 +417,7 @@ def _plain_number_rows(rows: list, width: int) -> Optional[str]:
     return text.decode("ascii")
 
 
-def _row_end(record: Record, neutralize: bool) -> str:
+def row_cells_end(record: Record, neutralize: bool) -> str:
     """What follows the data cells of every row of a record: its correlation cells and the line end.
 
     The fast paths write numbers, which never need quoting; of these cells only the two ids might,

@@ -265,3 +265,81 @@ def test_only_included_columns_are_written_and_redacted_ones_as_their_function_s
                 assert cell == _hashed(value)
             else:
                 assert same_cell(cell, value), (name, cell, value)
+
+
+def _by_file(encoded) -> dict:
+    """Encoded pieces → {(target, folder, header): (bytes, rows)}: what each file would get, in order."""
+    files: dict = {}
+    for piece in filter(None, encoded):
+        key = (piece.target, piece.folder, piece.header)
+        payload, rows = files.get(key, (b"", 0))
+        files[key] = (payload + piece.payload, rows + piece.rows)
+    return files
+
+
+def _captured(plan_id: int, body: bytes, answer: bytes, timestamp: float, number: int) -> tuple:
+    """A RawCapture as the middleware queues it (capture.RawCapture)."""
+    return (plan_id, body, ((b"content-type", b"application/json"),), answer, "application/json", "",
+            f"id-{number}", f"request-{number}", timestamp)
+
+
+@hypothesis_settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_a_run_of_captured_requests_is_written_as_each_alone_would_be(tmp_path, data):
+    """The writer encodes captured requests a run at a time, rows of plain numbers for many requests in one
+    call: each file must get the same bytes, and the counters the same counts, as the general path gives
+    record by record. Runs mix requests of plain numbers with text cells, other columns (records with other keys), bodies
+    that are not JSON, empty rows, two routes and two days."""
+    from mdc_middleware import Schema
+    from mdc_middleware.capture import Capture, plan_by_id
+    from mdc_middleware.encoder import encode_captures, encode_record
+    from mdc_middleware.metrics import Metrics
+    from mdc_middleware.policy import CapturePolicy
+
+    settings = mdc_middleware.Settings.from_env({}, enabled=True, local_dir=str(tmp_path), record_unparsed=True)
+    policy = CapturePolicy({"/declared": Schema(inputs=["a", "b"], model_name="m"),
+                            "/undeclared": Schema(model_name="u")}, settings, writer=None)
+    plans = [policy.select("POST", "/declared").id, policy.select("POST", "/undeclared").id]
+    row_numbers = st.lists(st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False),
+                           min_size=2, max_size=2)
+    body = st.one_of(
+        st.lists(row_numbers, max_size=3).map(lambda rows: {"data": rows}),       # plain numbers (or no rows)
+        st.lists(st.lists(cells, min_size=2, max_size=2), min_size=1, max_size=2).map(lambda rows: {"data": rows}),
+        st.sampled_from([[{"a": 1}], [{"b": 2}], [{"a": 3, "b": 4}]]),  # other columns, as often as not the same
+        st.dictionaries(st.sampled_from(["a", "b", "c"]), text, min_size=1).map(lambda r: [r]),
+        st.just(b"not json"),
+    )
+    day = 86_400 * 20_000
+    run = data.draw(st.lists(st.tuples(st.sampled_from(plans), body, st.lists(st.integers(0, 2), max_size=3),
+                                       st.sampled_from([day + 5.5, day + 86_399.25, day + 86_400.0])),
+                             min_size=1, max_size=12))
+    raws = [_captured(plan, payload if isinstance(payload, bytes) else json.dumps(payload).encode(),
+                      json.dumps({"predictions": answer}).encode(), when, number)
+            for number, (plan, payload, answer, when) in enumerate(run)]
+
+    together, alone = Metrics(), Metrics()
+    in_one_run = _by_file(encode_captures([Capture.from_raw(raw, plan_by_id(raw[0])) for raw in raws], together,
+                                         True))
+    one_by_one = _by_file([encode_record(record, alone, True, counted=False)  # the general path, record by record
+                          for raw in raws for record in Capture.from_raw(raw, plan_by_id(raw[0])).to_records(alone)])
+    assert in_one_run == one_by_one
+    assert together.deltas() == alone.deltas()
+    assert together.deltas()[0].get("internal_errors", 0) == 0
+
+
+def test_rows_of_other_columns_in_one_run_keep_their_own_header(tmp_path):
+    """Plain numbers in both, same width, other names: never written together under the first one's header."""
+    from mdc_middleware import Schema
+    from mdc_middleware.capture import Capture, plan_by_id
+    from mdc_middleware.encoder import encode_captures
+    from mdc_middleware.metrics import Metrics
+    from mdc_middleware.policy import CapturePolicy
+
+    settings = mdc_middleware.Settings.from_env({}, enabled=True, local_dir=str(tmp_path))
+    plan = CapturePolicy({"/undeclared": Schema(model_name="u")}, settings, writer=None).select("POST", "/undeclared")
+    raws = [_captured(plan.id, json.dumps([{name: 1}]).encode(), b'{"predictions": [0]}', 1e9, n)
+            for n, name in enumerate(["a", "b", "a"])]
+    files = _by_file(encode_captures([Capture.from_raw(raw, plan_by_id(raw[0])) for raw in raws], Metrics(), True))
+    inputs = {key[2].split(",")[0]: value for key, value in files.items() if key[0] is plan.inputs_target}
+    assert {name: rows for name, (_, rows) in inputs.items()} == {"a": 2, "b": 1}
+    assert [line.split(b",")[1] for line in inputs["a"][0].splitlines()] == [b"id-0", b"id-2"]
