@@ -360,7 +360,14 @@ def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> T
     """
     width = len(columns)
     data = record.data
-    if type(data) is FrameSnapshot and column_names(data.columns) == tuple(columns):
+    if isinstance(data, list):
+        if data and width:
+            # What a JSON request usually holds: rows of plain numbers, written by orjson in one call.
+            text = plain_number_rows(data, width)
+            if text is not None:
+                separator = row_cells_end(record, neutralize)
+                return len(data), text[2:-2].replace("],[", separator) + separator
+    elif type(data) is FrameSnapshot and column_names(data.columns) == tuple(columns):
         data = data.values
     if (is_frame(data) and data.shape[1] == width and width
             and column_names(data.columns) == tuple(columns)):
@@ -376,12 +383,6 @@ def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> T
             lines = [",".join(_float_text(v) for v in row) for row in data.tolist()]
             return len(lines), separator.join(lines) + separator
         return len(data), _numeric_rows(data, separator)
-    if isinstance(data, list) and data and width:
-        # What a JSON request usually holds: rows of plain numbers, written by orjson in one call.
-        text = plain_number_rows(data, width)
-        if text is not None:
-            separator = row_cells_end(record, neutralize)
-            return len(data), text[2:-2].replace("],[", separator) + separator
     meta = _meta(record, neutralize)
     lines = CsvLines()
     writer = lines.writer()

@@ -288,8 +288,8 @@ def _captured(plan_id: int, body: bytes, answer: bytes, timestamp: float, number
 def test_a_run_of_captured_requests_is_written_as_each_alone_would_be(tmp_path, data):
     """The writer encodes captured requests a run at a time, rows of plain numbers for many requests in one
     call: each file must get the same bytes, and the counters the same counts, as the general path gives
-    record by record. Runs mix requests of plain numbers with text cells, other columns (records with other keys), bodies
-    that are not JSON, empty rows, two routes and two days."""
+    record by record. Runs mix requests of plain numbers (a few rows, or more) with text cells, other columns
+    (records with other keys), bodies that are not JSON, empty rows, two routes and two days."""
     from mdc_middleware import Schema
     from mdc_middleware.capture import Capture, plan_by_id
     from mdc_middleware.encoder import encode_captures, encode_record
@@ -304,6 +304,7 @@ def test_a_run_of_captured_requests_is_written_as_each_alone_would_be(tmp_path, 
                            min_size=2, max_size=2)
     body = st.one_of(
         st.lists(row_numbers, max_size=3).map(lambda rows: {"data": rows}),       # plain numbers (or no rows)
+        st.lists(row_numbers, min_size=17, max_size=18).map(lambda rows: {"data": rows}),  # more than a few
         st.lists(st.lists(cells, min_size=2, max_size=2), min_size=1, max_size=2).map(lambda rows: {"data": rows}),
         st.sampled_from([[{"a": 1}], [{"b": 2}], [{"a": 3, "b": 4}]]),  # other columns, as often as not the same
         st.dictionaries(st.sampled_from(["a", "b", "c"]), text, min_size=1).map(lambda r: [r]),
