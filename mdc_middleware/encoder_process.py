@@ -1,7 +1,8 @@
 """``MDC_ENCODER=process``: captured requests are parsed and encoded in a helper process.
 
 Why: on the batcher thread, parsing a captured JSON body, extracting its schema and writing CSV cost
-about 15 µs of the server's GIL per request, and the request threads then wait their turn for it. A
+about 11 µs of the server's GIL per request (runs of one-row requests; 14 µs one at a time), and the
+request threads then wait their turn for it. A
 helper process (one per server process, started by the writer) does that work on another core; the
 batcher only pickles the raw tuples and takes the CSV back, about 4 µs per request in a busy server.
 It pays off only when a core is free for the helper (README, Benchmarks), so it is not the default.
