@@ -1,10 +1,9 @@
 """``MDC_ENCODER=process``: captured requests are parsed and encoded in a helper process.
 
 Why: on the batcher thread, parsing a captured JSON body, extracting its schema and writing CSV cost
-about 11 µs of the server's GIL per request (runs of one-row requests; 14 µs one at a time), and the
-request threads then wait their turn for it. A
-helper process (one per server process, started by the writer) does that work on another core; the
-batcher only pickles the raw tuples and takes the CSV back, about 4 µs per request in a busy server.
+about 11 µs of the server's GIL per one-row request, and the request threads then wait their turn for
+it. A helper process (one per server process, started by the writer) does that work on another core;
+the batcher only pickles the raw tuples and takes the CSV back, about 4 µs per request in a busy server.
 It pays off only when a core is free for the helper (README, Benchmarks), so it is not the default.
 
 The helper is stateless: it holds no rows. The batcher sends a batch of captures and waits for their

@@ -23,7 +23,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, List, Optional, Tuple, Union
+from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple, Union
 
 from .handoff import HandoffQueue
 from .metrics import Metrics
@@ -40,10 +40,25 @@ logger = logging.getLogger("mdc_middleware")
 _live_writers: "weakref.WeakSet[Writer]" = weakref.WeakSet()
 _CAPTURE_RUN = 2048  # captured requests taken from the queue (and sent to the encoder process) at once…
 _CAPTURE_RUN_BYTES = 1 << 20  # …or this many bytes of them: their CSV comes back in one piece
-# Captured requests encoded together between pauses: about 0.2 ms of work. Runs of 64 saved no more time
-# and held the GIL long enough to take bench_http's p99 from 3.5 to 5-6 ms.
+# Captured requests encoded together between pauses: about 0.2 ms of work, whatever their size. Runs of 64
+# one-row requests saved no more time and held the GIL long enough to take bench_http's p99 from 3.5 to 5-6 ms.
 _ENCODE_CHUNK = 16
+_ENCODE_CHUNK_BYTES = 8 << 10  # of bodies: 100-row requests go three at a time
 _MAX_BACKOFF = 10.0  # between rounds of delivery while storage fails; each round retries inside the sink too
+
+
+def _chunks(captures: List[RawCapture]) -> Iterator[List[RawCapture]]:
+    """The captures in order, in runs of at most _ENCODE_CHUNK or about _ENCODE_CHUNK_BYTES of bodies."""
+    chunk: List[RawCapture] = []
+    size = 0
+    for raw in captures:
+        chunk.append(raw)
+        size += (len(raw[1]) if type(raw[1]) is bytes else 0) + (len(raw[3]) if type(raw[3]) is bytes else 0)
+        if len(chunk) >= _ENCODE_CHUNK or size >= _ENCODE_CHUNK_BYTES:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
 
 
 class _Marker:
@@ -305,8 +320,7 @@ class Writer:
             encoded, local = self.encoder.encode(captures, self.neutralize_formulas, self._stop_deadline)
             for item in encoded:
                 self._append(item)
-        for start in range(0, len(local), _ENCODE_CHUNK):
-            chunk = local[start:start + _ENCODE_CHUNK]
+        for chunk in _chunks(local):
             for item in encode_captures([Capture.from_raw(raw, plan_by_id(raw[0])) for raw in chunk],
                                         self.metrics, self.neutralize_formulas):
                 self._append(item)
