@@ -248,3 +248,19 @@ def test_a_run_of_captures_stops_at_another_kind_at_the_count_and_at_the_bytes()
     assert queue.pop_run(tuple, 3, 1000) == []  # a record comes next
     assert isinstance(queue.get_nowait()[0], Record)
     assert [item for item, _ in queue.pop_run(tuple, 3, 1000)] == [(9,)]
+
+
+def test_captures_are_encoded_in_runs_bounded_by_count_and_by_body_bytes():
+    """Between two pauses the batcher encodes at most 16 captures or about 8 KiB of their bodies, in order;
+    a reason (a str) in place of a body counts for nothing."""
+    from mdc_middleware.writer import _ENCODE_CHUNK, _ENCODE_CHUNK_BYTES, _chunks
+
+    small = [(0, b"x" * 10, (), b"y" * 10, "", "", f"id-{i}", "", 0.0) for i in range(40)]
+    large = [(0, b"x" * 3000, (), "body_too_large", "", "", f"big-{i}", "", 0.0) for i in range(7)]
+    captures = small[:20] + large + small[20:]
+    chunks = list(_chunks(captures))
+    assert [raw for chunk in chunks for raw in chunk] == captures
+    assert all(len(chunk) <= _ENCODE_CHUNK for chunk in chunks)
+    # 16 small; 4 small and 3 large (the third passes 8 KiB); 3 large; the last large and 15 small; 5 small
+    assert [len(chunk) for chunk in chunks] == [16, 7, 3, 16, 5]
+    assert all(sum(len(raw[1]) for raw in chunk[:-1]) < _ENCODE_CHUNK_BYTES for chunk in chunks)
