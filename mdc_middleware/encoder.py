@@ -140,30 +140,45 @@ class _File:
         records, self.small = self.small, []
         if not records:
             return 0
-        rows = list(itertools.chain.from_iterable(record.data for record in records))
-        text = plain_number_rows(rows, len(self.columns))
-        if text is None:
-            before = self.rows
-            for record in records:
-                written = _rows_text(record, metrics, neutralize_formulas)
-                if written is not None and written[1]:
-                    self.add(written[1], written[2])
-            return self.rows - before
-        lines = text[2:-2].split("],[")  # one per row: rows of plain numbers hold no bracket
-        parts = []
-        start = 0
+        try:
+            together = _plain_numbers_together(records, len(self.columns), neutralize_formulas)
+        except Exception:  # a bug here must not cost the rows: each record is written on its own below
+            logger.exception("mdc: could not write records together; writing them one at a time")
+            metrics.add("internal_errors")
+            together = None
+        if together is not None:
+            self.add(*together)
+            return together[0]
+        before = self.rows
         for record in records:
-            end = start + len(record.data)
-            row_end = row_cells_end(record, neutralize_formulas)
-            parts.append(row_end.join(lines[start:end]))
-            parts.append(row_end)
-            start = end
-        self.add(len(rows), "".join(parts))
-        return len(rows)
+            written = _rows_text(record, metrics, neutralize_formulas)
+            if written is not None and written[1]:
+                self.add(written[1], written[2])
+        return self.rows - before
 
     def piece(self, metrics: Metrics) -> Encoded:
         return Encoded(self.target, day_folder(self.target, self.epoch_day), _header(self.columns),
                        _utf8(self.texts, metrics), self.rows)
+
+
+def _plain_numbers_together(records: List[Record], width: int, neutralize_formulas: bool
+                            ) -> Optional[Tuple[int, str]]:
+    """(rows, CSV text) of records whose rows are all plain numbers, from one orjson call; None when some
+    are not. The same text as ``encode`` gives for each in turn."""
+    rows = list(itertools.chain.from_iterable(record.data for record in records))
+    text = plain_number_rows(rows, width)
+    if text is None:
+        return None
+    lines = text[2:-2].split("],[")  # one per row: rows of plain numbers hold no bracket
+    parts = []
+    start = 0
+    for record in records:
+        end = start + len(record.data)
+        row_end = row_cells_end(record, neutralize_formulas)
+        parts.append(row_end.join(lines[start:end]))
+        parts.append(row_end)
+        start = end
+    return len(rows), "".join(parts)
 
 
 def _rows_text(record: Record, metrics: Metrics, neutralize_formulas: bool

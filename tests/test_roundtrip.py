@@ -344,3 +344,29 @@ def test_rows_of_other_columns_in_one_run_keep_their_own_header(tmp_path):
     inputs = {key[2].split(",")[0]: value for key, value in files.items() if key[0] is plan.inputs_target}
     assert {name: rows for name, (_, rows) in inputs.items()} == {"a": 2, "b": 1}
     assert [line.split(b",")[1] for line in inputs["a"][0].splitlines()] == [b"id-0", b"id-2"]
+
+
+def test_a_bug_in_writing_records_together_costs_no_row(tmp_path, monkeypatch):
+    """If writing small records together fails, each is written on its own: same bytes, one internal error."""
+    from mdc_middleware import Schema, encoder
+    from mdc_middleware.capture import Capture, plan_by_id
+    from mdc_middleware.metrics import Metrics
+    from mdc_middleware.policy import CapturePolicy
+
+    settings = mdc_middleware.Settings.from_env({}, enabled=True, local_dir=str(tmp_path))
+    plan = CapturePolicy({"/score": Schema(inputs=["a", "b"], model_name="m")}, settings, writer=None).select(
+        "POST", "/score")
+    raws = [_captured(plan.id, json.dumps({"data": [[n, n + 0.5]]}).encode(), b'{"predictions": [1]}', 1e9, n)
+            for n in range(5)]
+    expected = _by_file(encoder.encode_captures([Capture.from_raw(raw, plan_by_id(raw[0])) for raw in raws],
+                                                Metrics(), True))
+
+    def broken(*args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(encoder, "_plain_numbers_together", broken)
+    metrics = Metrics()
+    assert _by_file(encoder.encode_captures([Capture.from_raw(raw, plan_by_id(raw[0])) for raw in raws], metrics,
+                                            True)) == expected
+    counts = metrics.deltas()[0]
+    assert counts["internal_errors"] == 2 and counts["rows_captured"] == 10  # inputs and predictions: 5 rows each
