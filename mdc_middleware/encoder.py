@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import itertools
 import logging
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from .capture import Capture
 from .metrics import Metrics
 from .paths import Target
-from .records import (Record, default_prefix, encode, header_line, infer_columns, plain_number_rows,
-                      row_cells_end)
+from .records import Record, default_prefix, encode, header_line, infer_columns, plain_number_lines
 
 logger = logging.getLogger("mdc_middleware")
 
@@ -141,7 +139,7 @@ class _File:
         if not records:
             return 0
         try:
-            together = _plain_numbers_together(records, len(self.columns), neutralize_formulas)
+            together = plain_number_lines(records, len(self.columns), neutralize_formulas)
         except Exception:  # a bug here must not cost the rows: each record is written on its own below
             logger.exception("mdc: could not write records together; writing them one at a time")
             metrics.add("internal_errors")
@@ -159,26 +157,6 @@ class _File:
     def piece(self, metrics: Metrics) -> Encoded:
         return Encoded(self.target, day_folder(self.target, self.epoch_day), _header(self.columns),
                        _utf8(self.texts, metrics), self.rows)
-
-
-def _plain_numbers_together(records: List[Record], width: int, neutralize_formulas: bool
-                            ) -> Optional[Tuple[int, str]]:
-    """(rows, CSV text) of records whose rows are all plain numbers, from one orjson call; None when some
-    are not. The same text as ``encode`` gives for each in turn."""
-    rows = list(itertools.chain.from_iterable(record.data for record in records))
-    text = plain_number_rows(rows, width)
-    if text is None:
-        return None
-    lines = text[2:-2].split("],[")  # one per row: rows of plain numbers hold no bracket
-    parts = []
-    start = 0
-    for record in records:
-        end = start + len(record.data)
-        row_end = row_cells_end(record, neutralize_formulas)
-        parts.append(row_end.join(lines[start:end]))
-        parts.append(row_end)
-        start = end
-    return len(rows), "".join(parts)
 
 
 def _rows_text(record: Record, metrics: Metrics, neutralize_formulas: bool

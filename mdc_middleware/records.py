@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import functools
 import datetime as dt
+import itertools
 import json
 import math
 import re
@@ -363,10 +364,9 @@ def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> T
     if isinstance(data, list):
         if data and width:
             # What a JSON request usually holds: rows of plain numbers, written by orjson in one call.
-            text = plain_number_rows(data, width)
-            if text is not None:
-                separator = row_cells_end(record, neutralize)
-                return len(data), text[2:-2].replace("],[", separator) + separator
+            written = plain_number_lines([record], width, neutralize)
+            if written is not None:
+                return written
     elif type(data) is FrameSnapshot and column_names(data.columns) == tuple(columns):
         data = data.values
     if (is_frame(data) and data.shape[1] == width and width
@@ -378,7 +378,7 @@ def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> T
             and data.shape[1] == width and width):
         if not len(data):
             return 0, ""
-        separator = row_cells_end(record, neutralize)
+        separator = _row_end(record, neutralize)
         if data.dtype.kind == "f" and not np.isfinite(data).all():
             lines = [",".join(_float_text(v) for v in row) for row in data.tolist()]
             return len(lines), separator.join(lines) + separator
@@ -396,7 +396,7 @@ def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> T
 _NUMBER_TEXT = b"0123456789.eE+-,[]"
 
 
-def plain_number_rows(rows: list, width: int) -> Optional[str]:
+def _plain_number_rows(rows: list, width: int) -> Optional[str]:
     """orjson's text of ``rows`` when every row holds exactly ``width`` plain ints and floats, else None.
 
     Checked on the text orjson writes in C, not cell by cell in Python: anything but a number (a
@@ -418,7 +418,35 @@ def plain_number_rows(rows: list, width: int) -> Optional[str]:
     return text.decode("ascii")
 
 
-def row_cells_end(record: Record, neutralize: bool) -> str:
+def plain_number_lines(records: Sequence[Record], width: int, neutralize: bool) -> Optional[Tuple[int, str]]:
+    """(rows, CSV text) of records (lists of rows) whose rows all hold ``width`` plain numbers, written by
+    one orjson call for all of them; None when some row does not.
+
+    Many records at once is what the writer does with a run of small captured requests (encoder.py)."""
+    if len(records) == 1:
+        rows = records[0].data
+        text = _plain_number_rows(rows, width)
+        if text is None:
+            return None
+        separator = _row_end(records[0], neutralize)
+        return len(rows), text[2:-2].replace("],[", separator) + separator
+    rows = list(itertools.chain.from_iterable(record.data for record in records))
+    text = _plain_number_rows(rows, width)
+    if text is None:
+        return None
+    lines = text[2:-2].split("],[")  # one per row: rows of plain numbers hold no bracket
+    parts = []
+    start = 0
+    for record in records:
+        end = start + len(record.data)
+        separator = _row_end(record, neutralize)
+        parts.append(separator.join(lines[start:end]))
+        parts.append(separator)
+        start = end
+    return len(rows), "".join(parts)
+
+
+def _row_end(record: Record, neutralize: bool) -> str:
     """What follows the data cells of every row of a record: its correlation cells and the line end.
 
     The fast paths write numbers, which never need quoting; of these cells only the two ids might,

@@ -364,7 +364,7 @@ def test_a_bug_in_writing_records_together_costs_no_row(tmp_path, monkeypatch):
     def broken(*args):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(encoder, "_plain_numbers_together", broken)
+    monkeypatch.setattr(encoder, "plain_number_lines", broken)
     metrics = Metrics()
     assert _by_file(encoder.encode_captures([Capture.from_raw(raw, plan_by_id(raw[0])) for raw in raws], metrics,
                                             True)) == expected
