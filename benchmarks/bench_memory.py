@@ -49,8 +49,7 @@ def helper_peak_kib() -> int:
     headers = (("content-type", "application/json"),)
     for i in range(1000):
         body, response = json.dumps({"data": [[i, 3.5, 1.4, 0.2]]}).encode(), b'{"predictions": [1]}'
-        writer.submit_capture((plan.id, body, headers, response, "application/json", "", "c", "r", time.time()),
-                              body, response)
+        writer.submit_capture((plan.id, body, headers, response, "application/json", "", "c", "r", time.time()))
     assert writer.force_flush(30) and writer.snapshot()["encoder_captures"] == 1000
     peak = peak_rss_kib(str(writer.encoder.pid))
     writer.shutdown(10)
@@ -100,7 +99,7 @@ def child(case: str, rows: int) -> None:
             response = json.dumps({"predictions": [i % 3]}).encode()
             request_id = str(uuid.uuid4())
             writer.submit_capture((plan.id, body, headers, response, "application/json", "", request_id, request_id,
-                                   time.time()), body, response)
+                                   time.time()))
     time.sleep(2)  # the batcher turns what it can into pending CSV; that is held too
     after = rss_kib()
     print(json.dumps({"per_1000_kib": (after - before) / (rows / 1000)}))

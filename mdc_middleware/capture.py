@@ -176,6 +176,12 @@ RawCapture = Tuple[
 ]
 
 
+def body_bytes(raw: RawCapture) -> int:
+    """The bytes of the bodies a capture holds (a body not kept is a reason, a str: none)."""
+    request, response = raw[1], raw[3]
+    return (len(request) if type(request) is bytes else 0) + (len(response) if type(response) is bytes else 0)
+
+
 _plans: List["RoutePlan"] = []
 _plans_lock = threading.Lock()
 

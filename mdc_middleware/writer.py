@@ -23,12 +23,12 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
 
 from .handoff import HandoffQueue
 from .metrics import Metrics
 from .paths import Target
-from .capture import Capture, RawCapture, plan_by_id
+from .capture import Capture, RawCapture, body_bytes, plan_by_id
 from .encoder import Encoded, encode_captures, encode_record
 from .encoder_process import EncoderProcess
 from .records import Record, csv_row_count, give_way
@@ -53,7 +53,7 @@ def _chunks(captures: List[RawCapture]) -> Iterator[List[RawCapture]]:
     size = 0
     for raw in captures:
         chunk.append(raw)
-        size += (len(raw[1]) if type(raw[1]) is bytes else 0) + (len(raw[3]) if type(raw[3]) is bytes else 0)
+        size += body_bytes(raw)
         if len(chunk) >= _ENCODE_CHUNK or size >= _ENCODE_CHUNK_BYTES:
             yield chunk
             chunk, size = [], 0
@@ -165,15 +165,9 @@ class Writer:
             self._start()
         return True
 
-    def submit_capture(self, capture: RawCapture, request_body: Union[bytes, str],
-                       response_body: Union[bytes, str]) -> bool:
+    def submit_capture(self, capture: RawCapture) -> bool:
         """Queue a captured request (the middleware's hand-off); its bodies count against the byte bound."""
-        nbytes = 512
-        if type(request_body) is bytes:
-            nbytes += len(request_body)
-        if type(response_body) is bytes:
-            nbytes += len(response_body)
-        return self.submit(capture, nbytes=nbytes)
+        return self.submit(capture, nbytes=512 + body_bytes(capture))
 
     def _count_drop(self, rows: int, reason: str) -> None:
         if rows:

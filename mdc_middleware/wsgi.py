@@ -163,8 +163,7 @@ class _Exchange:
                 response_body = self.response.take()
                 self.writer.submit_capture(
                     (self.plan.id, request_body, tuple(self.headers.items()), response_body, self.response_type,
-                     self.response_encoding, self.correlation_id, self.request_id, self.timestamp),
-                    request_body, response_body)
+                     self.response_encoding, self.correlation_id, self.request_id, self.timestamp))
         except Exception:
             self.internal_error()
 

@@ -50,7 +50,7 @@ def captures(plan, count: int, start: float = 1_764_000_000.0) -> list:
 
 
 def submit(writer: Writer, capture: tuple) -> bool:
-    return writer.submit_capture(capture, capture[1], capture[3])
+    return writer.submit_capture(capture)
 
 
 def collected_files(root: Path) -> dict:
