@@ -16,6 +16,7 @@ from . import prometheus, runtime
 from .capture import BoundedBody, RoutesSpec
 from .config import Settings
 from .policy import CapturePolicy, RoutePlan
+from .runtime import RequestContext, current_request as _current_request
 from .writer import Writer
 
 logger = logging.getLogger("mdc_middleware")
@@ -51,14 +52,20 @@ class DataCollectionMiddleware:
             return
         try:
             plan = self.policy.select(scope["method"], scope["path"])
-            exchange = _Exchange(self.policy, plan, scope) if plan is not None else None
+            exchange = _Exchange(self.policy, plan, scope, receive, send) if plan is not None else None
         except Exception:
             logger.exception("mdc: could not start a capture; request passes through")
             exchange = None
         if exchange is None:
             await self.app(scope, receive, send)
             return
-        await exchange.run(self.app, receive, send)
+        token = _current_request.set(RequestContext(exchange.correlation_id, exchange.request_id))
+        try:
+            await self.app(scope, exchange.receive, exchange.send)
+        finally:
+            _current_request.reset(token)
+            if not exchange.done:
+                exchange.writer.metrics.skip("response_incomplete")
 
     async def _serve_metrics(self, send: Send) -> None:
         # Off the event loop: the spool's size may be read from disk.
@@ -84,17 +91,20 @@ class DataCollectionMiddleware:
 class _Exchange:
     """One request/response pair: bounded body buffers, ids, and the hand-off to the queue.
 
-    Everything about the request that the request path does not need is worked out later, off it.
+    Its ``receive`` and ``send`` stand in for the server's. Everything about the request that the
+    request path does not need is worked out later, off it.
     """
 
-    __slots__ = ("policy", "plan", "scope", "writer", "headers", "correlation_id", "request_id", "timestamp",
-                 "request", "request_complete", "response", "response_type", "response_encoding", "status", "done")
+    __slots__ = ("policy", "plan", "writer", "inner_receive", "inner_send", "headers", "correlation_id",
+                 "request_id", "timestamp", "request", "request_complete", "response", "response_type",
+                 "response_encoding", "status", "done")
 
-    def __init__(self, policy: CapturePolicy, plan: RoutePlan, scope: Scope) -> None:
+    def __init__(self, policy: CapturePolicy, plan: RoutePlan, scope: Scope, receive: Receive, send: Send) -> None:
         self.policy = policy
         self.plan = plan
-        self.scope = scope
         self.writer = policy.writer
+        self.inner_receive = receive
+        self.inner_send = send
         wanted = policy.wanted_header_bytes
         found = {}
         for key, value in scope["headers"]:  # ASGI gives header names in lower case
@@ -111,42 +121,31 @@ class _Exchange:
         self.status = 0
         self.done = False
 
-    async def run(self, app: ASGIApp, receive: Receive, send: Send) -> None:
-        request = self.request
-
-        async def wrapped_receive() -> Message:
-            message = await receive()
-            try:
-                if message["type"] == "http.request":
-                    request.feed(message.get("body", b""))
-                    if not message.get("more_body", False):
-                        self.request_complete = True
-            except Exception:
-                self._internal_error()
-            return message
-
-        async def wrapped_send(message: Message) -> None:
-            try:
-                kind = message["type"]
-                if kind == "http.response.body":
-                    if not self.done:
-                        if self.response is not None:
-                            self.response.feed(message.get("body", b""))
-                        if not message.get("more_body", False):
-                            self._finish()
-                elif kind == "http.response.start":
-                    message = self._on_start(message)
-            except Exception:
-                self._internal_error()
-            await send(message)
-
-        token = runtime.current_request.set(runtime.RequestContext(self.correlation_id, self.request_id))
+    async def receive(self) -> Message:
+        message = await self.inner_receive()
         try:
-            await app(self.scope, wrapped_receive, wrapped_send)
-        finally:
-            runtime.current_request.reset(token)
-            if not self.done:
-                self.writer.metrics.skip("response_incomplete")
+            if message["type"] == "http.request":
+                self.request.feed(message.get("body", b""))
+                if not message.get("more_body", False):
+                    self.request_complete = True
+        except Exception:
+            self._internal_error()
+        return message
+
+    async def send(self, message: Message) -> None:
+        try:
+            kind = message["type"]
+            if kind == "http.response.body":
+                if not self.done:
+                    if self.response is not None:
+                        self.response.feed(message.get("body", b""))
+                    if not message.get("more_body", False):
+                        self._finish()
+            elif kind == "http.response.start":
+                message = self._on_start(message)
+        except Exception:
+            self._internal_error()
+        await self.inner_send(message)
 
     def _on_start(self, message: Message) -> Message:
         self.status = status = int(message["status"])
