@@ -338,12 +338,45 @@ def _parse(body: bytes, content_type: str, metrics: Metrics, designation: str) -
 
 
 def parse_csv(body: bytes) -> List[Dict[str, Any]]:
-    """Records of a CSV body. Lines may end in "\r\n", "\n" or a bare "\r" (``newline=""`` lets the csv
-    module tell them from quoted ones); what it still refuses (a field past its 128 KiB limit) is skipped."""
+    """Records of a CSV body, named by its first row.
+
+    Lines may end in "\r\n", "\n" or a bare "\r" (``newline=""`` lets the csv module tell them from
+    quoted ones). A repeated column name is numbered as pandas does ("a", "a.1"), so no cell overwrites
+    another. A row with more cells than the header has cells no column can name: the body is refused
+    (``ragged_rows``, as for JSON rows), not cut. A shorter row is padded with empty cells. What the csv
+    module refuses (a field past its 128 KiB limit) is skipped too."""
     try:
-        return list(csv.DictReader(io.StringIO(body.decode("utf-8", "replace"), newline="")))
+        rows = [row for row in csv.reader(io.StringIO(body.decode("utf-8", "replace"), newline="")) if row]
     except csv.Error as exc:
         raise PayloadMismatch("invalid_csv", str(exc)) from None
+    if not rows:
+        return []
+    names = _numbered_names(rows[0])
+    width = len(names)
+    empty = dict.fromkeys(names)
+    records = []
+    for row in rows[1:]:
+        if len(row) > width:
+            raise PayloadMismatch("ragged_rows", f"a row of {len(row)} cells under {width} column names")
+        record = dict(zip(names, row))
+        records.append(record if len(row) == width else {**empty, **record})
+    return records
+
+
+def _numbered_names(names: List[str]) -> List[str]:
+    """Column names made unique the way pandas.read_csv does: the second "a" becomes "a.1" (or "a.2"
+    when the header has its own "a.1")."""
+    given = set(names)
+    unique: List[str] = []
+    used: set = set()
+    for name in names:
+        candidate, number = name, 0
+        while candidate in used or (candidate != name and candidate in given):
+            number += 1
+            candidate = f"{name}.{number}"
+        unique.append(candidate)
+        used.add(candidate)
+    return unique
 
 
 # Digits become "0", "." and the exponent's "e" stay, all else is a blank: an integer literal of 19 digits

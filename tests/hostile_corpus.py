@@ -102,6 +102,8 @@ def corpus() -> list:
         Case("form urlencoded", b"a=1&b=%ZZ&c=&=x", "rows", content_type="application/x-www-form-urlencoded"),
         Case("csv with open quote", b'a,b\n1,"2\n3,4', "rows", content_type="text/csv"),
         Case("csv with bare carriage returns", b'a,b\r1,"x\ry"\r3,4\r', "rows", content_type="text/csv"),
+        Case("csv with a ragged row", b"a,b\n1,2\n3,4,5\n", "ragged_rows", content_type="text/csv"),
+        Case("csv with a repeated name", b"a,b,a\n1,2,3\n", "rows", content_type="text/csv"),
         Case("multipart with image", _multipart([("meta", "application/json", b'{"data": [[1, 2]]}', None),
                                                  ("photo", "image/png", PNG, "p.png")]), "rows",
              content_type="multipart/form-data; boundary=XyZ"),

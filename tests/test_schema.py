@@ -1,3 +1,5 @@
+import io
+
 import pytest
 
 from mdc_middleware import PayloadMismatch, Schema
@@ -76,6 +78,35 @@ def test_csv_bodies_with_any_line_end(end):
 
     body = f'a,b{end}1,"x\ry"{end}3,4{end}'.encode()
     assert parse_csv(body) == [{"a": "1", "b": "x\ry"}, {"a": "3", "b": "4"}]
+
+
+@pytest.mark.parametrize("header", ["a,b,a", "a,a,a.1", "a.1,a,a", "a,a.1,a", "x,x,x,x", "a,,", ",,"])
+def test_repeated_csv_column_names_are_numbered_as_pandas_numbers_them(header):
+    """No cell overwrites another, and the names are those pandas.read_csv gives the same file."""
+    import pandas as pd
+
+    from mdc_middleware.capture import parse_csv
+
+    cells = ",".join(str(i) for i in range(header.count(",") + 1))
+    records = parse_csv(f"{header}\n{cells}\n".encode())
+    expected = pd.read_csv(io.StringIO(f"{header}\n{cells}\n"), dtype=str)
+    if "" not in header.split(","):  # pandas calls an unnamed column "Unnamed: 1"; we keep it empty
+        assert list(records[0]) == list(expected.columns)
+    assert list(records[0].values()) == cells.split(",")
+
+
+def test_a_csv_row_with_more_cells_than_names_refuses_the_body():
+    from mdc_middleware.capture import parse_csv
+
+    with pytest.raises(PayloadMismatch) as info:
+        parse_csv(b"a,b\n1,2\n3,4,5\n")
+    assert info.value.reason == "ragged_rows"
+
+
+def test_a_short_csv_row_is_padded_with_empty_cells():
+    from mdc_middleware.capture import parse_csv
+
+    assert parse_csv(b"a,b,c\n1\n\n4,5,6\n") == [{"a": "1", "b": None, "c": None}, {"a": "4", "b": "5", "c": "6"}]
 
 
 def test_a_csv_body_the_csv_module_refuses_is_skipped_with_a_reason():
