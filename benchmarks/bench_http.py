@@ -17,8 +17,9 @@ on iris), one row per request. Modes:
     basehttp               a hand-written BaseHTTPMiddleware capture, for contrast (FastAPI only)
 
 Each round runs every mode once, in turn; the table gives medians over rounds, each mode's ratio to
-"off", and the CPU time of the server's whole process tree (workers and helpers) per request. After
-each run the server is stopped (it flushes) and the collected rows are counted against the requests
+"off", and the CPU time of the server's whole process tree (workers and helpers) per request, split
+into the processes' main threads (where uvicorn and gunicorn's sync workers serve requests), their other
+threads (the writer's batcher and deliverer) and the encoder helpers. After each run the server is stopped (it flushes) and the collected rows are counted against the requests
 served.
 """
 from __future__ import annotations
@@ -114,16 +115,25 @@ def _descendants(pid: int) -> list:
     return found
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of the server and its descendants so far."""
-    total = 0
+def _cpu_seconds(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def cpu_split(pid: int) -> dict:
+    """CPU seconds so far of the server's process tree: its processes' main threads (where uvicorn's
+    event loop and gunicorn's sync workers serve requests), their other threads (our batcher and
+    deliverer), and the encoder helpers."""
+    split = {"main": 0.0, "threads": 0.0, "helper": 0.0}
     for each in _descendants(pid):
         try:
-            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            helper = b"encoder_process" in Path(f"/proc/{each}/cmdline").read_bytes()
+            for task in Path(f"/proc/{each}/task").iterdir():
+                kind = "helper" if helper else "main" if task.name == str(each) else "threads"
+                split[kind] += _cpu_seconds(task / "stat")
+        except OSError:  # a process or thread that ended meanwhile
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
+    return split
 
 
 def free_helpers(pid: int) -> int:
@@ -186,9 +196,12 @@ def main() -> None:
                             warm = wrk(port, 3, str(script))  # the helper, if any, is up after this
                             if mode.endswith("-helper") and not free_helpers(process.pid):
                                 raise SystemExit(f"{stack} {mode}: no encoder helper found")
-                            cpu = tree_cpu_seconds(process.pid)
+                            before = cpu_split(process.pid)
                             result = wrk(port, args.seconds, str(script))
-                            result["cpu_us"] = (tree_cpu_seconds(process.pid) - cpu) / result["requests"] * 1e6
+                            after = cpu_split(process.pid)
+                            for kind in after:
+                                result[f"{kind}_us"] = (after[kind] - before[kind]) / result["requests"] * 1e6
+                            result["cpu_us"] = sum(result[f"{kind}_us"] for kind in after)
                         finally:
                             process.send_signal(signal.SIGTERM)
                             process.wait(timeout=60)
@@ -198,7 +211,9 @@ def main() -> None:
                         runs[mode].append(result)
                         print(f"{stack} {endpoint} {mode} round {round_ + 1}: {result['rps']:,.0f} req/s, "
                               f"p50 {result['p50']:.2f} ms, p99 {result['p99']:.2f} ms, "
-                              f"server CPU {result['cpu_us']:.0f} µs/request, "
+                              f"server CPU {result['cpu_us']:.0f} µs/request (main threads "
+                              f"{result['main_us']:.0f}, other threads {result['threads_us']:.0f}, "
+                              f"helper {result['helper_us']:.0f}), "
                               f"collected {result['collected']}/{served if mode.startswith('on') or mode == 'basehttp' else 0}", flush=True)
                 base = median([r["rps"] for r in runs["off"]])
                 for mode in modes:
@@ -209,10 +224,13 @@ def main() -> None:
                                  f"{median([r['p50'] for r in runs[mode]]):.2f}",
                                  f"{median([r['p99'] for r in runs[mode]]):.2f}",
                                  f"{median([r['cpu_us'] for r in runs[mode]]):.0f}",
+                                 " / ".join(f"{median([r[f'{kind}_us'] for r in runs[mode]]):.0f}"
+                                            for kind in ("main", "threads", "helper")),
                                  "—" if mode in ("off", "passthrough", "discard") else
                                  ("all" if complete else "MISSING")])
     print()
-    print(table(["stack", "endpoint", "mode", "req/s", "vs off", "p50 ms", "p99 ms", "CPU µs/req", "rows collected"],
+    print(table(["stack", "endpoint", "mode", "req/s", "vs off", "p50 ms", "p99 ms", "CPU µs/req",
+                 "of which main / other threads / helper", "rows collected"],
                 rows))
     shutil.rmtree(scratch, ignore_errors=True)
 
