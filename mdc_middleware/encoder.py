@@ -14,7 +14,7 @@ from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 from .capture import Capture
 from .metrics import Metrics
 from .paths import Target
-from .records import Record, default_prefix, encode, header_line, infer_columns, plain_number_lines
+from .records import Record, default_prefix, encode, header_line, infer_columns, plain_lines
 
 logger = logging.getLogger("mdc_middleware")
 
@@ -54,8 +54,9 @@ def encode_captures(captures: Iterable[Capture], metrics: Metrics, neutralize_fo
 
     Why not one request at a time: a one-row request makes two records, and each then had its own
     header, UTF-8 encoding, Encoded and place in a batch, and its own orjson call: 14 µs a capture. Here
-    the records that go to one file under one header share all that; small records of plain numbers
-    (what a scoring client usually sends) are written by one orjson call for many requests, the rest
+    the records that go to one file under one header share all that; small records of plain numbers and
+    labels (what a scoring client usually sends, and a classifier answers) are written by one orjson call
+    for many requests, the rest
     as ``encode_record`` writes them. (A test holds the two ways to the same bytes.)
     """
     files: Dict[tuple, _File] = {}
@@ -134,12 +135,12 @@ class _File:
 
     def write_small(self, metrics: Metrics, neutralize_formulas: bool) -> int:
         """Write the small records held back: all in one orjson call when all their rows are plain
-        numbers, else each on its own. Returns the rows written."""
+        (records.plain_lines), else each on its own. Returns the rows written."""
         records, self.small = self.small, []
         if not records:
             return 0
         try:
-            together = plain_number_lines(records, len(self.columns), neutralize_formulas)
+            together = plain_lines(records, len(self.columns), neutralize_formulas)
         except Exception:  # a bug here must not cost the rows: each record is written on its own below
             logger.exception("mdc: could not write records together; writing them one at a time")
             metrics.add("internal_errors")

@@ -363,8 +363,8 @@ def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> T
     data = record.data
     if isinstance(data, list):
         if data and width:
-            # What a JSON request usually holds: rows of plain numbers, written by orjson in one call.
-            written = plain_number_lines([record], width, neutralize)
+            # What a JSON request usually holds: rows of plain numbers (or labels), written by orjson in one call.
+            written = plain_lines([record], width, neutralize)
             if written is not None:
                 return written
     elif type(data) is FrameSnapshot and column_names(data.columns) == tuple(columns):
@@ -394,15 +394,18 @@ def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> T
 
 
 _NUMBER_TEXT = b"0123456789.eE+-,[]"
+_PLAIN_CELL_TYPES = {int, float, str}
+_FORMULA_TEXT = tuple(b'"' + start.encode() for start in _FORMULA_START if start.isprintable())
 
 
-def _plain_number_rows(rows: list, width: int) -> Optional[str]:
-    """orjson's text of ``rows`` when every row holds exactly ``width`` plain ints and floats, else None.
+def _plain_rows(rows: list, width: int, neutralize: bool) -> Optional[str]:
+    """The CSV cells of ``rows``, rows joined by "],[", when every row holds exactly ``width`` plain
+    cells, else None. Written by orjson in C, not cell by cell in Python.
 
-    Checked on the text orjson writes in C, not cell by cell in Python: anything but a number (a
-    string, bool, null, NaN or infinity, object, nested list) leaves a character numbers never have,
-    or a bracket inside a row. Integers past 64 bits, subclasses of int and numpy scalars make orjson
-    refuse them. (Enum members orjson writes as their values.)
+    Plain numbers: ints and floats. Anything else (a bool, null, NaN or infinity, object, nested list)
+    leaves a character numbers never have, or a bracket inside a row; integers past 64 bits, subclasses
+    of int and numpy scalars make orjson refuse them. (Enum members orjson writes as their values.)
+    Plain text (``_plain_text_rows``): what the csv module writes as it is, a class label say.
     """
     try:
         if set(map(len, rows)) != {width}:
@@ -411,30 +414,50 @@ def _plain_number_rows(rows: list, width: int) -> Optional[str]:
     except TypeError:  # a row without a length, or a value orjson does not write (JSONEncodeError)
         return None
     if text.translate(None, _NUMBER_TEXT):
-        return None
+        return _plain_text_rows(rows, text, width, neutralize)
     # Inside the outer brackets, only the "],[" between rows: a nested list brings one more "[".
     if text.count(b"[", 2, len(text) - 2) != len(rows) - 1:
         return None
-    return text.decode("ascii")
+    return text.decode("ascii")[2:-2]
 
 
-def plain_number_lines(records: Sequence[Record], width: int, neutralize: bool) -> Optional[Tuple[int, str]]:
-    """(rows, CSV text) of records (lists of rows) whose rows all hold ``width`` plain numbers, written by
-    one orjson call for all of them; None when some row does not.
+def _plain_text_rows(rows: list, text: bytes, width: int, neutralize: bool) -> Optional[str]:
+    """As ``_plain_rows``, for rows that hold text as well as numbers: None unless every string is one
+    the csv module writes unquoted and ``_cell`` leaves alone.
 
-    Many records at once is what the writer does with a run of small captured requests (encoder.py)."""
+    orjson escapes a quote, a backslash and every control character ("\\n", "\\r", "\\t"), so text
+    without a backslash has none of them and every quote in it opens or closes a string. A comma inside
+    a string shows in the count of commas; a formula's first character follows an opening quote.
+    """
+    if b"\\" in text or (neutralize and any(mark in text for mark in _FORMULA_TEXT)):
+        return None
+    if not set(map(type, itertools.chain.from_iterable(rows))) <= _PLAIN_CELL_TYPES:
+        return None  # bools and None, lists and dicts, subclasses of str
+    if b"null" in text:  # a NaN or an infinity (or, rarely, text holding "null": the csv path then)
+        return None
+    if text.count(b",") != len(rows) * width - 1:  # a comma inside a string (brackets there are harmless:
+        return None                                   # without a comma they never make the "],[" between rows)
+    return text.replace(b'"', b"").decode("utf-8")[2:-2]
+
+
+def plain_lines(records: Sequence[Record], width: int, neutralize: bool) -> Optional[Tuple[int, str]]:
+    """(rows, CSV text) of records (lists of rows) whose rows all hold ``width`` plain cells (numbers,
+    text that needs no quoting), written by one orjson call for all of them; None when some row does not.
+
+    Many records at once is what the writer does with a run of small captured requests (encoder.py).
+    A test holds this to the bytes the csv path writes."""
     if len(records) == 1:
         rows = records[0].data
-        text = _plain_number_rows(rows, width)
+        text = _plain_rows(rows, width, neutralize)
         if text is None:
             return None
         separator = _row_end(records[0], neutralize)
-        return len(rows), text[2:-2].replace("],[", separator) + separator
+        return len(rows), text.replace("],[", separator) + separator
     rows = list(itertools.chain.from_iterable(record.data for record in records))
-    text = _plain_number_rows(rows, width)
+    text = _plain_rows(rows, width, neutralize)
     if text is None:
         return None
-    lines = text[2:-2].split("],[")  # one per row: rows of plain numbers hold no bracket
+    lines = text.split("],[")  # one per row: plain cells hold no bracket
     parts = []
     start = 0
     for record in records:

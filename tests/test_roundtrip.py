@@ -328,6 +328,60 @@ def test_a_run_of_captured_requests_is_written_as_each_alone_would_be(tmp_path, 
     assert together.deltas()[0].get("internal_errors", 0) == 0
 
 
+_FLOAT_CELL = re.compile(r"(?<![^,\n])-?[0-9.]+[eE.][-+0-9e]*(?![^,\n])")
+
+
+def same_floats(text: str) -> str:
+    """CSV text with every float cell spelled as repr() spells it: orjson writes 5e-05 as 0.00005, and
+    1e-07 as 1e-7 (the same shortest round-trip digits). Whole numbers are left as they are."""
+    def respell(match: re.Match) -> str:
+        try:
+            return repr(float(match[0]))
+        except ValueError:  # text that only looks like a number ("1..2")
+            return match[0]
+
+    return _FLOAT_CELL.sub(respell, text)
+
+
+@hypothesis_settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data(), neutralize=st.booleans(), records=st.integers(1, 4))
+def test_rows_written_by_orjson_are_the_bytes_the_csv_module_writes(data, neutralize, records):
+    """Rows of plain numbers and of text that needs no quoting (class labels) are written by orjson, for one
+    record or many: the same text as the csv path gives each record, or the csv path itself."""
+    from mdc_middleware import records as records_module
+    from mdc_middleware.paths import Target
+    from mdc_middleware.records import Record, encode, plain_lines
+
+    width = data.draw(st.integers(1, 3))
+    label = st.sampled_from(["setosa", "Iris virginica", "", " padded ", "é", "1.5", "-1", "=1+2", "+x", "@x",
+                             "a,b", 'say "hi"', "a]b", "[a", "a],[b", "null", "x\\y", "\u2028", "\x7f",
+                             float("nan"), float("inf")])
+    numbers = st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False)
+    cell = data.draw(st.sampled_from([numbers | label,  # one hard label among plain cells: it alone decides
+                                      numbers | label | st.floats() | text | st.none() | st.booleans()]))
+    target = Target("s", "r", "w", "svc", "m", "1", "predictions")
+    batch = [Record(target=target, data=data.draw(st.lists(st.lists(cell, min_size=width, max_size=width),
+                                                            min_size=1, max_size=3)),
+                    columns=tuple(f"c{i}" for i in range(width)), correlation_id=f"id-{n}", timestamp=1e9 + n,
+                    request_id=f"request-{n}") for n in range(records)]
+    columns = batch[0].columns
+    fast = plain_lines(batch, width, neutralize)
+    original = records_module.plain_lines
+    records_module.plain_lines = lambda *args: None  # encode() then takes the csv module's path
+    try:
+        by_csv = [encode(record, columns, neutralize) for record in batch]
+    finally:
+        records_module.plain_lines = original
+    if fast is not None:
+        assert (fast[0], same_floats(fast[1])) == (sum(rows for rows, _ in by_csv),
+                                                   same_floats("".join(text for _, text in by_csv)))
+    plain = numbers | st.sampled_from(["setosa", "Iris virginica", "", "é", " padded "])
+    easy = [Record(target=target, data=data.draw(st.lists(st.lists(plain, min_size=width, max_size=width),
+                                                           min_size=1, max_size=3)),
+                   columns=columns, correlation_id="id", timestamp=1e9, request_id="r")]
+    assert plain_lines(easy, width, neutralize) is not None  # labels like these do take the fast path
+
+
 def test_rows_of_other_columns_in_one_run_keep_their_own_header(tmp_path):
     """Plain numbers in both, same width, other names: never written together under the first one's header."""
     from mdc_middleware import Schema
@@ -364,7 +418,7 @@ def test_a_bug_in_writing_records_together_costs_no_row(tmp_path, monkeypatch):
     def broken(*args):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(encoder, "plain_number_lines", broken)
+    monkeypatch.setattr(encoder, "plain_lines", broken)
     metrics = Metrics()
     assert _by_file(encoder.encode_captures([Capture.from_raw(raw, plan_by_id(raw[0])) for raw in raws], metrics,
                                             True)) == expected
