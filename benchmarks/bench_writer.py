@@ -152,9 +152,9 @@ def capture_encoding(repeat: int, run: int = 16) -> None:
                              Writer(LocalSink(directory))).select("POST", "/score")
     metrics = Metrics()
     results = []
-    for rows in (1, 10, 100):
+    for rows, prediction in ((1, 0), (10, 0), (100, 0), (1, "setosa"), (10, "setosa")):
         body = json.dumps({"data": [[5.1, 3.5, 1.4, 0.2]] * rows}).encode()
-        answer = json.dumps({"predictions": [0] * rows}).encode()
+        answer = json.dumps({"predictions": [prediction] * rows}).encode()
         captures = [Capture.from_raw((plan.id, body, (("content-type", "application/json"),), answer,
                                       "application/json", "", f"id-{i}", f"request-{i}", time.time()), plan)
                     for i in range(run)]
@@ -173,9 +173,11 @@ def capture_encoding(repeat: int, run: int = 16) -> None:
             for name, function in (("one_by_one", one_by_one), ("together", together)):
                 timings[name].append(timeit.timeit(function, number=number) / number / run * 1e6)
         by_record, by_run = median(timings["one_by_one"]), median(timings["together"])
-        results.append([rows, f"{by_record:.1f}", f"{by_run:.1f}", f"{by_record / by_run:.2f}"])
+        results.append([rows, "numbers" if prediction == 0 else "labels", f"{by_record:.1f}", f"{by_run:.1f}",
+                        f"{by_record / by_run:.2f}"])
     print()
-    print(table(["rows per request", "record by record µs", f"runs of {run} µs", "speed-up"], results))
+    print(table(["rows per request", "predictions", "record by record µs", f"runs of {run} µs", "speed-up"],
+                results))
 
 
 if __name__ == "__main__":
