@@ -19,8 +19,8 @@ on iris), one row per request. Modes:
 Each round runs every mode once, in turn; the table gives medians over rounds, each mode's ratio to
 "off", and the CPU time of the server's whole process tree (workers and helpers) per request, split
 into the processes' main threads (where uvicorn and gunicorn's sync workers serve requests), their other
-threads (the writer's batcher and deliverer) and the encoder helpers. After each run the server is stopped (it flushes) and the collected rows are counted against the requests
-served.
+threads (the writer's batcher and deliverer) and the encoder helpers. After each run the server is
+stopped (it flushes) and the collected rows are counted against the requests served.
 """
 from __future__ import annotations
 

@@ -16,7 +16,6 @@ from . import prometheus, runtime
 from .capture import BoundedBody, RoutesSpec
 from .config import Settings
 from .policy import CapturePolicy, RoutePlan
-from .runtime import RequestContext, current_request as _current_request
 from .writer import Writer
 
 logger = logging.getLogger("mdc_middleware")
@@ -59,11 +58,11 @@ class DataCollectionMiddleware:
         if exchange is None:
             await self.app(scope, receive, send)
             return
-        token = _current_request.set(RequestContext(exchange.correlation_id, exchange.request_id))
+        token = runtime.current_request.set(runtime.RequestContext(exchange.correlation_id, exchange.request_id))
         try:
             await self.app(scope, exchange.receive, exchange.send)
         finally:
-            _current_request.reset(token)
+            runtime.current_request.reset(token)
             if not exchange.done:
                 exchange.writer.metrics.skip("response_incomplete")
 

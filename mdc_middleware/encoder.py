@@ -56,8 +56,8 @@ def encode_captures(captures: Iterable[Capture], metrics: Metrics, neutralize_fo
     header, UTF-8 encoding, Encoded and place in a batch, and its own orjson call: 14 µs a capture. Here
     the records that go to one file under one header share all that; small records of plain numbers and
     labels (what a scoring client usually sends, and a classifier answers) are written by one orjson call
-    for many requests, the rest
-    as ``encode_record`` writes them. (A test holds the two ways to the same bytes.)
+    for many requests, the rest as ``encode_record`` writes them. (A test holds the two ways to the same
+    bytes.)
     """
     files: Dict[tuple, _File] = {}
     pieces: List[Encoded] = []

@@ -363,7 +363,7 @@ def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> T
     data = record.data
     if isinstance(data, list):
         if data and width:
-            # What a JSON request usually holds: rows of plain numbers (or labels), written by orjson in one call.
+            # What a JSON request usually holds: rows of plain numbers (or labels), written by orjson.
             written = plain_lines([record], width, neutralize)
             if written is not None:
                 return written
@@ -457,7 +457,7 @@ def plain_lines(records: Sequence[Record], width: int, neutralize: bool) -> Opti
     text = _plain_rows(rows, width, neutralize)
     if text is None:
         return None
-    lines = text.split("],[")  # one per row: plain cells hold no bracket
+    lines = text.split("],[")  # one per row: plain cells hold no comma, so no "],["
     parts = []
     start = 0
     for record in records:
