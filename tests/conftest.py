@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator, Optional
 
 import httpx
 import pandas as pd
@@ -52,15 +52,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(command: list, env: dict, port: int, timeout: float = 60.0) -> subprocess.Popen:
-    """Start a real server on loopback and wait until /healthz answers."""
+def start_server(command: list, env: dict, port: int, timeout: float = 60.0, output: Optional[IO] = None
+                 ) -> subprocess.Popen:
+    """Start a real server on loopback and wait until /healthz answers. Its output goes to a pipe, read
+    when it stops, or to ``output`` (a file: readable while the server runs)."""
     full_env = dict(os.environ, PYTHONPATH=str(ROOT), **env)
-    process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=output or subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            output = process.stdout.read().decode() if process.stdout else ""
-            raise RuntimeError(f"server exited with {process.returncode}:\n{output}")
+            text = process.stdout.read().decode() if process.stdout else "(in the output file)"
+            raise RuntimeError(f"server exited with {process.returncode}:\n{text}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0).status_code == 200:
                 return process

@@ -1,5 +1,6 @@
 """Real servers on loopback: uvicorn (FastAPI) and gunicorn (Flask), stopped with SIGTERM."""
 import json
+import re
 import signal
 import time
 
@@ -31,10 +32,11 @@ def send_traffic(port: int, requests: int) -> list:
     return sent
 
 
-def stop(process) -> str:
+def stop(process, log=None) -> str:
+    """SIGTERM, and the server's output once it has exited (from its pipe, or from ``log``)."""
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=60)
-    return output.decode()
+    return log.read_text() if log is not None else output.decode()
 
 
 def check_collected(data_dir, sent: list, requests: int) -> None:
@@ -52,6 +54,14 @@ def check_collected(data_dir, sent: list, requests: int) -> None:
 
 
 @pytest.fixture
+def server_log(tmp_path):
+    """Where the server writes its output: a file, readable while it runs."""
+    path = tmp_path / "server.log"
+    with path.open("wb") as file:
+        yield path, file
+
+
+@pytest.fixture
 def server_env(data_dir):
     # A long flush interval: only the shutdown path can write the rows.
     return {"MDC_ENABLED": "true", "MDC_LOCAL_DIR": str(data_dir), "MDC_FLUSH_INTERVAL_SECONDS": "600"}
@@ -63,17 +73,24 @@ def use_encoder(server_env: dict, encoder: str) -> None:
         server_env["MDC_DEBUG"] = "true"  # the helper's start is logged at DEBUG
 
 
-def warm_up(port: int, encoder: str, workers: int) -> list:
-    """With the encoder process: start each worker's helper and wait until it is up, so that the traffic
-    after this goes through it. Returns the rows sent."""
+HELPER_READY = re.compile(r"encoder process (\d+) ready")
+
+
+def warm_up(port: int, encoder: str, workers: int, log) -> list:
+    """With the encoder process: send requests until every worker has logged its helper ready, so that the
+    traffic after this goes through them (0.1 s when the machine is idle, seconds on a busy CI machine; a
+    worker notices its helper when it has rows to encode). Returns the rows sent."""
     if encoder != "process":
         return []
     sent = []
+    deadline = time.monotonic() + 60
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-        for _ in range(workers * 4):  # connections are spread over the workers by the kernel
-            client.post("/score", json={"data": ROWS[:1]}, headers={"connection": "close"})
+        while len(set(HELPER_READY.findall(log.read_text()))) < workers:
+            assert time.monotonic() < deadline, log.read_text()
+            # A new connection each time: the kernel spreads them over the workers.
+            assert client.post("/score", json={"data": ROWS[:1]}, headers={"connection": "close"}).status_code == 200
             sent.extend(ROWS[:1])
-    time.sleep(4)  # each helper starts (0.1 s idle; seconds on a busy CI machine)
+            time.sleep(0.05)
     return sent
 
 
@@ -84,39 +101,41 @@ def check_helper_used(output: str, encoder: str, helpers: int) -> None:
 
 
 @pytest.mark.parametrize("encoder", ["thread", "process"])
-def test_uvicorn_fastapi_sigterm_flushes_everything(data_dir, server_env, encoder):
+def test_uvicorn_fastapi_sigterm_flushes_everything(data_dir, server_env, server_log, encoder):
     port = free_port()
     use_encoder(server_env, encoder)
+    log, log_file = server_log
     process = start_server([PYTHON, "-m", "uvicorn", "examples.fastapi_app:app", "--host", "127.0.0.1",
-                            "--port", str(port)], server_env, port)
+                            "--port", str(port)], server_env, port, output=log_file)
     try:
-        sent = warm_up(port, encoder, 1)
-        sent += send_traffic(port, 60)
+        warm = warm_up(port, encoder, 1, log)
+        sent = warm + send_traffic(port, 60)
     finally:
-        output = stop(process)
+        output = stop(process, log)
     assert process.returncode in (0, -signal.SIGTERM), output  # uvicorn re-raises SIGTERM after a clean stop
     assert "Application shutdown complete" in output
     check_helper_used(output, encoder, 1)
-    check_collected(data_dir, sent, 60 + (4 if encoder == "process" else 0))
+    check_collected(data_dir, sent, 60 + len(warm))
 
 
 @pytest.mark.parametrize("preload,encoder", [(False, "thread"), (True, "thread"), (True, "process")])
-def test_gunicorn_flask_workers_flush_at_exit(data_dir, server_env, preload, encoder):
+def test_gunicorn_flask_workers_flush_at_exit(data_dir, server_env, server_log, preload, encoder):
     port = free_port()
     use_encoder(server_env, encoder)
     command = [PYTHON, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "--graceful-timeout", "20",
                "examples.flask_app:app"]
     if preload:
         command.insert(3, "--preload")
-    process = start_server(command, server_env, port)
+    log, log_file = server_log
+    process = start_server(command, server_env, port, output=log_file)
     try:
-        sent = warm_up(port, encoder, 2)
-        sent += send_traffic(port, 40)
+        warm = warm_up(port, encoder, 2, log)
+        sent = warm + send_traffic(port, 40)
     finally:
-        output = stop(process)
+        output = stop(process, log)
     assert process.returncode == 0, output
     check_helper_used(output, encoder, 2)
-    check_collected(data_dir, sent, 40 + (8 if encoder == "process" else 0))
+    check_collected(data_dir, sent, 40 + len(warm))
 
 
 def test_collect_without_the_middleware_is_flushed_when_uvicorn_stops(data_dir, server_env):
