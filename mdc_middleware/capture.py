@@ -364,14 +364,17 @@ def parse_csv(body: bytes) -> List[Dict[str, Any]]:
 
 
 def _numbered_names(names: List[str]) -> List[str]:
-    """Column names made unique the way pandas.read_csv does: the second "a" becomes "a.1" (or "a.2"
-    when the header has its own "a.1")."""
-    given = set(names)
+    """Column names as pandas.read_csv makes them: an empty one is "Unnamed: <position>" (a frame written
+    with its index), and a repeated one is numbered, the second "a" becoming "a.1" (or "a.2" when the
+    header has its own "a.1"). Names the header gives win over those made up."""
+    given = set(filter(None, names))
     unique: List[str] = []
     used: set = set()
-    for name in names:
+    for position, name in enumerate(names):
+        made_up = not name
+        name = name or f"Unnamed: {position}"
         candidate, number = name, 0
-        while candidate in used or (candidate != name and candidate in given):
+        while candidate in used or ((made_up or candidate != name) and candidate in given):
             number += 1
             candidate = f"{name}.{number}"
         unique.append(candidate)
