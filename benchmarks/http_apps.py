@@ -105,22 +105,44 @@ class _WsgiPassthrough:
         self.kept = collections.deque(maxlen=1000)
 
     def __call__(self, environ, start_response):
-        stream, request, response = environ["wsgi.input"], [], []
+        request = []
+        environ["wsgi.input"] = _TeeInput(environ["wsgi.input"], request)
+        return _TeeBody(self.app(environ, start_response), request, self.kept)
 
-        class Tee:
-            def read(self, *args):
-                data = stream.read(*args)
-                request.append(data)
-                return data
 
-            def __getattr__(self, name):
-                return getattr(stream, name)
+class _TeeInput:
+    # A class made once: one made per request (as this benchmark first did) cost 4 µs of the floor.
+    __slots__ = ("stream", "kept")
 
-        environ["wsgi.input"] = Tee()
-        for chunk in self.app(environ, start_response):
+    def __init__(self, stream, kept):
+        self.stream, self.kept = stream, kept
+
+    def read(self, *args):
+        data = self.stream.read(*args)
+        self.kept.append(data)
+        return data
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+class _TeeBody:
+    __slots__ = ("body", "request", "kept")
+
+    def __init__(self, body, request, kept):
+        self.body, self.request, self.kept = body, request, kept
+
+    def __iter__(self):
+        response = []
+        for chunk in self.body:
             response.append(chunk)
             yield chunk
-        self.kept.append((request, response))
+        self.kept.append((self.request, response))
+
+    def close(self):
+        close = getattr(self.body, "close", None)
+        if close is not None:
+            close()
 
 
 def _base_http_capture():
