@@ -113,3 +113,49 @@ def test_explicit_collect_inside_a_request_shares_its_request_id(settings, data_
                     headers={"x-request-id": "q-9"})
     assert response.get_json() == {"result": ["q-9"]}
     assert rows(data_dir, "inputs", model="explicit")["$aml_request_id"].tolist() == ["q-9"]
+
+
+def _lazy_generator_app(environ, start_response):
+    """A plain PEP 3333 generator: start_response runs only when the server asks for the first chunk."""
+    data = json.loads(environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"])))["data"]
+    start_response("200 OK", [("Content-Type", "application/json")])
+    yield json.dumps({"predictions": [sum(r) for r in data]}).encode()
+
+
+def _write_callable_app(environ, start_response):
+    """The legacy style: the body goes out through the write() callable start_response returns."""
+    data = json.loads(environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"])))["data"]
+    write = start_response("200 OK", [("Content-Type", "application/json"), ("X-Ms-Request-Id", "app-own")])
+    write(b'{"predictions": ')
+    write(json.dumps([sum(r) for r in data]).encode())
+    return [b"}"]
+
+
+def _served(client, body: bytes):
+    # Not buffered=True: werkzeug's buffered test responses leave out what went through write().
+    response = client.post("/score", data=body, content_type="application/json")
+    response.get_data()
+    response.close()  # as a server does: the capture is queued here
+    return response
+
+
+@pytest.mark.parametrize("app", [_lazy_generator_app, _write_callable_app])
+def test_plain_wsgi_apps_are_served_unchanged_and_collected(settings, data_dir, app):
+    from wsgiref.validate import validator
+    from werkzeug.test import Client
+
+    body = json.dumps({"data": [[1, 2], [3, 4]]}).encode()
+    plain = _served(Client(validator(app)), body)
+    # The validator on the outside checks what the middleware hands the server; the inner one what it
+    # hands the app.
+    middleware = WSGIDataCollectionMiddleware(validator(app), settings=settings,
+                                              routes={"/score": Schema(inputs=["a", "b"], predictions=["y"])})
+    collected = _served(Client(validator(middleware)), body)
+    assert (collected.status_code, collected.data) == (plain.status_code, plain.data)
+    assert json.loads(collected.data) == {"predictions": [3, 7]}
+    own_id = app is _write_callable_app  # the app set its own request-id header: it is left alone
+    assert collected.headers.getlist("x-ms-request-id") == (["app-own"] if own_id else
+                                                            [rows(data_dir, "predictions")["$aml_request_id"][0]])
+    assert rows(data_dir, "inputs")[["a", "b"]].values.tolist() == [["1", "2"], ["3", "4"]]
+    assert rows(data_dir, "predictions")["y"].tolist() == ["3", "7"]
+    assert mdc_middleware.metrics()["internal_errors"] == 0
