@@ -41,7 +41,8 @@ class WSGIDataCollectionMiddleware:
             return [body]
         try:
             plan = self.policy.select(environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", ""))
-            exchange = _Exchange(self.policy, plan, environ, self._wanted) if plan is not None else None
+            exchange = (_Exchange(self.policy, plan, environ, self._wanted, start_response)
+                        if plan is not None else None)
             if exchange is not None:
                 environ["wsgi.input"] = _TeeInput(environ.get("wsgi.input"), exchange)
         except Exception:
@@ -51,13 +52,13 @@ class WSGIDataCollectionMiddleware:
             return self.app(environ, start_response)
         token = runtime.current_request.set(runtime.RequestContext(exchange.correlation_id, exchange.request_id))
         try:
-            body = self.app(environ, exchange.wrap_start_response(start_response))
+            exchange.body = self.app(environ, exchange.start_response)
         finally:
             runtime.current_request.reset(token)
         if exchange.started and exchange.response is None:
             exchange.finish()  # nothing to read from the body: hand the app's iterable back untouched
-            return body
-        return _TeeIterable(body, exchange)
+            return exchange.body
+        return exchange
 
 
 def environ_key(header: str) -> str:
@@ -67,10 +68,19 @@ def environ_key(header: str) -> str:
 
 
 class _Exchange:
-    """One request/response pair: bounded body buffers, ids, and the hand-off to the queue."""
+    """One request/response pair: bounded body buffers, ids, and the hand-off to the queue.
 
-    def __init__(self, policy: CapturePolicy, plan: RoutePlan, environ: dict, wanted: Tuple[Tuple[str, str], ...]
-                 ) -> None:
+    It is also the ``start_response``, the ``write`` and the response iterable the server sees: one
+    object a request instead of a closure for each role (Flask's request path is short, and every
+    object and call on it shows in requests/s).
+    """
+
+    __slots__ = ("policy", "plan", "writer", "headers", "correlation_id", "request_id", "timestamp",
+                 "expected_length", "request", "request_read", "request_complete", "response", "response_type",
+                 "response_encoding", "status", "started", "done", "server_start_response", "server_write", "body")
+
+    def __init__(self, policy: CapturePolicy, plan: RoutePlan, environ: dict, wanted: Tuple[Tuple[str, str], ...],
+                 start_response: StartResponse) -> None:
         self.policy = policy
         self.plan = plan
         self.writer = policy.writer
@@ -82,8 +92,9 @@ class _Exchange:
         self.headers = found
         self.correlation_id, self.request_id = policy.request_ids(found)
         self.timestamp = time.time()
+        length = environ.get("CONTENT_LENGTH")
         try:
-            self.expected_length: Optional[int] = int(environ.get("CONTENT_LENGTH") or "")
+            self.expected_length: Optional[int] = int(length) if length else None
         except ValueError:
             self.expected_length = None
         self.request = BoundedBody(plan.max_body_bytes, found.get("content-type"))
@@ -95,51 +106,52 @@ class _Exchange:
         self.status = 0
         self.started = False
         self.done = False
+        self.server_start_response = start_response
+        self.server_write: Optional[Callable[[bytes], Any]] = None
+        self.body: Iterable[bytes] = ()
 
     def on_request_bytes(self, data: bytes, asked: Optional[int]) -> None:
         try:
             self.request.feed(data)
             self.request_read += len(data)
-            read_all = asked is None or asked < 0
-            if read_all or (not data and asked != 0) or (self.expected_length is not None
-                                                         and self.request_read >= self.expected_length):
+            if (asked is None or asked < 0 or (not data and asked != 0)
+                    or (self.expected_length is not None and self.request_read >= self.expected_length)):
                 self.request_complete = True
         except Exception:
             self.internal_error()
 
-    def wrap_start_response(self, start_response: StartResponse) -> StartResponse:
-        def wrapped(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], Any]:
-            try:
-                headers = self._on_start(status, headers)
-            except Exception:
-                self.internal_error()
-            write = start_response(status, headers, exc_info) if exc_info is not None \
-                else start_response(status, headers)
+    def start_response(self, status: str, headers: List[Tuple[str, str]], exc_info: Any = None
+                       ) -> Callable[[bytes], Any]:
+        """Stands in for the server's: notes status and type, may add the request-id header."""
+        try:
+            headers = self._on_start(status, headers)
+        except Exception:
+            self.internal_error()
+        self.server_write = self.server_start_response(status, headers, exc_info) if exc_info is not None \
+            else self.server_start_response(status, headers)
+        return self.write
 
-            def tee_write(data: bytes) -> Any:
-                self.on_response_bytes(data)
-                return write(data)
-
-            return tee_write
-
-        return wrapped
+    def write(self, data: bytes) -> Any:
+        """The legacy ``write()`` callable a server gives ``start_response``'s caller, teed."""
+        self.on_response_bytes(data)
+        return self.server_write(data)  # type: ignore[misc]
 
     def _on_start(self, status: str, headers: List[Tuple[str, str]]) -> List[Tuple[str, str]]:
-        self.status = int(status.split(" ", 1)[0])
-        names = set()
+        self.status = code = int(status.split(" ", 1)[0])
+        echo = self.policy.echo_header_name  # None when off
         for key, value in headers:
             name = key.lower()
-            names.add(name)
             if name == "content-type":
                 self.response_type = value
             elif name == "content-encoding":
                 self.response_encoding = value
+            elif name == echo:
+                echo = None  # the app set its own
         self.started = True
         self.response = (BoundedBody(self.plan.max_body_bytes, self.response_type)
-                         if self.policy.wants_status(self.status) else None)
-        header = self.policy.settings.request_id_header
-        if self.policy.settings.echo_request_id and header and header not in names:
-            headers = list(headers) + [(header, self.request_id)]
+                         if self.policy.wants_status(code) else None)
+        if echo is not None:
+            headers = [*headers, (echo, self.request_id)]
         return headers
 
     def on_response_bytes(self, data: bytes) -> None:
@@ -148,6 +160,21 @@ class _Exchange:
                 self.response.feed(data)
         except Exception:
             self.internal_error()
+
+    def __iter__(self) -> Iterator[bytes]:
+        """The app's response body, teed as the server iterates it."""
+        for chunk in self.body:
+            self.on_response_bytes(chunk)  # a generator app calls start_response on its first chunk
+            yield chunk
+
+    def close(self) -> None:
+        """Called by every server when the response is done: closes the app's iterable, queues the capture."""
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self.finish()
 
     def finish(self) -> None:
         if self.done:
@@ -177,6 +204,8 @@ class _Exchange:
 
 class _TeeInput:
     """``wsgi.input`` that also hands what the app reads to the exchange."""
+
+    __slots__ = ("_stream", "_exchange")
 
     def __init__(self, stream: Any, exchange: _Exchange) -> None:
         self._stream = stream
@@ -219,24 +248,3 @@ class _TeeInput:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
-
-
-class _TeeIterable:
-    """The app's response iterable, teed; ``close()`` (called by every server) queues the capture."""
-
-    def __init__(self, body: Iterable[bytes], exchange: _Exchange) -> None:
-        self._body = body
-        self._exchange = exchange
-
-    def __iter__(self) -> Iterator[bytes]:
-        for chunk in self._body:
-            self._exchange.on_response_bytes(chunk)
-            yield chunk
-
-    def close(self) -> None:
-        try:
-            close = getattr(self._body, "close", None)
-            if close is not None:
-                close()
-        finally:
-            self._exchange.finish()
