@@ -16,6 +16,9 @@ on iris), one row per request. Modes:
     on-azurite-helper
     basehttp               a hand-written BaseHTTPMiddleware capture, for contrast (FastAPI only)
 
+With ``--rate N`` wrk paces its requests at about N a second in all, a load the server keeps up with: then
+the latency and the CPU per request are what to read, not requests/s.
+
 Each round runs every mode once, in turn; the table gives medians over rounds, each mode's ratio to
 "off", and the CPU time of the server's whole process tree (workers and helpers) per request, split
 into the processes' main threads (where uvicorn and gunicorn's sync workers serve requests), their other
@@ -47,13 +50,18 @@ HERE = Path(__file__).resolve().parent
 ROW = [5.1, 3.5, 1.4, 0.2]
 
 
-def wrk_script(rows: int) -> str:
-    """A POST of ``rows`` 4-feature rows."""
+CONNECTIONS = 8
+
+
+def wrk_script(rows: int, rate: int = 0) -> str:
+    """A POST of ``rows`` 4-feature rows; with ``rate``, each connection waits before each request so that
+    all together send about ``rate`` requests a second (less the time each answer takes)."""
     body = json.dumps({"data": [ROW] * rows})
+    pacing = f"function delay() return {max(1, round(CONNECTIONS * 1000 / rate))} end\n" if rate else ""
     return f"""wrk.method = "POST"
 wrk.body = '{body}'
 wrk.headers["Content-Type"] = "application/json"
-"""
+{pacing}"""
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
@@ -85,7 +93,7 @@ def start(stack: str, mode: str, endpoint: str, storage: dict) -> tuple:
 
 
 def wrk(port: int, seconds: int, script: str) -> dict:
-    output = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c8", f"-d{seconds}s", "--latency", "-s", script,
+    output = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", script,
                              f"http://127.0.0.1:{port}/score"], capture_output=True, text=True, check=True).stdout
     result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1]),
               "requests": int(re.search(r"(\d+) requests in", output)[1])}
@@ -167,6 +175,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rows", type=int, default=1, help="rows per request")
+    parser.add_argument("--rate", type=int, default=0,
+                        help="pace the load at about this many requests/s instead of as many as the server "
+                             "answers: the latency collection adds at a load the server keeps up with")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--stacks", default="fastapi,flask")
     parser.add_argument("--endpoints", default="trivial,model")
@@ -177,7 +188,7 @@ def main() -> None:
         raise SystemExit("needs wrk and taskset: sudo apt-get install wrk util-linux")
     scratch = Path(tempfile.mkdtemp())
     script = scratch / "post.lua"
-    script.write_text(wrk_script(args.rows))
+    script.write_text(wrk_script(args.rows, args.rate))
     rows = []
     with azurite() as server:
         for stack in args.stacks.split(","):
