@@ -201,12 +201,12 @@ def test_metrics_sum_over_writers(settings, data_dir, tmp_path):
     assert mdc_middleware.metrics()["rows_written"] == 3
 
 
-def test_the_consumer_looks_often_while_items_come_and_backs_off_while_none_do():
+def test_the_consumer_looks_often_while_many_items_come_and_backs_off_while_few_do():
     import queue as stdlib_queue
 
     from mdc_middleware.handoff import HandoffQueue
 
-    handoff = HandoffQueue(100, poll_interval=0.01, idle_interval=0.1)
+    handoff = HandoffQueue(100, poll_interval=0.01, idle_interval=0.1, few=2, many=4)
     waits = []
     wait = handoff._cond.wait
     handoff._cond.wait = lambda timeout: waits.append(timeout) or wait(timeout)
@@ -218,10 +218,23 @@ def test_the_consumer_looks_often_while_items_come_and_backs_off_while_none_do()
     threading.Timer(0.05, handoff.put_nowait, args=("item",)).start()  # below wake_at: found by polling
     assert handoff.get(timeout=1.0) == "item"
     assert waits == [0.1]
-    waits.clear()
-    with pytest.raises(stdlib_queue.Empty):
-        handoff.get(timeout=0.05)
-    assert waits[0] == 0.01  # items came at the last look: the next one comes soon again
+    assert handoff._next_poll == 0.1  # one item (fewer than few): the next look comes no sooner
+
+    arrivals: list = []
+
+    def wait_while_items_arrive(timeout):
+        waits.append(timeout)
+        handoff._items.extend(arrivals)
+        arrivals.clear()
+
+    handoff._cond.wait = wait_while_items_arrive
+    # more than many: look again soon; from few to many: as often as before; fewer than few: half as often
+    for count, next_poll in ((5, 0.01), (3, 0.01), (2, 0.01), (1, 0.02), (1, 0.04), (9, 0.01)):
+        arrivals.extend(range(count))
+        assert handoff.get(timeout=1.0) == 0
+        while handoff.qsize():
+            handoff.get_nowait()
+        assert handoff._next_poll == next_poll, (count, handoff._next_poll)
 
 
 @pytest.mark.parametrize("ids", [("cid", "rid"), ('a,"b', "=1+1"), ("line\nbreak", ""), ("@x", "tab\tx"),
