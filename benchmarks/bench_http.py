@@ -16,8 +16,9 @@ on iris), one row per request. Modes:
     on-azurite-helper
     basehttp               a hand-written BaseHTTPMiddleware capture, for contrast (FastAPI only)
 
-With ``--rate N`` wrk paces its requests at about N a second in all, a load the server keeps up with: then
-the latency and the CPU per request are what to read, not requests/s.
+With ``--rate N`` wrk sends one request at a time, each 1/N s after the last answer: the latency a request
+sees when it does not queue behind others, and the CPU per request at a light load. Read those, not
+requests/s.
 
 Each round runs every mode once, in turn; the table gives medians over rounds, each mode's ratio to
 "off", and the CPU time of the server's whole process tree (workers and helpers) per request, split
@@ -54,10 +55,11 @@ CONNECTIONS = 8
 
 
 def wrk_script(rows: int, rate: int = 0) -> str:
-    """A POST of ``rows`` 4-feature rows; with ``rate``, each connection waits before each request so that
-    all together send about ``rate`` requests a second (less the time each answer takes)."""
+    """A POST of ``rows`` 4-feature rows; with ``rate``, wrk waits 1/rate s before each request (on its one
+    connection: several paced connections fall into step and queue behind each other, which measures
+    their alignment more than the server)."""
     body = json.dumps({"data": [ROW] * rows})
-    pacing = f"function delay() return {max(1, round(CONNECTIONS * 1000 / rate))} end\n" if rate else ""
+    pacing = f"function delay() return {max(1, round(1000 / rate))} end\n" if rate else ""
     return f"""wrk.method = "POST"
 wrk.body = '{body}'
 wrk.headers["Content-Type"] = "application/json"
@@ -92,8 +94,8 @@ def start(stack: str, mode: str, endpoint: str, storage: dict) -> tuple:
     raise SystemExit(f"{stack} {mode} did not start")
 
 
-def wrk(port: int, seconds: int, script: str) -> dict:
-    output = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", script,
+def wrk(port: int, seconds: int, script: str, connections: int = CONNECTIONS) -> dict:
+    output = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script,
                              f"http://127.0.0.1:{port}/score"], capture_output=True, text=True, check=True).stdout
     result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1]),
               "requests": int(re.search(r"(\d+) requests in", output)[1])}
@@ -176,8 +178,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rows", type=int, default=1, help="rows per request")
     parser.add_argument("--rate", type=int, default=0,
-                        help="pace the load at about this many requests/s instead of as many as the server "
-                             "answers: the latency collection adds at a load the server keeps up with")
+                        help="one connection, a request every 1/RATE s (less the answer's time), instead of "
+                             "as many as the server answers: the latency collection adds to one request")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--stacks", default="fastapi,flask")
     parser.add_argument("--endpoints", default="trivial,model")
@@ -189,6 +191,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp())
     script = scratch / "post.lua"
     script.write_text(wrk_script(args.rows, args.rate))
+    connections = 1 if args.rate else CONNECTIONS
     rows = []
     with azurite() as server:
         for stack in args.stacks.split(","):
@@ -204,11 +207,11 @@ def main() -> None:
                                        "MDC_SPOOL_DIR": str(scratch / uuid.uuid4().hex)}
                         process, port = start(stack, mode, endpoint, storage)
                         try:
-                            warm = wrk(port, 3, str(script))  # the helper, if any, is up after this
+                            warm = wrk(port, 3, str(script), connections)  # the helper, if any, is up after this
                             if mode.endswith("-helper") and not free_helpers(process.pid):
                                 raise SystemExit(f"{stack} {mode}: no encoder helper found")
                             before = cpu_split(process.pid)
-                            result = wrk(port, args.seconds, str(script))
+                            result = wrk(port, args.seconds, str(script), connections)
                             after = cpu_split(process.pid)
                             for kind in after:
                                 result[f"{kind}_us"] = (after[kind] - before[kind]) / result["requests"] * 1e6
