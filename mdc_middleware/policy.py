@@ -52,15 +52,16 @@ class CapturePolicy:
         self._by_path: Dict[Tuple[str, str], Optional[RoutePlan]] = {}
         for route in self.routes.routes:  # validate every route's names at start-up, not per request
             self.plan(route)
-        self.header_name = settings.request_id_header.lower().encode("latin-1")
         # The only request headers a capture reads: the rest are never decoded. ASGI servers give
         # names in lower case; the WSGI middleware looks up only their environ keys.
         self.wanted_headers = frozenset(("content-type", "content-encoding", *REQUEST_ID_HEADERS,
                                          *settings.collect_headers))
         self.wanted_header_bytes = frozenset(name.encode("latin-1") for name in self.wanted_headers)
-        # The response header that carries the request id back, or None when it is not sent.
-        self.echo_header = self.header_name if settings.echo_request_id and self.header_name else None
-        self.echo_header_name = self.echo_header.decode("latin-1") if self.echo_header else None  # for WSGI
+        # The response header that carries the request id back, or None when it is not sent. In lower case:
+        # both middlewares compare it with the app's own header names, lowered.
+        header = settings.request_id_header.lower()
+        self.echo_header_name = header if settings.echo_request_id and header else None  # WSGI
+        self.echo_header = self.echo_header_name.encode("latin-1") if self.echo_header_name else None  # ASGI
         self._sample_rate = settings.sample_rate
         self.collect_all_statuses = settings.collect_status == "all"
         if settings.enabled and writer is None:

