@@ -7,6 +7,7 @@ Needs the ``cli`` extra (click, tqdm); ``drift`` needs the ``analysis`` extra (s
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import sys
 from pathlib import Path
@@ -112,7 +113,14 @@ def ls_command(context: _Context, model: Optional[str], version: Optional[str], 
 
 def _write(frame: pd.DataFrame, output: Optional[str]) -> None:
     if output is None or output == "-":
-        frame.to_csv(RowsEndingInNewline(sys.stdout.write), index=False, lineterminator="\r\n")
+        # The bytes -o writes: UTF-8 whatever the console's encoding (cp1252 in many a Windows pipe), and no
+        # newline translation.
+        sys.stdout.flush()
+        stdout = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
+        try:
+            frame.to_csv(RowsEndingInNewline(stdout.write), index=False, lineterminator="\r\n")
+        finally:
+            stdout.detach()  # flushed; sys.stdout stays open
     elif output.endswith(".parquet"):
         try:
             frame.to_parquet(output, index=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
 import subprocess
 import sys
 import time
@@ -284,3 +285,20 @@ def test_carriage_returns_in_cells_names_and_ids_read_back_exactly(settings, dat
     check(pd.read_csv(io.StringIO(printed), dtype=str, keep_default_na=False))
     assert exported.read_bytes().decode() == printed
     assert printed.count("\n") == 6 + 1 and printed.count("\r\n") == 1  # rows end in "\n"; one cell has "\r\n"
+
+
+def test_rows_printed_to_stdout_are_the_utf8_bytes_of_the_export_whatever_the_consoles_encoding(
+        settings, data_dir, tmp_path):
+    """A console or pipe on Windows may encode as cp1252 (here: ASCII): printing a city of Tokyo must not fail,
+    and what is printed must be the bytes `-o` writes."""
+    dc = ModelDataCollector("m", designation="inputs", feature_names=["city"], settings=settings)
+    dc.collect([["Zürich"], ["東京"], ["line\r\nbreak"]])
+    mdc_middleware.flush(10)
+    exported = tmp_path / "export.csv"
+    invoke("--data", str(data_dir), "read", "inputs", "-o", str(exported))
+    printed = subprocess.run([sys.executable, "-m", "mdc_middleware.cli", "--data", str(data_dir), "read", "inputs"],
+                             cwd=ROOT, capture_output=True, timeout=60, env=dict(os.environ, PYTHONIOENCODING="ascii"))
+    assert printed.returncode == 0, printed.stderr.decode(errors="replace")
+    assert printed.stdout == exported.read_bytes()
+    frame = pd.read_csv(io.BytesIO(printed.stdout), dtype=str, keep_default_na=False)
+    assert frame["city"].tolist() == ["Zürich", "東京", "line\r\nbreak"]
