@@ -141,6 +141,10 @@ class _Exchange:
                     if not message.get("more_body", False):
                         self._finish()
             elif kind == "http.response.start":
+                headers = message.get("headers")
+                if headers is not None and not isinstance(headers, (list, tuple)):
+                    # A one-shot iterable (ASGI allows any iterable): read once here, passed on as a list.
+                    message = {**message, "headers": list(headers)}
                 message = self._on_start(message)
         except Exception:
             self._internal_error()

@@ -123,6 +123,8 @@ class _Exchange:
                        ) -> Callable[[bytes], Any]:
         """Stands in for the server's: notes status and type, may add the request-id header."""
         try:
+            if not isinstance(headers, (list, tuple)):  # PEP 3333 says a list; a generator is read once, here
+                headers = list(headers)
             headers = self._on_start(status, headers)
         except Exception:
             self.internal_error()

@@ -312,3 +312,34 @@ def test_the_request_id_header_is_added_once_and_never_over_the_apps_own(setting
         answered_by_us = client.post("/plain", json={"data": [[1]]}, headers={"x-request-id": "client-7"})
     assert answered_by_app.headers.get_list("x-request-id") == ["app-own"]
     assert answered_by_us.headers.get_list("x-request-id") == ["client-7"]
+
+
+@pytest.mark.parametrize("own_id", [False, True], ids=["echoed", "apps-own-id"])
+def test_response_headers_given_as_a_one_shot_iterable_reach_the_server_whole(settings, data_dir, own_id):
+    """ASGI allows any iterable of headers. Looking through a generator for the content type used to use
+    it up: the server then sent the response with no headers at all."""
+    app_headers = [(b"content-type", b"application/json"), (b"x-model", b"iris")]
+    if own_id:
+        app_headers.append((b"x-ms-request-id", b"app-own"))
+
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": (h for h in app_headers)})
+        await send({"type": "http.response.body", "body": b'{"predictions": [3]}'})
+
+    async def receive():
+        return {"type": "http.request", "body": b'{"data": [[1, 2]]}', "more_body": False}
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    middleware = DataCollectionMiddleware(app, settings=settings)
+    scope = {"type": "http", "method": "POST", "path": "/score", "headers": [(b"content-type", b"application/json")]}
+    asyncio.run(middleware(scope, receive, send))
+    predictions = rows(data_dir, "predictions")
+    assert predictions["prediction"].tolist() == ["3"]
+    echoed = [] if own_id else [(b"x-ms-request-id", predictions["$aml_request_id"][0].encode())]
+    assert [tuple(h) for h in sent[0]["headers"]] == app_headers + echoed
+    assert mdc_middleware.metrics()["internal_errors"] == 0

@@ -161,6 +161,23 @@ def test_plain_wsgi_apps_are_served_unchanged_and_collected(settings, data_dir, 
     assert mdc_middleware.metrics()["internal_errors"] == 0
 
 
+def test_response_headers_given_as_a_generator_reach_the_server_whole(settings, data_dir):
+    """PEP 3333 asks for a list, but servers iterate whatever they are given. Looking through a generator
+    for the content type used to use it up, and the server sent no headers."""
+    from werkzeug.test import Client
+
+    def app(environ, start_response):
+        environ["wsgi.input"].read()
+        start_response("200 OK", (h for h in [("Content-Type", "application/json"), ("X-Model", "iris")]))
+        return [b'{"predictions": [3]}']
+
+    middleware = WSGIDataCollectionMiddleware(app, settings=settings, echo_request_id=False)
+    response = _served(Client(middleware), b'{"data": [[1, 2]]}')
+    assert response.headers.to_wsgi_list() == [("Content-Type", "application/json"), ("X-Model", "iris")]
+    assert rows(data_dir, "predictions")["prediction"].tolist() == ["3"]
+    assert mdc_middleware.metrics()["internal_errors"] == 0
+
+
 @pytest.mark.parametrize("configured", ["X-Request-Id", "x-request-id"])
 def test_the_request_id_header_is_added_once_and_never_over_the_apps_own(settings, configured):
     """Header names match in any case: a name given as a keyword keeps the caller's spelling."""
