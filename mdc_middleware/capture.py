@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from . import media
+from .config import parse_routes
 from .metrics import Metrics
 from .paths import Target
 from .privacy import HEADER_PREFIX, MAX_HEADER_VALUE
@@ -97,14 +98,19 @@ class Route:
         return method in self.methods and (self.pattern == path or fnmatch.fnmatchcase(path, self.pattern))
 
 
-RoutesSpec = Union[None, Sequence[str], Mapping[str, Optional[Schema]], Sequence[Route]]
+RoutesSpec = Union[None, str, Sequence[str], Mapping[str, Optional[Schema]], Sequence[Route]]
 
 
 class RouteTable:
-    """Which requests to capture, and with which schema. No routes configured: every POST."""
+    """Which requests to capture, and with which schema. No routes configured: every POST.
+
+    Routes given as text are patterns separated by commas, as in ``MDC_ROUTES``: ``routes="/score"`` is one
+    route (it was six one-letter ones that matched nothing)."""
 
     def __init__(self, routes: RoutesSpec = None, env_routes: Sequence[str] = ()) -> None:
         built: List[Route] = []
+        if isinstance(routes, str):
+            routes = parse_routes(routes)
         if isinstance(routes, Mapping):
             built = [Route(p, s or Schema()) for p, s in routes.items()]
         elif routes:

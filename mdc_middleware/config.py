@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +47,8 @@ def _parse_boundary(value: str) -> int:
 def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     def parse(value: str) -> Any:
         number = kind(value)
-        if number <= 0:
-            raise ValueError(f"must be > 0, got {value!r}")
+        if not 0 < number < math.inf:  # NaN too
+            raise ValueError(f"must be a finite number > 0, got {value!r}")
         return number
 
     return parse
@@ -59,7 +61,8 @@ def _fraction(value: str) -> float:
     return number
 
 
-def _routes(value: str) -> tuple:
+def parse_routes(value: str) -> tuple:
+    """Route patterns separated by commas, as ``MDC_ROUTES`` (and a ``routes=`` keyword given as text) gives them."""
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
@@ -88,7 +91,7 @@ _ENV: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "webservice_name": (("MDC_WEBSERVICE_NAME", "SERVICE_NAME"), _text),
     "model_name": (("MDC_MODEL_NAME",), _text),
     "model_version": (("MDC_MODEL_VERSION",), _text),
-    "routes": (("MDC_ROUTES",), _routes),
+    "routes": (("MDC_ROUTES",), parse_routes),
     "sample_rate": (("MDC_SAMPLE_RATE",), _fraction),
     "max_body_bytes": (("MDC_MAX_BODY_BYTES",), _positive(int)),
     "batch_rows": (("MDC_BATCH_ROWS",), _positive(int)),
@@ -116,6 +119,12 @@ _ENV: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
 }
 
 _SECRETS = ("storage_connection_string", "storage_sas_token")
+_FLAGS = ("enabled", "debug", "storage_managed_identity", "echo_request_id", "neutralize_formulas", "record_unparsed",
+          "spool_fsync")
+_WHOLE_NUMBERS = ("max_body_bytes", "unparsed_max_bytes", "batch_rows", "batch_bytes", "queue_size", "queue_max_bytes",
+                  "spool_max_bytes")
+_SECONDS = ("flush_interval", "shutdown_deadline", "retry_deadline")
+_NAME_LISTS = ("routes", "collect_headers", "include_features", "exclude_features")
 
 
 @dataclass(frozen=True)
@@ -168,6 +177,7 @@ class Settings:
     retry_deadline: float = 60.0
 
     def __post_init__(self) -> None:
+        self._check_types()
         for name in ("subscription_id", "resource_group", "workspace_name", "webservice_name",
                      "model_name", "model_version", "container"):
             try:
@@ -188,8 +198,43 @@ class Settings:
             object.__setattr__(self, "collect_headers", check_header_allowlist(self.collect_headers))
         except ValueError as exc:
             raise ConfigError(f"collect_headers: {exc}") from None
-        if not 0.0 <= self.sample_rate <= 1.0:
-            raise ConfigError(f"sample_rate: must be between 0 and 1, got {self.sample_rate!r}")
+
+    def _check_types(self) -> None:
+        """Keyword arguments get the checks environment variables get. A value given as text is read as
+        its variable would be (``enabled="false"`` is off, ``routes="/a,/b"`` two routes); anything else
+        of the wrong kind fails here, not on the writer thread: ``flush_interval=0`` (or NaN) made the
+        batcher spin on a core, ``routes="/score"`` was six one-letter routes that matched nothing."""
+        for name in (*_FLAGS, *_WHOLE_NUMBERS, *_SECONDS, *_NAME_LISTS, "sample_rate", "boundary"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                try:
+                    value = _ENV[name][1](value)
+                except ValueError as exc:
+                    raise ConfigError(f"{name}={value!r}: {exc}") from None
+            elif name in _NAME_LISTS and isinstance(value, list):
+                value = tuple(value)
+            object.__setattr__(self, name, value)
+        for name in _FLAGS:
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: expected True or False, got {getattr(self, name)!r}")
+        for name in _WHOLE_NUMBERS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+                raise ConfigError(f"{name}: expected a whole number > 0, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        for name in _SECONDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+                raise ConfigError(f"{name}: expected a finite number of seconds > 0, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        value = self.sample_rate
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+            raise ConfigError(f"sample_rate: must be between 0 and 1, got {value!r}")
+        object.__setattr__(self, "sample_rate", float(value))
+        for name in _NAME_LISTS:
+            value = getattr(self, name)
+            if not (isinstance(value, tuple) or (value is None and name == "include_features")):
+                raise ConfigError(f"{name}: expected a list of names, got {value!r}")
 
     @property
     def workspace(self) -> str:
@@ -268,7 +313,7 @@ class Settings:
             if name not in known:
                 raise ConfigError(f"unknown setting {name!r}")
             if value is not None:
-                values[name] = tuple(value) if name == "routes" else value
+                values[name] = value
         return cls(**values)
 
 

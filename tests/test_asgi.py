@@ -71,6 +71,16 @@ def same_response(a, b):
     assert strip(a) == strip(b)
 
 
+def test_routes_given_as_text_are_patterns_separated_by_commas(settings, data_dir):
+    """As MDC_ROUTES reads them: routes="/score" used to be six one-letter routes, and nothing was collected."""
+    app = make_app(settings=settings, routes="/score, /stream")
+    with TestClient(app) as client:
+        for path in ("/score", "/stream", "/echo"):
+            client.post(path, json={"data": [[1, 2]]})
+    assert rows(data_dir, "predictions")["prediction"].tolist() == ["3", "3"]
+    assert mdc_middleware.metrics()["requests_seen"] == 2
+
+
 def test_inputs_and_predictions_share_ids(settings, data_dir):
     app = make_app(settings=settings, routes={"/score": Schema(inputs=["a", "b"])})
     with TestClient(app) as client:

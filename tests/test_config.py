@@ -30,11 +30,37 @@ def test_keyword_arguments_override_environment():
 @pytest.mark.parametrize("variable,value", [
     ("MDC_ENABLED", "maybe"), ("MDC_BATCH_ROWS", "-1"), ("MDC_BATCH_ROWS", "ten"),
     ("MDC_SAMPLE_RATE", "1.5"), ("AML_MODEL_DC_BOUNDARY", "week"), ("MDC_FLUSH_INTERVAL_SECONDS", "0"),
-    ("MDC_WORKSPACE", "only/two"),
+    ("MDC_WORKSPACE", "only/two"), ("MDC_FLUSH_INTERVAL_SECONDS", "nan"), ("MDC_SHUTDOWN_DEADLINE_SECONDS", "inf"),
+    ("MDC_SAMPLE_RATE", "nan"),
 ])
 def test_bad_value_names_the_variable(variable, value):
     with pytest.raises(ConfigError, match=variable):
         Settings.from_env({variable: value})
+
+
+@pytest.mark.parametrize("name,value", [
+    ("flush_interval", 0), ("flush_interval", float("nan")), ("shutdown_deadline", float("inf")),
+    ("retry_deadline", -1.0), ("batch_rows", -5), ("batch_rows", 2.5), ("max_body_bytes", "lots"),
+    ("queue_size", True), ("enabled", "maybe"), ("echo_request_id", 1), ("sample_rate", float("nan")),
+    ("sample_rate", "half"), ("routes", 5), ("exclude_features", None), ("boundary", "week"),
+])
+def test_keywords_get_the_checks_environment_variables_get(name, value):
+    """flush_interval=0 or NaN made the batcher spin on a core; a text max_body_bytes failed every request."""
+    if value is not None:  # to from_env, None means "not given"
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({}, **{name: value})
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({}).replace(**{name: value})
+
+
+def test_keywords_given_as_text_are_read_as_their_environment_variables():
+    s = Settings.from_env({}, enabled="false", max_body_bytes="1000", flush_interval="2.5", boundary="hour",
+                          routes="/score, /v1/*/predict", exclude_features="SSN,email", collect_headers="X-Tenant")
+    assert (s.enabled, s.max_body_bytes, s.flush_interval, s.boundary) == (False, 1000, 2.5, 60)
+    assert s.routes == ("/score", "/v1/*/predict")
+    assert (s.exclude_features, s.collect_headers) == (("ssn", "email"), ("x-tenant",))
+    assert Settings(routes=["/a"], include_features=["b"]).routes == ("/a",)  # lists kept as tuples: hashable
+    assert hash(Settings(routes=["/a"], include_features=["b"]))
 
 
 @pytest.mark.parametrize("name", ["..", ".", "a/b", "a\\b", "x\x00y", "tab\tbed", "", "n" * 129, " lead"])

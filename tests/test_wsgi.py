@@ -55,6 +55,15 @@ def post(app, path, **kwargs):
     return app.test_client().post(path, buffered=True, **kwargs)
 
 
+def test_routes_given_as_text_are_patterns_separated_by_commas(settings, data_dir):
+    """As MDC_ROUTES reads them: routes="/score" used to be six one-letter routes, and nothing was collected."""
+    app = make_app(settings=settings, routes="/score")
+    for path in ("/score", "/echo"):
+        post(app, path, json={"data": [[1, 2]]})
+    assert rows(data_dir, "predictions")["prediction"].tolist() == ["3"]
+    assert mdc_middleware.metrics()["requests_seen"] == 1
+
+
 def test_inputs_and_predictions_share_ids(settings, data_dir):
     app = make_app(settings=settings, routes={"/score": Schema(inputs=["a", "b"], predictions=["y"])})
     response = post(app, "/score", json={"data": [[1, 2], [3, 4]]}, headers={"X-Ms-Request-Id": "r-1"})
