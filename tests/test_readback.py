@@ -87,6 +87,23 @@ def test_read_selects_by_date_range_and_version_with_cells_as_written(settings, 
     pd.testing.assert_frame_equal(frame, api)
 
 
+@pytest.mark.parametrize("start,end,first", [
+    (dt.datetime(2026, 3, 31, 8), dt.datetime(2026, 4, 1, 23, 59), "2026-03-31"),   # naive: taken as UTC
+    ("2026-03-31", "2026-04-01", "2026-03-31"),
+    (pd.Timestamp("2026-03-31T01:00:00+02:00"), np.datetime64("2026-04-01"), "2026-03-30"),  # 23:00 UTC
+    (dt.datetime(2026, 3, 31, 2, tzinfo=dt.timezone(dt.timedelta(hours=3))), "2026-04-01T10:00:00Z", "2026-03-30"),
+], ids=["naive-datetime", "text", "aware-timestamp-and-datetime64", "aware-datetime-and-iso-text"])
+def test_the_date_range_takes_datetimes_timestamps_and_text_as_utc_days(settings, data_dir, monkeypatch, start, end,
+                                                                        first):
+    """Anything but a date used to raise a TypeError inside the comparison; an aware time is a UTC day."""
+    collect_on_days(settings, monkeypatch, requests_per_day=2)
+    days = sorted(set(read_collected(data_dir, "inputs", start=start, end=end, as_text=True)
+                      ["$aml_dc_scoring_timestamp"].str[:10]))
+    assert days == sorted({first, "2026-03-31", "2026-04-01"})
+    with pytest.raises(ValueError, match="start"):
+        read_collected(data_dir, "inputs", start="last tuesday")
+
+
 def test_read_writes_parquet_with_types(settings, data_dir, monkeypatch, tmp_path):
     sent = collect_on_days(settings, monkeypatch, days=DAYS[:1])
     target = tmp_path / "inputs.parquet"

@@ -17,15 +17,35 @@ from ..paths import ROOT, ParsedPath, parse_path
 from .source import is_container as _is_container
 
 Source = Union[str, Path, Any]  # a directory, or an azure.storage.blob.ContainerClient
+Day = Union[dt.date, dt.datetime, str, Any]  # a date, a datetime or pandas Timestamp, or text ("2026-11-01")
+
+
+def as_day(value: Optional[Day], name: str = "day") -> Optional[dt.date]:
+    """The UTC day a ``start``/``end`` filter means. Folders are UTC days: an aware datetime is converted to
+    UTC first, a naive one is taken as UTC. Before, anything but a ``date`` raised a TypeError deep in the
+    comparison (a ``datetime`` is a ``date`` that cannot be compared with one)."""
+    if value is None or type(value) is dt.date:
+        return value
+    try:
+        stamp = pd.Timestamp(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: expected a date, a datetime or text like '2026-11-01', got {value!r}") from exc
+    if stamp is pd.NaT:
+        raise ValueError(f"{name}: expected a date, got {value!r}")
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC")
+    return stamp.date()
 
 
 def list_data_files(source: Source, *, designation: Optional[str] = None, model: Optional[str] = None,
-                    version: Optional[str] = None, start: Optional[dt.date] = None,
-                    end: Optional[dt.date] = None) -> List[Tuple[Any, ParsedPath]]:
+                    version: Optional[str] = None, start: Optional[Day] = None,
+                    end: Optional[Day] = None) -> List[Tuple[Any, ParsedPath]]:
     """(path or blob name, ParsedPath) of every data file that passes the filters, by date then name.
 
-    A directory may be the local sink's root (``mdc-data``) or the container folder inside it.
+    A directory may be the local sink's root (``mdc-data``) or the container folder inside it. ``start`` and
+    ``end`` are UTC days, both included (``as_day``).
     """
+    start, end = as_day(start, "start"), as_day(end, "end")
     found = []
     for name, _ in _data_files(source):
         parsed = parse_path(Path(name).as_posix() if not isinstance(name, str) else name)
@@ -102,7 +122,7 @@ def _wanted(parsed: ParsedPath, designation: Optional[str], model: Optional[str]
 
 
 def read_collected(source: Source, designation: Optional[str] = None, *, model: Optional[str] = None,
-                   version: Optional[str] = None, start: Optional[dt.date] = None, end: Optional[dt.date] = None,
+                   version: Optional[str] = None, start: Optional[Day] = None, end: Optional[Day] = None,
                    as_text: bool = False,
                    progress: Optional[Callable[[Iterable[Any]], Iterable[Any]]] = None) -> pd.DataFrame:
     """All rows of the matching files in one DataFrame (columns united across files).
