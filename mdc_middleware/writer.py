@@ -88,6 +88,8 @@ class Writer:
                  flush_interval: float = 5.0, queue_size: int = 10_000, queue_max_bytes: int = 256 << 20,
                  retry_deadline: float = 60.0, neutralize_formulas: bool = True, spool: Optional[Spool] = None,
                  metrics: Optional[Metrics] = None, encoder: str = "thread") -> None:
+        if not 0 < flush_interval < float("inf"):  # 0 or NaN: the batcher would never wait, and spin on a core
+            raise ValueError(f"flush_interval: expected a finite number of seconds > 0, got {flush_interval!r}")
         self.sink = sink
         self.spool = spool
         self.batch_rows = batch_rows
