@@ -277,3 +277,10 @@ def test_captures_are_encoded_in_runs_bounded_by_count_and_by_body_bytes():
     # 16 small; 4 small and 3 large (the third passes 8 KiB); 3 large; the last large and 15 small; 5 small
     assert [len(chunk) for chunk in chunks] == [16, 7, 3, 16, 5]
     assert all(sum(len(raw[1]) for raw in chunk[:-1]) < _ENCODE_CHUNK_BYTES for chunk in chunks)
+
+
+@pytest.mark.parametrize("interval", [0, -1.0, float("nan"), float("inf")])
+def test_a_flush_interval_the_batcher_could_spin_on_is_refused(tmp_path, interval):
+    """With 0 or NaN the batcher never waited: it spun on a core while the queue was empty."""
+    with pytest.raises(ValueError, match="flush_interval"):
+        Writer(LocalSink(tmp_path), flush_interval=interval)
