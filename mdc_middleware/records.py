@@ -408,7 +408,9 @@ def _plain_rows(rows: list, width: int, neutralize: bool) -> Optional[str]:
     Plain text (``_plain_text_rows``): what the csv module writes as it is, a class label say.
     """
     try:
-        if set(map(len, rows)) != {width}:
+        # Rows that are lists: a dict's len() is its number of keys and a string's its number of characters,
+        # and orjson writes them as objects and strings (collect([{"a": 1}]) wrote "a:1", ["a", "b"] ",").
+        if set(map(type, rows)) != {list} or set(map(len, rows)) != {width}:
             return None
         text = orjson.dumps(rows, option=orjson.OPT_PASSTHROUGH_SUBCLASS)  # subclasses of int are refused
     except TypeError:  # a row without a length, or a value orjson does not write (JSONEncodeError)

@@ -149,6 +149,19 @@ def test_rows_that_are_not_plain_numbers_are_written_cell_by_cell(settings, data
                    ["1", str(2 ** 70)], ["1", '{"k":2}'], ["1.5", "2"]]
 
 
+def test_records_as_dicts_and_a_list_of_labels_are_written_cell_by_cell(settings, data_dir):
+    """The plain-rows fast path took a dict for a row of its keys, and a string for a row of its characters:
+    [{"a": 1, "b": "x"}] was written as "a:1,b:x", ["setosa", "virginica"] as one row ","."""
+    ModelDataCollector("records", designation="inputs", settings=settings).collect(
+        [{"a": 1, "b": "x"}, {"a": 2.5, "b": "y"}])
+    ModelDataCollector("declared", designation="inputs", feature_names=["b", "a"], settings=settings).collect(
+        [{"a": 1, "b": 2}])
+    ModelDataCollector("labels", designation="predictions", settings=settings).collect(["setosa", "virginica"])
+    assert rows(data_dir, "inputs", model="records")[["a", "b"]].values.tolist() == [["1", "x"], ["2.5", "y"]]
+    assert rows(data_dir, "inputs", model="declared")[["b", "a"]].values.tolist() == [["2", "1"]]
+    assert rows(data_dir, "predictions", model="labels")["prediction"].tolist() == ["setosa", "virginica"]
+
+
 def test_a_row_without_features_is_its_correlation_cells_under_their_header(settings, data_dir):
     ModelDataCollector("m", designation="inputs", settings=settings).collect([[]])
     mdc_middleware.flush(5)

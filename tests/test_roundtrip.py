@@ -360,10 +360,13 @@ def test_rows_written_by_orjson_are_the_bytes_the_csv_module_writes(data, neutra
     cell = data.draw(st.sampled_from([numbers | label,  # one hard label among plain cells: it alone decides
                                       numbers | label | st.floats() | text | st.none() | st.booleans()]))
     target = Target("s", "r", "w", "svc", "m", "1", "predictions")
-    batch = [Record(target=target, data=data.draw(st.lists(st.lists(cell, min_size=width, max_size=width),
-                                                            min_size=1, max_size=3)),
-                    columns=tuple(f"c{i}" for i in range(width)), correlation_id=f"id-{n}", timestamp=1e9 + n,
-                    request_id=f"request-{n}") for n in range(records)]
+    names = tuple(f"c{i}" for i in range(width))
+    # What collect() may hand over as well: records as dicts, and bare values (a 1-D list, one value a row).
+    row = data.draw(st.sampled_from([st.lists(cell, min_size=width, max_size=width),
+                                     st.fixed_dictionaries({name: cell for name in names}),
+                                     st.lists(cell, min_size=width, max_size=width) | label]))
+    batch = [Record(target=target, data=data.draw(st.lists(row, min_size=1, max_size=3)), columns=names,
+                    correlation_id=f"id-{n}", timestamp=1e9 + n, request_id=f"request-{n}") for n in range(records)]
     columns = batch[0].columns
     fast = plain_lines(batch, width, neutralize)
     original = records_module.plain_lines
