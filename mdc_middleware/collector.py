@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence
 import numpy as np
 
 from . import runtime
-from .capture import new_correlation_id
+from .capture import new_correlation_id, warn_once
 from .config import ConfigError, Settings
 from .paths import Target
 from .privacy import FieldRules, Redactor
 from .records import (BOUNDARY, CORRELATION_ID, SCORING_TIMESTAMP, FrameSnapshot, Record, count_rows,
-                      default_prefix, format_timestamp, infer_columns, is_frame, numeric_only, snapshot)
+                      default_prefix, format_timestamp, infer_columns, is_frame, numeric_only, snapshot,
+                      uncollectable)
 from .writer import Writer
 
 if TYPE_CHECKING:
@@ -116,6 +117,12 @@ class ModelDataCollector:
         if not self.settings.enabled:
             return correlations
         try:
+            reason = uncollectable(data)
+            if reason is not None:
+                self.writer.metrics.skip(f"collect:{reason}")
+                warn_once(("collect", self.model_name, reason), "mdc: collect() for model %s was given an %s, "
+                          "which cannot be read without using it up; pass a list (logged once)", self.model_name, reason)
+                return correlations
             copied = snapshot(data)
             rows = count_rows(copied, self.feature_names)
             columns = self.feature_names  # None: the writer thread takes them from the data

@@ -6,6 +6,7 @@ thread, never on the request path.
 """
 from __future__ import annotations
 
+import collections.abc
 import csv
 import dataclasses
 import functools
@@ -177,12 +178,48 @@ def snapshot(data: Any) -> Any:
             return _share_numeric_block(data) or data.copy(deep=False)
         return data.copy()
     if isinstance(data, series_type):
-        return data.to_frame()
+        return _series_rows(data)
     if isinstance(data, np.ndarray):
         return data.copy()
+    if isinstance(data, dict):
+        return _dict_rows(data)
+    if not isinstance(data, (list, tuple)) and is_collection(data):  # a set, a range, a deque, dict values…
+        data = list(data)
     if isinstance(data, (list, tuple)):
         return [list(row) if isinstance(row, (list, tuple)) else row for row in data]
     return data
+
+
+def is_collection(data: Any) -> bool:
+    """Iterable more than once, and not text: its items are rows."""
+    return (isinstance(data, collections.abc.Iterable) and not isinstance(data, collections.abc.Iterator)
+            and not isinstance(data, (str, bytes, bytearray, memoryview)))
+
+
+def uncollectable(data: Any) -> Optional[str]:
+    """Why ``collect()`` must leave this alone: an iterator (a generator, ``map``, ``zip``…) is used up by
+    reading it, and the scoring code may still need it. Its repr was written as one cell."""
+    return "iterator" if isinstance(data, collections.abc.Iterator) and not isinstance(data, np.ndarray) else None
+
+
+def _series_rows(series: "pd.Series") -> Any:
+    """A Series labelled by names (``frame.iloc[0]``) is one row; one with a positional index
+    (``frame["score"]``, ``pd.Series(predictions)``) is a column, named by the Series' name or, without
+    one, as a list's column is. It used to be a column either way, named "0" without a name: a row of
+    four features became four rows."""
+    if series.index.inferred_type == "string":
+        return series.to_frame().T
+    return series.to_frame() if series.name is not None else series.tolist()
+
+
+def _dict_rows(data: dict) -> list:
+    """A dict of equal-length lists is columns (``{"a": [1, 2], "b": [3, 4]}``: two rows), else it is one
+    record, as the middleware's schema reads a JSON object. It used to be one cell of JSON."""
+    values = list(data.values())
+    if values and all(isinstance(v, (list, tuple, np.ndarray)) for v in values) and len(set(map(len, values))) == 1:
+        keys = list(data)
+        return [dict(zip(keys, row)) for row in zip(*values)]
+    return [dict(data)]
 
 
 def count_rows(data: Any, columns: Optional[Sequence[str]] = None) -> int:

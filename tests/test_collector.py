@@ -162,6 +162,27 @@ def test_records_as_dicts_and_a_list_of_labels_are_written_cell_by_cell(settings
     assert rows(data_dir, "predictions", model="labels")["prediction"].tolist() == ["setosa", "virginica"]
 
 
+def test_collect_reads_dicts_series_and_collections_as_rows_and_leaves_iterators_alone(settings, data_dir):
+    """A dict used to be one cell of JSON, a row of a frame (``frame.iloc[0]``) a column named "0", a set or
+    a generator its repr; a generator is now skipped and counted, for reading it would use it up."""
+    frame = pd.DataFrame({"a": [1.5, 3.5], "b": [2.5, 4.5]})
+    inputs = ModelDataCollector("m", designation="inputs", settings=settings)
+    inputs.collect({"a": 1, "b": "x"})                        # one record
+    inputs.collect({"a": [2, 3], "b": ["y", "z"]})            # columns
+    inputs.collect(frame.iloc[0])                             # one row, labelled by its features
+    predictions = ModelDataCollector("m", designation="predictions", settings=settings)
+    predictions.collect(pd.Series([0, 1]))                    # a column without a name
+    predictions.collect(frame["b"].rename("prediction"))      # a named column
+    predictions.collect(range(7, 9))                          # a collection: its items are rows
+    scores = (score for score in [5, 6])
+    predictions.collect(scores)
+    assert list(scores) == [5, 6]  # the scoring code still has its generator
+    assert rows(data_dir, "inputs")[["a", "b"]].values.tolist() == [
+        ["1", "x"], ["2", "y"], ["3", "z"], ["1.5", "2.5"]]
+    assert rows(data_dir, "predictions")["prediction"].tolist() == ["0", "1", "2.5", "4.5", "7", "8"]
+    assert mdc_middleware.metrics()["skipped"] == {"collect:iterator": 1}
+
+
 def test_a_row_without_features_is_its_correlation_cells_under_their_header(settings, data_dir):
     ModelDataCollector("m", designation="inputs", settings=settings).collect([[]])
     mdc_middleware.flush(5)
