@@ -7,6 +7,7 @@ microsecond.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import Counter
 from typing import Dict, List, Mapping, Tuple
 
@@ -44,7 +45,8 @@ class Metrics:
         """Start from zero (a forked child counts only its own rows)."""
         self._registry_lock = threading.Lock()
         self._local = threading.local()
-        self._shards: List[_Shard] = []
+        self._shards: List[Tuple["weakref.ref[threading.Thread]", _Shard]] = []  # (owner thread, its counters)
+        self._ended = _Shard()  # what threads that have ended counted
 
     def _shard(self) -> "_Shard":
         """This thread's own counters: counting takes no lock that another thread could be holding."""
@@ -52,9 +54,27 @@ class Metrics:
             return self._local.shard
         except AttributeError:
             shard = self._local.shard = _Shard()
+            owner = weakref.ref(threading.current_thread())
             with self._registry_lock:
-                self._shards.append(shard)
+                self._fold_ended_threads()
+                self._shards.append((owner, shard))
             return shard
+
+    def _fold_ended_threads(self) -> None:
+        """Add the counters of threads that have ended into one set (under the registry lock).
+
+        A server that starts a thread per request (werkzeug's threaded dev server, ThreadingMixIn)
+        otherwise left one set per request behind: 470 bytes each, and every snapshot summed them all
+        (116 ms after 11,000 requests). An ended thread counts nothing more, so moving its counts is safe.
+        """
+        live = []
+        for owner, shard in self._shards:
+            thread = owner()
+            if thread is None or not thread.is_alive():
+                self._ended.add(shard)
+            else:
+                live.append((owner, shard))
+        self._shards = live
 
     def add(self, name: str, amount: int = 1) -> None:
         self._shard().counts[name] += amount
@@ -79,14 +99,14 @@ class Metrics:
         skipped: Counter = Counter()
         dropped: Counter = Counter()
         seconds_total = seconds_max = 0.0
-        with self._registry_lock:
-            shards = list(self._shards)
-        for shard in shards:  # dict() copies a shard in one step of the interpreter: never half-updated
-            counts.update(dict(shard.counts))
-            skipped.update(dict(shard.skipped))
-            dropped.update(dict(shard.dropped))
-            seconds_total += shard.write_seconds_total
-            seconds_max = max(seconds_max, shard.write_seconds_max)
+        with self._registry_lock:  # held throughout: a fold must not move counts between two reads of them
+            for shard in [self._ended, *(shard for _, shard in self._shards)]:
+                # dict() copies a live thread's counters in one step of the interpreter: never half-updated
+                counts.update(dict(shard.counts))
+                skipped.update(dict(shard.skipped))
+                dropped.update(dict(shard.dropped))
+                seconds_total += shard.write_seconds_total
+                seconds_max = max(seconds_max, shard.write_seconds_max)
         return counts, skipped, dropped, seconds_total, seconds_max
 
     def absorb(self, counts: Mapping[str, int], skipped: Mapping[str, int], dropped: Mapping[str, int]) -> None:
@@ -124,6 +144,13 @@ class _Shard:
         self.dropped: Counter = Counter()
         self.write_seconds_total = 0.0
         self.write_seconds_max = 0.0
+
+    def add(self, other: "_Shard") -> None:
+        self.counts.update(other.counts)
+        self.skipped.update(other.skipped)
+        self.dropped.update(other.dropped)
+        self.write_seconds_total += other.write_seconds_total
+        self.write_seconds_max = max(self.write_seconds_max, other.write_seconds_max)
 
 
 def merge(snapshots: list) -> Dict[str, object]:

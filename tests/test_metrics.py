@@ -55,3 +55,41 @@ def test_wsgi_serves_prometheus_metrics(settings):
     response = app.test_client().get("/metrics")
     assert response.status_code == 200
     assert "mdc_rows_written_total" in parse(response.get_data(as_text=True))
+
+
+def test_counts_of_threads_that_ended_are_kept_in_one_set_never_lost_nor_counted_twice():
+    """A server that starts a thread per request left one set of counters per request behind (and each
+    snapshot summed them all). Snapshots taken while threads come and go must only ever grow."""
+    import threading
+
+    from mdc_middleware.metrics import Metrics
+
+    metrics = Metrics()
+    seen = []
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            snap = metrics.snapshot()
+            seen.append((snap["rows_written"], snap["skipped"].get("x", 0)))
+
+    def count():
+        metrics.add("rows_written", 2)
+        metrics.skip("x")
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    for _ in range(50):
+        threads = [threading.Thread(target=count) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    stop.set()
+    watcher.join()
+    snap = metrics.snapshot()
+    assert (snap["rows_written"], snap["skipped"]) == (2000, {"x": 1000})
+    rows, skips = [r for r, _ in seen], [x for _, x in seen]
+    assert len(seen) > 1 and rows == sorted(rows) and skips == sorted(skips)  # never a count moved twice or lost
+    assert rows[-1] <= 2000 and skips[-1] <= 1000
+    assert len(metrics._shards) <= 21  # the live threads' own sets; not one per thread ever started
