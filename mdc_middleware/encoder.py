@@ -6,15 +6,19 @@ process instead, with this same code, so JSON parsing and CSV encoding leave the
 """
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import functools
+import io
+import json
 import logging
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from .capture import Capture
 from .metrics import Metrics
 from .paths import Target
-from .records import Record, default_prefix, encode, header_line, infer_columns, plain_lines
+from .records import (META_COLUMNS, CsvLines, Record, default_prefix, encode, header_line, infer_columns,
+                      plain_lines)
 
 logger = logging.getLogger("mdc_middleware")
 
@@ -202,6 +206,22 @@ def _utf8(texts: List[str], metrics: Metrics) -> bytes:
             metrics.skip("invalid_unicode_replaced")
             encoded.append(text.encode("utf-8", "replace"))
     return b"".join(encoded)
+
+
+ROW_JSON = "$mdc_row_json"
+
+
+def as_json_rows(encoded: Encoded) -> Encoded:
+    """The same rows under one fixed header: the data cells of each row as one JSON object (column name →
+    the cell as written), then its correlation cells as before. What the writer does with rows whose set of
+    columns comes after a day's limit: one more file, where each such set would have been a file of its own."""
+    names = next(csv.reader(io.StringIO(encoded.header, newline="")))[:-len(META_COLUMNS)]
+    lines = CsvLines()
+    writer = lines.writer()
+    for row in csv.reader(io.StringIO(encoded.payload.decode("utf-8"), newline="")):
+        cells = dict(zip(names, row[:len(names)]))
+        writer.writerow([json.dumps(cells, ensure_ascii=False, separators=(",", ":")), *row[len(names):]])
+    return Encoded(encoded.target, encoded.folder, _header((ROW_JSON,)), lines.text().encode("utf-8"), len(lines))
 
 
 @functools.lru_cache(maxsize=4096)

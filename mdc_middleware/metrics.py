@@ -33,6 +33,7 @@ class Metrics:
         "storage_retries",     # storage requests retried after a transient fault
         "files_created",
         "files_rolled_over",
+        "rows_as_json",        # rows written as one JSON cell: their set of columns came past the day's limit
         "internal_errors",     # bugs caught so they never reach the app; see the log
         "encoder_captures",    # MDC_ENCODER=process: captures parsed and encoded by the helper process
         "encoder_failures",    # MDC_ENCODER=process: helper failures; their batches were encoded in-process

@@ -353,3 +353,24 @@ def test_response_headers_given_as_a_one_shot_iterable_reach_the_server_whole(se
     echoed = [] if own_id else [(b"x-ms-request-id", predictions["$aml_request_id"][0].encode())]
     assert [tuple(h) for h in sent[0]["headers"]] == app_headers + echoed
     assert mdc_middleware.metrics()["internal_errors"] == 0
+
+
+def test_past_a_days_limit_of_column_sets_rows_are_written_as_json_in_one_more_file(settings, data_dir):
+    """Without declared columns each payload names its own: a client that leaves out empty fields (or sends
+    sparse features as keys) made a file per request, each opened by reading the headers of all before it."""
+    from mdc_middleware.writer import MAX_COLUMN_SETS
+
+    app = make_app(settings=settings, routes=["/echo"])
+    sent = [{"a": n, f"k{n}": f"v,{n}"} for n in range(MAX_COLUMN_SETS + 6)]
+    with TestClient(app) as client:
+        ids = [client.post("/echo", json={"data": [record]}).headers["x-ms-request-id"] for record in sent]
+    inputs = rows(data_dir, "inputs")
+    assert len(list((data_dir).rglob("inputs/**/*.csv"))) == MAX_COLUMN_SETS + 1
+    by_id = inputs.set_index("$aml_request_id")
+    for request_id, record in zip(ids, sent):
+        row = by_id.loc[request_id]
+        if row["$mdc_row_json"]:
+            assert json.loads(row["$mdc_row_json"]) == {name: str(value) for name, value in record.items()}
+        else:
+            assert {name: row[name] for name in record} == {name: str(value) for name, value in record.items()}
+    assert (inputs["$mdc_row_json"] != "").sum() == 6 == mdc_middleware.metrics()["rows_as_json"]

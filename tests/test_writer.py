@@ -1,3 +1,4 @@
+import json
 import multiprocessing
 import threading
 import time
@@ -284,3 +285,25 @@ def test_a_flush_interval_the_batcher_could_spin_on_is_refused(tmp_path, interva
     """With 0 or NaN the batcher never waited: it spun on a core while the queue was empty."""
     with pytest.raises(ValueError, match="flush_interval"):
         Writer(LocalSink(tmp_path), flush_interval=interval)
+
+
+def test_rows_as_json_keep_every_cell_as_written_and_the_correlation_cells(tmp_path):
+    import io
+
+    import pandas as pd
+
+    from mdc_middleware.encoder import ROW_JSON, as_json_rows, encode_record
+    from mdc_middleware.metrics import Metrics
+
+    target = Target("s", "r", "w", "svc", "m", "1", "inputs")
+    cells = [["comma, quote \"x\"", "line\nbreak", "cr\rhere", "=formula", "東京", None, 1.5, "\\back"],
+             ["", "tab\tin", "[1, 2]", "{\"k\": 1}", "-3", True, 10 ** 20, "é"]]
+    record = Record(target=target, data=cells, columns=tuple(f"c{i}" for i in range(8)), correlation_id="id,1",
+                    timestamp=1e9, request_id='r"1', rows=2)
+    encoded = encode_record(record, Metrics(), True, counted=True)
+    as_json = as_json_rows(encoded)
+    read = lambda e: pd.read_csv(io.BytesIO(e.header.encode() + e.payload), dtype=str, keep_default_na=False)
+    original, rows_json = read(encoded), read(as_json)
+    assert as_json.rows == encoded.rows == 2 and list(rows_json.columns)[0] == ROW_JSON
+    assert [json.loads(cell) for cell in rows_json[ROW_JSON]] == original[list(record.columns)].to_dict("records")
+    pd.testing.assert_frame_equal(rows_json.iloc[:, 1:], original.iloc[:, 8:])
