@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-from .paths import validate_component
+from .paths import as_component, validate_component
 from .privacy import FieldRules, check_header_allowlist
 
 MODEL_CONFIG_MAP = "/var/azureml-app/model_config_map.json"
@@ -180,6 +180,7 @@ class Settings:
         self._check_types()
         for name in ("subscription_id", "resource_group", "workspace_name", "webservice_name",
                      "model_name", "model_version", "container"):
+            object.__setattr__(self, name, as_component(getattr(self, name)))
             try:
                 validate_component(getattr(self, name))
             except ValueError as exc:

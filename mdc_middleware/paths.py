@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import numbers
 import re
 from dataclasses import dataclass
 from typing import Optional
@@ -19,6 +20,15 @@ DESIGNATIONS = ("inputs", "predictions", "labels", "signals", "general", "unpars
 MAX_COMPONENT_LENGTH = 128
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f/\\]")
 _FILE_NAME = re.compile(r"^(?P<stem>.+?)(?:_(?P<part>[0-9]+))?\.csv$")
+
+
+def as_component(value: object) -> object:
+    """A whole number as its text: model versions are numbers in Azure ML (``Model.version``), and Azure's
+    collector wrote ``model_version=2`` into the path as "2". Anything else is left for
+    ``validate_component`` to judge."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return str(int(value))
+    return value
 
 
 def validate_component(name: str) -> str:
@@ -54,6 +64,7 @@ class Target:
     def __post_init__(self) -> None:
         for name in ("subscription_id", "resource_group", "workspace_name", "webservice_name",
                      "model_name", "model_version", "designation", "file_stem"):
+            object.__setattr__(self, name, as_component(getattr(self, name)))
             try:
                 validate_component(getattr(self, name))
             except ValueError as exc:

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
+from .paths import as_component
 from .privacy import FieldRules, Redactor
 
 Table = Tuple[Tuple[str, ...], List[list]]
@@ -61,6 +62,8 @@ class Schema:
 
     def __post_init__(self) -> None:
         self.rules  # bad rules fail where the schema is declared
+        for name in ("model_name", "model_version"):  # a version given as a number, as Azure ML numbers them
+            object.__setattr__(self, name, as_component(getattr(self, name)))
         for name in ("inputs", "predictions", "media_fields", "include", "exclude"):
             value = getattr(self, name)
             if isinstance(value, str):

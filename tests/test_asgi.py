@@ -81,6 +81,13 @@ def test_routes_given_as_text_are_patterns_separated_by_commas(settings, data_di
     assert mdc_middleware.metrics()["requests_seen"] == 2
 
 
+def test_a_schemas_model_version_may_be_a_number(settings, data_dir):
+    app = make_app(settings=settings, routes={"/score": Schema(inputs=["a", "b"], model_name="m", model_version=7)})
+    with TestClient(app) as client:
+        client.post("/score", json={"data": [[1, 2]]})
+    assert rows(data_dir, "inputs", model="m", version="7")[["a", "b"]].values.tolist() == [["1", "2"]]
+
+
 def test_inputs_and_predictions_share_ids(settings, data_dir):
     app = make_app(settings=settings, routes={"/score": Schema(inputs=["a", "b"])})
     with TestClient(app) as client:

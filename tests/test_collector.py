@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import mdc_middleware
-from mdc_middleware import ModelDataCollector, Settings
+from mdc_middleware import ConfigError, ModelDataCollector, Settings
 from mdc_middleware.records import META_COLUMNS
 
 from .conftest import ROOT, rows
@@ -237,3 +237,14 @@ def test_header_written_once_and_formula_injection_neutralised(settings, data_di
     assert path.read_text().count("$aml_dc_correlation_id") == 1
     assert rows(data_dir, "inputs")["text"].tolist() == [
         "'=cmd|' /C calc'!A0", "'+1+1", "-2", "'@SUM(A1)", 'he said "hi", then\nleft']
+
+
+def test_a_model_version_given_as_a_number_is_its_text_as_with_azure(settings, data_dir):
+    """Azure ML numbers model versions (Model.version is an int) and its collector took one; ours refused it."""
+    ModelDataCollector("m", designation="inputs", model_version=2, settings=settings).collect([[1]])
+    ModelDataCollector("m", designation="inputs", settings=settings.replace(model_version=np.int64(3))).collect([[2]])
+    got = rows(data_dir, "inputs")
+    assert sorted(zip(got["$aml_model_version"], got["feature"])) == [("2", "1"), ("3", "2")]
+    assert sorted(p.parents[4].name for p in data_dir.rglob("*.csv")) == ["2", "3"]  # .../<version>/inputs/y/m/d
+    with pytest.raises(ConfigError, match="model_version"):
+        ModelDataCollector("m", designation="inputs", model_version=1.5, settings=settings)
