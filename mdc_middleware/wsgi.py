@@ -55,8 +55,10 @@ class WSGIDataCollectionMiddleware:
             exchange.body = self.app(environ, exchange.start_response)
         finally:
             runtime.current_request.reset(token)
-        if exchange.started and exchange.response is None:
-            exchange.finish()  # nothing to read from the body: hand the app's iterable back untouched
+        if exchange.started and (exchange.response is None or exchange.response.skip_reason is not None):
+            # Nothing to read from the body (a status not collected, or media): hand the app's iterable back
+            # untouched, so a server still sees its wsgi.file_wrapper and sends the file with sendfile().
+            exchange.finish()
             return exchange.body
         return exchange
 

@@ -1,7 +1,9 @@
+import io
 import json
+import sys
 
 import pytest
-from flask import Flask, Response, jsonify, request, stream_with_context
+from flask import Flask, Response, jsonify, request, send_file, stream_with_context
 
 import mdc_middleware
 from mdc_middleware import ModelDataCollector, Schema, WSGIDataCollectionMiddleware
@@ -205,3 +207,30 @@ def test_the_request_id_header_is_added_once_and_never_over_the_apps_own(setting
     answered_by_us = post(app, "/plain", json={"data": [[1]]}, headers={"X-Request-Id": "client-7"})
     assert answered_by_app.headers.getlist("x-request-id") == ["app-own"]
     assert answered_by_us.headers.getlist("x-request-id") == ["client-7"]
+
+
+def test_a_media_response_is_handed_back_untouched_so_the_server_can_send_the_file(settings, data_dir, tmp_path):
+    """A server sends a wsgi.file_wrapper with sendfile() only when it gets the wrapper itself back."""
+    from werkzeug.wsgi import FileWrapper
+
+    image = tmp_path / "mask.png"
+    image.write_bytes(PNG)
+    app = Flask(__name__)
+
+    @app.post("/segment")
+    def segment():
+        request.get_json()
+        return send_file(image, mimetype="image/png")
+
+    middleware = WSGIDataCollectionMiddleware(app.wsgi_app, settings=settings, routes={"/segment": Schema()})
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/segment", "SERVER_NAME": "x", "SERVER_PORT": "80",
+               "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http", "CONTENT_TYPE": "application/json",
+               "CONTENT_LENGTH": "16", "wsgi.input": io.BytesIO(b'{"data":[[1,2]]}'),
+               "wsgi.errors": sys.stderr, "wsgi.file_wrapper": FileWrapper}
+    started = []
+    body = middleware(environ, lambda status, headers, exc_info=None: started.append(status))
+    assert isinstance(body, FileWrapper) and started == ["200 OK"]
+    assert b"".join(body) == PNG
+    body.close()
+    assert rows(data_dir, "inputs")[["feature_0", "feature_1"]].values.tolist() == [["1", "2"]]
+    assert mdc_middleware.metrics()["skipped"] == {"predictions:media_content_type": 1}
