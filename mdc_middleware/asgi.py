@@ -27,6 +27,11 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+# ASGI extensions with which the server sends the body from a file (Starlette's FileResponse uses the first
+# where the server offers it). The body never passes through us; the request's inputs are still collected.
+_FILE_SENDS = ("http.response.pathsend", "http.response.zerocopysend")
+
+
 class DataCollectionMiddleware:
     """Collect request features (``inputs``) and response predictions (``predictions``) of routes.
 
@@ -140,6 +145,11 @@ class _Exchange:
                         self.response.feed(message.get("body", b""))
                     if not message.get("more_body", False):
                         self._finish()
+            elif kind in _FILE_SENDS:
+                if not self.done and not message.get("more_body", False):
+                    if self.response is not None:
+                        self.response.skip("body_sent_as_file")  # the server reads the file: we never see it
+                    self._finish()
             elif kind == "http.response.start":
                 headers = message.get("headers")
                 if headers is not None and not isinstance(headers, (list, tuple)):

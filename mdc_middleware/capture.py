@@ -77,6 +77,11 @@ class BoundedBody:
             return
         self.chunks.append(bytes(chunk))
 
+    def skip(self, reason: str) -> None:
+        """Keep nothing, and say why (the first reason stands)."""
+        if self.skip_reason is None:
+            self._skip(reason)
+
     def _skip(self, reason: str) -> None:
         self.skip_reason = reason
         self.chunks = []

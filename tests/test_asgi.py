@@ -381,3 +381,39 @@ def test_past_a_days_limit_of_column_sets_rows_are_written_as_json_in_one_more_f
         else:
             assert {name: row[name] for name in record} == {name: str(value) for name, value in record.items()}
     assert (inputs["$mdc_row_json"] != "").sum() == 6 == mdc_middleware.metrics()["rows_as_json"]
+
+
+@pytest.mark.parametrize("media_type,skipped", [("text/csv", "predictions:body_sent_as_file"),
+                                                 ("image/png", "predictions:media_content_type")])
+def test_a_file_the_server_sends_itself_still_has_its_inputs_collected(settings, data_dir, tmp_path, media_type,
+                                                                        skipped):
+    """Starlette's FileResponse hands the server a path (ASGI's pathsend extension) where it is offered: the
+    capture never saw its body end, counted the request as incomplete and lost its inputs."""
+    from fastapi.responses import FileResponse
+
+    served = tmp_path / "result"
+    served.write_bytes(b"a,b\n1,2\n")
+    app = FastAPI()
+
+    @app.post("/score")
+    async def score(request: Request):
+        await request.json()
+        return FileResponse(served, media_type=media_type)
+
+    app.add_middleware(DataCollectionMiddleware, settings=settings, routes={"/score": Schema(inputs=["x", "y"])})
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b'{"data": [[1, 2]]}', "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/score", "raw_path": b"/score", "query_string": b"", "root_path": "", "server": ("x", 80),
+             "headers": [(b"content-type", b"application/json")], "extensions": {"http.response.pathsend": {}}}
+    asyncio.run(app(scope, receive, send))
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.pathsend"]
+    assert sent[1]["path"] == str(served)
+    assert rows(data_dir, "inputs")[["x", "y"]].values.tolist() == [["1", "2"]]
+    assert mdc_middleware.metrics()["skipped"] == {skipped: 1}
