@@ -183,6 +183,9 @@ def snapshot(data: Any) -> Any:
         return data.copy()
     if isinstance(data, dict):
         return _dict_rows(data)
+    if hasattr(data, "__array__") and not isinstance(data, (list, tuple)):
+        # A tensor, a pyarrow array…: numbers, as numpy gives them (its text was written as one cell).
+        return np.array(data, copy=True)
     if not isinstance(data, (list, tuple)) and is_collection(data):  # a set, a range, a deque, dict values…
         data = list(data)
     if isinstance(data, (list, tuple)):

@@ -248,3 +248,29 @@ def test_a_model_version_given_as_a_number_is_its_text_as_with_azure(settings, d
     assert sorted(p.parents[4].name for p in data_dir.rglob("*.csv")) == ["2", "3"]  # .../<version>/inputs/y/m/d
     with pytest.raises(ConfigError, match="model_version"):
         ModelDataCollector("m", designation="inputs", model_version=1.5, settings=settings)
+
+
+def test_array_likes_are_collected_as_their_numbers(settings, data_dir):
+    """A tensor (anything numpy can read through __array__) or a pyarrow array was written as its text in one
+    cell: "tensor([[1.5, 2.0], [3.0, 4.0]])"."""
+    import pyarrow
+
+    class Tensor:  # what torch.Tensor and friends offer numpy
+        def __init__(self, values):
+            self.values = np.asarray(values)
+
+        def __array__(self, dtype=None, copy=None):
+            return self.values
+
+        def __iter__(self):  # as a tensor iterates: its rows are tensors too
+            return iter([Tensor(row) for row in self.values])
+
+        def __repr__(self):
+            return f"tensor({self.values.tolist()})"
+
+    batch = Tensor([[1.5, 2.0], [3.0, 4.0]])
+    ModelDataCollector("m", designation="inputs", settings=settings).collect(batch)
+    batch.values[0, 0] = 99.0  # changed after collect(): not seen
+    ModelDataCollector("m", designation="predictions", settings=settings).collect(pyarrow.array([0, 1]))
+    assert rows(data_dir, "inputs")[["feature_0", "feature_1"]].values.tolist() == [["1.5", "2.0"], ["3.0", "4.0"]]
+    assert rows(data_dir, "predictions")["prediction"].tolist() == ["0", "1"]
