@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -36,7 +36,7 @@ class ModelDataCollector:
 
     def __init__(self, model_name: str, designation: str = "default", feature_names: Optional[Sequence[str]] = None,
                  workspace: str = _DEFAULT_WORKSPACE, webservice_name: str = "default",
-                 model_version: str = "default", collection_name: str = "default", *,
+                 model_version: Union[str, int] = "default", collection_name: str = "default", *,
                  settings: Optional[Settings] = None, writer: Optional[Writer] = None,
                  include_features: Optional[Sequence[str]] = None, exclude_features: Sequence[str] = (),
                  redact: Optional[Mapping[str, Redactor]] = None) -> None:

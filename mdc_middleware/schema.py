@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .paths import as_component
 from .privacy import FieldRules, Redactor
@@ -51,7 +51,7 @@ class Schema:
     prediction_field: Optional[str] = None
     media_fields: Sequence[str] = field(default_factory=tuple)
     model_name: Optional[str] = None
-    model_version: Optional[str] = None
+    model_version: Optional[Union[str, int]] = None  # a number is its text
     include: Optional[Sequence[str]] = None
     exclude: Sequence[str] = field(default_factory=tuple)
     redact: Mapping[str, Redactor] = field(default_factory=dict, compare=False, hash=False)
