@@ -1,0 +1,139 @@
+"""What the middleware costs a request in-process, without a server or a load generator: the quiet view.
+
+    .venv/bin/python benchmarks/bench_request_path.py [--requests 5000] [--rounds 5] [--stacks fastapi,flask]
+
+bench_http.py measures the real thing, but its figures move by ±5 % from run to run on this machine,
+more than most changes to the request path are worth. Here the same apps (benchmarks/http_apps.py,
+trivial endpoint) are called directly: the FastAPI app as ASGI with a stand-in server's receive and send,
+the Flask app as WSGI with a fresh environ per request. Each (stack, mode) runs in a process of its own, in
+turn, for several rounds; the table gives the median µs per request and its ratio to "off" (what
+requests/s would be if the server cost nothing). Modes as in bench_http.py: off, passthrough (a middleware
+that only wraps the body streams), discard (our request path, captures thrown away at the queue) and
+on-local (collection to a local folder: the writer thread's parsing and CSV run in this process too).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import median, table  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+BODY = json.dumps({"data": [[5.1, 3.5, 1.4, 0.2]]}).encode()
+MODES = ("off", "passthrough", "discard", "on-local")
+
+
+def _asgi_runner(app):
+    headers = [(b"host", b"bench"), (b"user-agent", b"bench"), (b"content-type", b"application/json"),
+               (b"content-length", str(len(BODY)).encode())]
+
+    async def one() -> None:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/score", "raw_path": b"/score", "query_string": b"", "root_path": "",
+                 "headers": headers, "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2)}
+        sent = False
+
+        async def receive():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": BODY, "more_body": False}
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            pass
+
+        await app(scope, receive, send)
+
+    async def many(n: int) -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            await one()
+        return time.perf_counter() - started
+
+    return lambda n: asyncio.run(many(n))
+
+
+def _wsgi_runner(app):
+    def start_response(status, headers, exc_info=None):
+        return lambda data: None
+
+    def many(n: int) -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/score", "SCRIPT_NAME": "", "QUERY_STRING": "",
+                       "SERVER_NAME": "bench", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
+                       "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(BODY)), "HTTP_HOST": "bench",
+                       "wsgi.input": io.BytesIO(BODY), "wsgi.errors": sys.stderr, "wsgi.url_scheme": "http",
+                       "wsgi.version": (1, 0), "wsgi.multithread": False, "wsgi.multiprocess": False,
+                       "wsgi.run_once": False, "wsgi.input_terminated": True}
+            body = app(environ, start_response)
+            for _ in body:
+                pass
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+        return time.perf_counter() - started
+
+    return many
+
+
+def child(stack: str, mode: str, requests: int) -> None:
+    """In a process of its own: build the app for (stack, mode), warm it up, print µs per request."""
+    os.environ.update(BENCH_STACK=stack, BENCH_MODE="on" if mode == "on-local" else mode, BENCH_ENDPOINT="trivial",
+                      MDC_ENABLED="true", MDC_LOCAL_DIR=tempfile.mkdtemp(prefix="mdc-bench-"))
+    sys.path.insert(0, str(HERE))
+    import http_apps
+
+    run = _asgi_runner(http_apps.fastapi) if stack == "fastapi" else _wsgi_runner(http_apps.flask.wsgi_app)
+    run(500)
+    seconds = min(run(requests) for _ in range(3))
+    if mode == "on-local":
+        import mdc_middleware
+
+        mdc_middleware.shutdown(30)
+    print(json.dumps({"us": seconds / requests * 1e6}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--stacks", default="fastapi,flask")
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--child", nargs=2, metavar=("STACK", "MODE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child, args.requests)
+        return
+    stacks, modes = args.stacks.split(","), args.modes.split(",")
+    results = {(stack, mode): [] for stack in stacks for mode in modes}
+    for round_number in range(1, args.rounds + 1):
+        for stack in stacks:
+            for mode in modes:
+                out = subprocess.run([sys.executable, __file__, "--child", stack, mode, "--requests",
+                                      str(args.requests)], capture_output=True, text=True, check=True, timeout=300)
+                us = json.loads(out.stdout.strip().splitlines()[-1])["us"]
+                results[(stack, mode)].append(us)
+                print(f"{stack} {mode} round {round_number}: {us:.2f} µs/request", flush=True)
+    rows = []
+    for stack in stacks:
+        off = median(results[(stack, "off")]) if "off" in modes else None
+        for mode in modes:
+            us = median(results[(stack, mode)])
+            rows.append([stack, mode, f"{us:.1f}", f"{off / us:.3f}" if off else "—",
+                         f"{us - off:+.1f}" if off else "—"])
+    print()
+    print(table(["stack", "mode", "µs/request", "vs off", "µs beyond off"], rows))
+
+
+if __name__ == "__main__":
+    main()
