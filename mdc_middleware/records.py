@@ -601,6 +601,12 @@ def csv_row_count(payload: bytes) -> int:
     return len(_row_ends(payload))
 
 
+def nth_row_end(payload: bytes, start: int, end: int, n: int) -> int:
+    """The offset just past the ``n``-th row (counting from 1) in ``payload[start:end]``, or -1 if fewer end there."""
+    ends = _row_ends(payload, start, end)
+    return ends[n - 1] if 0 < n <= len(ends) else -1
+
+
 def last_row_end(payload: bytes, start: int, end: int) -> int:
     """The offset just past the last complete row in ``payload[start:end]``, or -1 if none ends there."""
     if b'"' not in payload[start:end]:

@@ -188,6 +188,16 @@ def test_tail_prints_rows_as_they_arrive(settings, data_dir, monkeypatch):
     assert frame["city"].tolist() == [f"town {i}, with a comma" for i in range(30)]
 
 
+def test_tail_stops_at_max_rows_even_inside_one_poll(settings, data_dir, monkeypatch):
+    """--max-rows 4 printed every row the first poll found: all 14 of two days, here."""
+    sent = collect_on_days(settings, monkeypatch, days=DAYS[:2], requests_per_day=3)
+    out = invoke("--data", str(data_dir), "tail", "inputs", "--from-start", "--max-rows", "4", "--duration", "10",
+                 "--interval", "0.1")
+    frame = pd.read_csv(io.StringIO(out), dtype=str, keep_default_na=False)
+    expected = pd.concat([batch for _, batch, _ in sent], ignore_index=True)
+    assert len(expected) > 4 and frame["city"].tolist() == expected["city"].tolist()[:4]
+
+
 def test_drift_flags_a_shifted_day_and_writes_html_and_json(settings, data_dir, tmp_path, monkeypatch):
     rng = np.random.default_rng(1)
     baseline = pd.DataFrame({"a": rng.normal(0, 1, 2000), "b": rng.integers(0, 9, 2000),

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
-from ..records import csv_row_count, last_row_end
+from ..records import csv_row_count, last_row_end, nth_row_end
 from .read import file_sizes, list_data_files
 from .source import is_container
 
@@ -45,13 +45,16 @@ class Follower:
         newline = chunk.find(b"\n")
         return last_row_end(chunk, 0, newline + 1) if newline >= 0 else -1
 
-    def poll(self) -> Tuple[bytes, int]:
+    def poll(self, limit: Optional[int] = None) -> Tuple[bytes, int]:
         """CSV bytes of the rows that appeared since the last poll (a header first when the columns
-        change), and how many rows they hold."""
+        change), at most ``limit`` of them, and how many rows they hold. Rows past the limit are left for
+        the next poll."""
         sizes = file_sizes(self.source)
         out = []
         rows = 0
         for key, name in self._files():
+            if limit is not None and rows >= limit:
+                break
             offset, size = self.offsets.get(key, 0), sizes.get(key, 0)
             if size <= offset:
                 continue
@@ -72,8 +75,11 @@ class Follower:
             if end < 0:
                 self.offsets[key] = offset + start
                 continue
+            count = csv_row_count(chunk[start:end])
+            if limit is not None and rows + count > limit:
+                end, count = nth_row_end(chunk, start, end, limit - rows), limit - rows
             out.append(chunk[start:end])
-            rows += csv_row_count(chunk[start:end])
+            rows += count
             self.offsets[key] = offset + end
         return b"".join(out), rows
 
@@ -83,7 +89,7 @@ class Follower:
         deadline = None if duration is None else time.monotonic() + duration
         rows = 0
         while True:
-            chunk, count = self.poll()
+            chunk, count = self.poll(None if max_rows is None else max_rows - rows)
             if chunk:
                 write(chunk)
                 rows += count
