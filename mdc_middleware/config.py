@@ -70,6 +70,12 @@ def _names(value: str) -> tuple:
     return tuple(part.strip().lower() for part in value.split(",") if part.strip())
 
 
+def _allowlist(value: str) -> Optional[tuple]:
+    """Names, or None (every feature) when there are none: a deployment that sets the variable to nothing
+    (an empty Helm value) means "no allowlist", not "write no features" (which it did)."""
+    return _names(value) or None
+
+
 def _text(value: str) -> str:
     return value.strip()
 
@@ -112,7 +118,7 @@ _ENV: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "neutralize_formulas": (("MDC_CSV_NEUTRALIZE_FORMULAS",), _parse_bool),
     "collect_status": (("MDC_COLLECT_STATUS",), _text),
     "collect_headers": (("MDC_COLLECT_HEADERS",), _names),
-    "include_features": (("MDC_INCLUDE_FEATURES",), _names),
+    "include_features": (("MDC_INCLUDE_FEATURES",), _allowlist),
     "exclude_features": (("MDC_EXCLUDE_FEATURES",), _names),
     "record_unparsed": (("MDC_RECORD_UNPARSED",), _parse_bool),
     "unparsed_max_bytes": (("MDC_UNPARSED_MAX_BYTES",), _positive(int)),

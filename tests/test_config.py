@@ -112,3 +112,11 @@ def test_storage_misconfiguration_fails_when_the_app_starts():
     with pytest.raises(ConfigError, match="MDC_STORAGE_SAS_TOKEN"):
         ModelDataCollector("m", settings=Settings.from_env(
             {}, enabled=True, storage_account_url="https://a.blob.core.windows.net"))
+
+
+@pytest.mark.parametrize("value", ["", " ", ","])
+def test_an_empty_feature_allowlist_variable_means_every_feature(value):
+    """Set to nothing (an empty Helm value), it used to allow no feature at all: rows kept only their ids."""
+    settings = Settings.from_env({"MDC_INCLUDE_FEATURES": value})
+    assert settings.include_features is None and settings.field_rules.allows("age")
+    assert Settings.from_env({"MDC_INCLUDE_FEATURES": "Age, b*"}).include_features == ("age", "b*")
