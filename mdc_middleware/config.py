@@ -71,8 +71,7 @@ def _names(value: str) -> tuple:
 
 
 def _allowlist(value: str) -> Optional[tuple]:
-    """Names, or None (every feature) when there are none: a deployment that sets the variable to nothing
-    (an empty Helm value) means "no allowlist", not "write no features" (which it did)."""
+    """Names, or None (every feature) when there are none (","): not an allowlist that allows nothing."""
     return _names(value) or None
 
 
@@ -304,7 +303,9 @@ class Settings:
         for name, (variables, parse) in _ENV.items():
             for variable in variables:
                 raw = environ.get(variable)
-                if raw is None:
+                if raw is None or (not raw.strip() and name != "request_id_header"):
+                    # Set to nothing (an empty Helm value) is not set: MDC_CSV_NEUTRALIZE_FORMULAS="" turned
+                    # formula neutralising off, and a number failed. An empty MDC_REQUEST_ID_HEADER means no header.
                     continue
                 try:
                     values[name] = parse(raw)

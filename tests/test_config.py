@@ -120,3 +120,19 @@ def test_an_empty_feature_allowlist_variable_means_every_feature(value):
     settings = Settings.from_env({"MDC_INCLUDE_FEATURES": value})
     assert settings.include_features is None and settings.field_rules.allows("age")
     assert Settings.from_env({"MDC_INCLUDE_FEATURES": "Age, b*"}).include_features == ("age", "b*")
+
+
+def test_a_variable_set_to_nothing_is_not_set():
+    """An empty Helm value: MDC_CSV_NEUTRALIZE_FORMULAS="" turned formula neutralising off, MDC_BATCH_ROWS=""
+    failed start-up. An empty MDC_REQUEST_ID_HEADER still means: send no request-id header."""
+    empty = {name: "" for name in ("MDC_CSV_NEUTRALIZE_FORMULAS", "MDC_ECHO_REQUEST_ID", "MDC_BATCH_ROWS",
+                                   "MDC_SAMPLE_RATE", "MDC_BOUNDARY", "MDC_ROUTES", "MDC_MODEL_NAME")}
+    settings = Settings.from_env({**empty, "MDC_REQUEST_ID_HEADER": "", "AML_MODEL_DC_STORAGE_ENABLED": "true",
+                                  "MDC_ENABLED": " "})
+    default = Settings()
+    assert (settings.neutralize_formulas, settings.echo_request_id, settings.batch_rows, settings.sample_rate,
+            settings.boundary, settings.routes, settings.model_name) == (
+        default.neutralize_formulas, default.echo_request_id, default.batch_rows, default.sample_rate,
+        default.boundary, default.routes, default.model_name)
+    assert settings.enabled is True  # MDC_ENABLED empty: the Azure name decides
+    assert settings.request_id_header == ""
