@@ -325,6 +325,22 @@ class Settings:
         return cls(**values)
 
 
+def check_writable_directory(path: str, setting: str) -> None:
+    """Fail at start-up, naming the setting, when nothing could ever be written under ``path`` (a file in
+    the way, a read-only volume), rather than at the first flush, on the writer thread, in the log. Creates
+    nothing: the folder appears with the first rows."""
+    probe = Path(path).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        problem = f"{str(probe)!r} is not a directory"
+    elif not os.access(probe, os.W_OK | os.X_OK):
+        problem = f"{str(probe)!r} is not writable"
+    else:
+        return
+    raise ConfigError(f"{setting}={path!r}: {problem}; point it at a writable volume (an emptyDir on AKS)")
+
+
 def _split_workspace(workspace: str, source: str) -> dict[str, str]:
     parts = workspace.split("/")
     if len(parts) != 3 or not all(parts):

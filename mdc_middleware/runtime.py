@@ -14,7 +14,7 @@ import signal
 import threading
 from typing import Dict, List, NamedTuple, Optional
 
-from .config import Settings
+from .config import Settings, check_writable_directory
 from .metrics import Metrics, merge
 from .sinks import create_sink
 from .spool import Spool
@@ -55,6 +55,8 @@ def writer_for(settings: Settings) -> Writer:
                 enable_debug_logging()
             metrics = Metrics()
             spool_dir = settings.resolved_spool_dir
+            if spool_dir:
+                check_writable_directory(spool_dir, "MDC_SPOOL_DIR")
             spool = Spool(spool_dir, settings.spool_max_bytes, settings.spool_drop, metrics=metrics,
                           fsync=settings.spool_fsync) if spool_dir else None
             writer = Writer(create_sink(settings, metrics), spool=spool, metrics=metrics,

@@ -136,3 +136,24 @@ def test_a_variable_set_to_nothing_is_not_set():
         default.boundary, default.routes, default.model_name)
     assert settings.enabled is True  # MDC_ENABLED empty: the Azure name decides
     assert settings.request_id_header == ""
+
+
+@pytest.mark.parametrize("variable", ["MDC_LOCAL_DIR", "MDC_SPOOL_DIR"])
+def test_a_folder_nothing_could_be_written_to_fails_at_start_up_naming_the_variable(tmp_path, variable):
+    """It failed at the first flush, on the writer thread (the local folder), or with a bare OSError (the spool)."""
+    from fastapi import FastAPI
+
+    from mdc_middleware import DataCollectionMiddleware
+
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("")
+    environ = {"MDC_ENABLED": "true", variable: str(in_the_way / "data")}
+    if variable == "MDC_SPOOL_DIR":  # the spool is for blob storage; nothing is contacted at start-up
+        environ["MDC_STORAGE_CONNECTION_STRING"] = (
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+            "BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;")
+    else:  # a folder still to be made is fine, and is not made before rows come
+        DataCollectionMiddleware(FastAPI(), settings=Settings.from_env({**environ, variable: str(tmp_path / "not-yet")}))
+    with pytest.raises(ConfigError, match=f"{variable}=.*is not a directory"):
+        DataCollectionMiddleware(FastAPI(), settings=Settings.from_env(environ))
+    assert not (tmp_path / "not-yet").exists()

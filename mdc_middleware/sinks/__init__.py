@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..config import Settings
+from ..config import Settings, check_writable_directory
 from ..metrics import Metrics
 from .base import Sink, SinkError
 from .local import LocalSink
@@ -15,6 +15,7 @@ def create_sink(settings: Settings, metrics: Optional[Metrics] = None) -> Sink:
         from .blob import BlobSink
 
         return BlobSink.from_settings(settings, metrics)
+    check_writable_directory(settings.local_dir, "MDC_LOCAL_DIR")
     return LocalSink(settings.local_dir, settings.container, metrics=metrics)
 
 
