@@ -153,3 +153,22 @@ def test_collect_without_the_middleware_is_flushed_when_uvicorn_stops(data_dir, 
     assert process.returncode in (0, -signal.SIGTERM), output
     inputs = read_collected(data_dir, "inputs", as_text=True)
     assert sorted(inputs["x"].astype(int)) == list(range(25))
+
+
+def test_gunicorn_threaded_workers_collect_concurrent_requests_whole(data_dir, server_env, server_log):
+    """gthread workers (``--threads``): requests of one process run at once on several threads, each with
+    its own exchange, context and counters, sharing one writer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    port = free_port()
+    log, log_file = server_log
+    process = start_server([PYTHON, "-m", "gunicorn", "-w", "2", "--threads", "4", "-b", f"127.0.0.1:{port}",
+                            "--graceful-timeout", "20", "examples.flask_app:app"], server_env, port, output=log_file)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            sent = [row for rows in pool.map(send_traffic, [port] * 8, [25] * 8) for row in rows]
+    finally:
+        output = stop(process, log)
+    assert process.returncode == 0, output
+    assert "Traceback" not in output, output
+    check_collected(data_dir, sent, 8 * 25)
