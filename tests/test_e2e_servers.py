@@ -172,3 +172,21 @@ def test_gunicorn_threaded_workers_collect_concurrent_requests_whole(data_dir, s
     assert process.returncode == 0, output
     assert "Traceback" not in output, output
     check_collected(data_dir, sent, 8 * 25)
+
+
+def test_uvicorn_with_worker_processes_flushes_every_worker_at_sigterm(data_dir, server_env, server_log):
+    """``uvicorn --workers 2`` starts its workers with multiprocessing's spawn; SIGTERM to the supervisor must
+    still reach every worker's lifespan shutdown and flush."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    port = free_port()
+    log, log_file = server_log
+    process = start_server([PYTHON, "-m", "uvicorn", "examples.fastapi_app:app", "--host", "127.0.0.1", "--port",
+                            str(port), "--workers", "2"], server_env, port, output=log_file)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            sent = [row for rows in pool.map(send_traffic, [port] * 4, [30] * 4) for row in rows]
+    finally:
+        output = stop(process, log)
+    assert output.count("Application shutdown complete") == 2, output
+    check_collected(data_dir, sent, 4 * 30)
