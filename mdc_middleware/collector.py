@@ -71,6 +71,7 @@ class ModelDataCollector:
         self.designation = designation
         self.collection_name = collection_name
         self._writer = writer
+        self._owns_writer = writer is None
         if self.settings.enabled and writer is None:
             self._writer = runtime.writer_for(self.settings)  # storage settings fail here, at start-up
 
@@ -84,7 +85,9 @@ class ModelDataCollector:
 
     @property
     def writer(self) -> Writer:
-        if self._writer is None:
+        # The shared writer is retired when an ASGI app's lifespan ends; a collector made at import outlives
+        # it when the app starts again (a second TestClient, say), and its rows were dropped as writer_closed.
+        if self._writer is None or (self._owns_writer and self._writer.closed):
             self._writer = runtime.writer_for(self.settings)
         return self._writer
 

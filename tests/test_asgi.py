@@ -417,3 +417,23 @@ def test_a_file_the_server_sends_itself_still_has_its_inputs_collected(settings,
     assert sent[1]["path"] == str(served)
     assert rows(data_dir, "inputs")[["x", "y"]].values.tolist() == [["1", "2"]]
     assert mdc_middleware.metrics()["skipped"] == {skipped: 1}
+
+
+def test_a_collector_made_at_import_keeps_collecting_when_the_app_starts_again(settings, data_dir):
+    """Each lifespan end retires the shared writer; a ModelDataCollector made once, at import, held on to the
+    retired one, and in the app's next life (a second TestClient) its rows were dropped as writer_closed."""
+    explicit = ModelDataCollector("explicit", designation="inputs", settings=settings)
+    app = FastAPI()
+
+    @app.post("/score")
+    async def score():
+        explicit.collect([[1]])
+        return {"predictions": [1]}
+
+    app.add_middleware(DataCollectionMiddleware, settings=settings, routes=["/score"])
+    for _ in range(2):
+        with TestClient(app) as client:
+            client.post("/score", json={"data": [[1]]})
+    assert len(rows(data_dir, "inputs", model="explicit")) == 2
+    assert len(rows(data_dir, "predictions")) == 2
+    assert mdc_middleware.metrics()["dropped_reasons"] == {}
