@@ -39,8 +39,10 @@ class DataCollectionMiddleware:
     means every POST. Settings come from the environment; keyword arguments override them.
     """
 
-    def __init__(self, app: ASGIApp, routes: RoutesSpec = None, *, settings: Optional[Settings] = None,
+    def __init__(self, app: ASGIApp, /, routes: RoutesSpec = None, *, settings: Optional[Settings] = None,
                  writer: Optional[Writer] = None, **overrides: Any) -> None:
+        # ``app`` positional-only, as Starlette passes it: with ``**overrides`` beside it, type checkers
+        # otherwise refuse ``app.add_middleware(DataCollectionMiddleware, ...)``.
         self.app = app
         self.settings = settings = Settings.resolve(settings, **overrides)
         self.policy = CapturePolicy(routes, settings, writer)
