@@ -1,4 +1,4 @@
-"""Process-wide plumbing: one writer per destination, the current request, and exit handling.
+"""Process-wide plumbing: one writer per destination, the current request, exit handling, and our log.
 
 Every collector and middleware in a process that writes to the same place shares one queue and one
 writer thread. At interpreter exit every writer is flushed within its deadline; after ``fork`` the
@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from typing import Dict, List, NamedTuple, Optional
 
 from .config import Settings, check_writable_directory
@@ -68,6 +69,44 @@ def writer_for(settings: Settings) -> Writer:
             _writers[key] = writer
             _shutdown_deadline[key] = settings.shutdown_deadline
         return writer
+
+
+class RepeatedTracebacks(logging.Filter):
+    """A fault of ours that repeats on every request must not write a traceback per request into the app's
+    log (thousands a second under load). The first of each kind (message and exception type) is logged
+    whole, then at most one every ``interval`` seconds, saying how many were held back. Every one is still
+    counted (``internal_errors``, ``dropped_reasons``)."""
+
+    def __init__(self, interval: float = 60.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self._last: Dict[tuple, List[float]] = {}  # kind → [when last logged, how many held back since]
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.exc_info:
+            return True
+        kind = (record.msg, record.exc_info[0])
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(kind)
+            if last is None:
+                if len(self._last) >= 1000:
+                    self._last.clear()
+                self._last[kind] = [now, 0]
+                return True
+            if now - last[0] < self.interval:
+                last[1] += 1
+                return False
+            held, since = int(last[1]), now - last[0]
+            last[0], last[1] = now, 0
+        if held:
+            record.msg = f"{record.msg} ({held} more like this in the last {since:.0f} s were not logged)"
+        return True
+
+
+repeated_tracebacks = RepeatedTracebacks()
+logging.getLogger("mdc_middleware").addFilter(repeated_tracebacks)
 
 
 def enable_debug_logging() -> None:

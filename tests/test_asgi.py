@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import weakref
 
 import pytest
@@ -281,6 +282,7 @@ def test_a_json_scoring_service_never_loads_pandas(tmp_path):
     (Read back in this process, where the tests already have it.)"""
     script = """
 import sys
+import time
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -437,3 +439,25 @@ def test_a_collector_made_at_import_keeps_collecting_when_the_app_starts_again(s
     assert len(rows(data_dir, "inputs", model="explicit")) == 2
     assert len(rows(data_dir, "predictions")) == 2
     assert mdc_middleware.metrics()["dropped_reasons"] == {}
+
+
+def test_a_fault_of_ours_on_every_request_logs_one_traceback_not_one_per_request(settings, caplog, monkeypatch):
+    """Counted every time, logged whole once, then at most once a minute with how many were held back."""
+    from mdc_middleware import capture, runtime
+
+    def broken(self, chunk):
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(capture.BoundedBody, "feed", broken)
+    monkeypatch.setattr(runtime.repeated_tracebacks, "interval", 0.5)
+    monkeypatch.setattr(runtime.repeated_tracebacks, "_last", {})  # whatever other tests logged before
+    app = make_app(settings=settings, routes=["/score"])
+    with TestClient(app) as client, caplog.at_level("ERROR", logger="mdc_middleware"):
+        for _ in range(30):
+            assert client.post("/score", json={"data": [[1, 2]]}).json() == {"predictions": [3]}
+        time.sleep(0.6)
+        client.post("/score", json={"data": [[1, 2]]})
+    logged = [r for r in caplog.records if r.exc_info]  # two faults a request: the request body, the response
+    assert [r.exc_info[0] for r in logged] == [RuntimeError, RuntimeError]
+    assert "59 more like this" in logged[1].getMessage()
+    assert mdc_middleware.metrics()["internal_errors"] == 62
