@@ -219,7 +219,8 @@ def _dict_rows(data: dict) -> list:
     """A dict of equal-length lists is columns (``{"a": [1, 2], "b": [3, 4]}``: two rows), else it is one
     record, as the middleware's schema reads a JSON object. It used to be one cell of JSON."""
     values = list(data.values())
-    if values and all(isinstance(v, (list, tuple, np.ndarray)) for v in values) and len(set(map(len, values))) == 1:
+    columns = all(isinstance(v, (list, tuple)) or (isinstance(v, np.ndarray) and v.ndim) for v in values)
+    if values and columns and len(set(map(len, values))) == 1:
         keys = list(data)
         return [dict(zip(keys, row)) for row in zip(*values)]
     return [dict(data)]
@@ -293,6 +294,8 @@ def _cell(value: Any, neutralize: bool) -> Any:
         return _cell(value.decode("utf-8", "replace"), neutralize)
     if isinstance(value, (np.generic,)):
         return _cell(value.item(), neutralize)
+    if isinstance(value, np.ndarray):  # as JSON, like a list: numpy's own text cuts long arrays to "[0 1 ... 1999]"
+        return _cell(value.tolist(), neutralize)
     return value
 
 

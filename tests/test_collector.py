@@ -170,6 +170,7 @@ def test_collect_reads_dicts_series_and_collections_as_rows_and_leaves_iterators
     inputs.collect({"a": 1, "b": "x"})                        # one record
     inputs.collect({"a": [2, 3], "b": ["y", "z"]})            # columns
     inputs.collect(frame.iloc[0])                             # one row, labelled by its features
+    inputs.collect({"a": np.array(4), "b": np.array(["w"])})  # a 0-d array is a value, not a column
     predictions = ModelDataCollector("m", designation="predictions", settings=settings)
     predictions.collect(pd.Series([0, 1]))                    # a column without a name
     predictions.collect(frame["b"].rename("prediction"))      # a named column
@@ -178,7 +179,7 @@ def test_collect_reads_dicts_series_and_collections_as_rows_and_leaves_iterators
     predictions.collect(scores)
     assert list(scores) == [5, 6]  # the scoring code still has its generator
     assert rows(data_dir, "inputs")[["a", "b"]].values.tolist() == [
-        ["1", "x"], ["2", "y"], ["3", "z"], ["1.5", "2.5"]]
+        ["1", "x"], ["2", "y"], ["3", "z"], ["1.5", "2.5"], ["4", '["w"]']]
     assert rows(data_dir, "predictions")["prediction"].tolist() == ["0", "1", "2.5", "4.5", "7", "8"]
     assert mdc_middleware.metrics()["skipped"] == {"collect:iterator": 1}
 
@@ -274,3 +275,13 @@ def test_array_likes_are_collected_as_their_numbers(settings, data_dir):
     ModelDataCollector("m", designation="predictions", settings=settings).collect(pyarrow.array([0, 1]))
     assert rows(data_dir, "inputs")[["feature_0", "feature_1"]].values.tolist() == [["1.5", "2.0"], ["3.0", "4.0"]]
     assert rows(data_dir, "predictions")["prediction"].tolist() == ["0", "1"]
+
+
+def test_an_array_in_a_cell_is_written_whole_as_json(settings, data_dir):
+    """numpy's own text of an array cuts it short ("[   0    1 ... 1999]"): an embedding kept in a frame's cell
+    lost all but six of its numbers."""
+    embedding = np.arange(2000) / 7
+    frame = pd.DataFrame({"id": ["a"], "embedding": [embedding]})
+    ModelDataCollector("m", designation="inputs", settings=settings).collect(frame)
+    cell = rows(data_dir, "inputs")["embedding"][0]
+    assert json.loads(cell) == embedding.tolist()
