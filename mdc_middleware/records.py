@@ -280,6 +280,16 @@ def default_prefix(designation: str) -> str:
     return "prediction" if designation == "predictions" else "feature"
 
 
+def _json_value(value: Any) -> Any:
+    """What json.dumps cannot write itself, inside a list or dict cell: numpy numbers as numbers (an int64
+    was written as the string "3"), arrays as lists (their text cuts long ones short), the rest as text."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
 def _cell(value: Any, neutralize: bool) -> Any:
     if isinstance(value, str):
         if neutralize and value.startswith(_FORMULA_START) and not _NUMBER.match(value):
@@ -288,7 +298,7 @@ def _cell(value: Any, neutralize: bool) -> Any:
     if isinstance(value, float):
         return _float_text(value)
     if isinstance(value, (dict, list, tuple)):
-        text = json.dumps(value, separators=(",", ":"), default=str)
+        text = json.dumps(value, separators=(",", ":"), default=_json_value)
         return _cell(text, neutralize)
     if isinstance(value, bytes):
         return _cell(value.decode("utf-8", "replace"), neutralize)

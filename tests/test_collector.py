@@ -281,7 +281,9 @@ def test_an_array_in_a_cell_is_written_whole_as_json(settings, data_dir):
     """numpy's own text of an array cuts it short ("[   0    1 ... 1999]"): an embedding kept in a frame's cell
     lost all but six of its numbers."""
     embedding = np.arange(2000) / 7
-    frame = pd.DataFrame({"id": ["a"], "embedding": [embedding]})
+    frame = pd.DataFrame({"id": ["a"], "embedding": [embedding],
+                          "nested": [{"ids": np.arange(3), "top": [np.int64(7), np.float32(0.5)]}]})
     ModelDataCollector("m", designation="inputs", settings=settings).collect(frame)
-    cell = rows(data_dir, "inputs")["embedding"][0]
-    assert json.loads(cell) == embedding.tolist()
+    written = rows(data_dir, "inputs")
+    assert json.loads(written["embedding"][0]) == embedding.tolist()
+    assert json.loads(written["nested"][0]) == {"ids": [0, 1, 2], "top": [7, 0.5]}  # numbers, not "7"
