@@ -306,7 +306,14 @@ def _cell(value: Any, neutralize: bool) -> Any:
         return _cell(value.item(), neutralize)
     if isinstance(value, np.ndarray):  # as JSON, like a list: numpy's own text cuts long arrays to "[0 1 ... 1999]"
         return _cell(value.tolist(), neutralize)
+    if value is None or isinstance(value, int):  # the usual cells: no look-up below
+        return value
+    if type(value).__name__ in _PANDAS_MISSING:  # empty, as in a frame's cells (it was "<NA>", "NaT")
+        return None
     return value
+
+
+_PANDAS_MISSING = ("NAType", "NaTType")  # pd.NA and pd.NaT, named: this module does not import pandas
 
 
 def rows_as_lists(data: Any, columns: Sequence[str]) -> Iterable[List[Any]]:

@@ -287,3 +287,10 @@ def test_an_array_in_a_cell_is_written_whole_as_json(settings, data_dir):
     written = rows(data_dir, "inputs")
     assert json.loads(written["embedding"][0]) == embedding.tolist()
     assert json.loads(written["nested"][0]) == {"ids": [0, 1, 2], "top": [7, 0.5]}  # numbers, not "7"
+
+
+def test_pandas_missing_values_in_list_rows_are_empty_cells_as_in_a_frame(settings, data_dir):
+    dc = ModelDataCollector("m", designation="inputs", feature_names=["a", "b", "c"], settings=settings)
+    dc.collect([[1, pd.NA, pd.NaT]])
+    dc.collect(pd.DataFrame({"a": [1], "b": pd.array([None], dtype="Int64"), "c": [pd.NaT]}))
+    assert rows(data_dir, "inputs")[["a", "b", "c"]].values.tolist() == [["1", "", ""], ["1", "", ""]]
