@@ -183,14 +183,13 @@ def snapshot(data: Any) -> Any:
         return data.copy()
     if isinstance(data, dict):
         return _dict_rows(data)
-    if hasattr(data, "__array__") and not isinstance(data, (list, tuple)):
-        # A tensor, a pyarrow array…: numbers, as numpy gives them (its text was written as one cell).
-        return np.array(data, copy=True)
-    if not isinstance(data, (list, tuple)) and is_collection(data):  # a set, a range, a deque, dict values…
-        data = list(data)
-    if isinstance(data, (list, tuple)):
-        return [list(row) if isinstance(row, (list, tuple)) else row for row in data]
-    return data
+    if not isinstance(data, (list, tuple)):
+        if hasattr(data, "__array__"):  # a tensor, a pyarrow array…: its numbers (its text was one cell)
+            return np.array(data, copy=True)
+        if not is_collection(data):  # a single value
+            return data
+        data = list(data)  # a set, a range, a deque, dict values…
+    return [list(row) if isinstance(row, (list, tuple)) else row for row in data]
 
 
 def is_collection(data: Any) -> bool:
@@ -202,7 +201,7 @@ def is_collection(data: Any) -> bool:
 def uncollectable(data: Any) -> Optional[str]:
     """Why ``collect()`` must leave this alone: an iterator (a generator, ``map``, ``zip``…) is used up by
     reading it, and the scoring code may still need it. Its repr was written as one cell."""
-    return "iterator" if isinstance(data, collections.abc.Iterator) and not isinstance(data, np.ndarray) else None
+    return "iterator" if isinstance(data, collections.abc.Iterator) else None
 
 
 def _series_rows(series: "pd.Series") -> Any:
