@@ -32,6 +32,16 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _FILE_SENDS = ("http.response.pathsend", "http.response.zerocopysend")
 
 
+def _route_path(path: str, root_path: Optional[str]) -> str:
+    """The path as the app routes it. Servers (uvicorn ``--root-path``) and Starlette's ``Mount`` give the
+    whole path, with the ``root_path`` the app is mounted at in front; routes are declared below it."""
+    if root_path and path.startswith(root_path):
+        rest = path[len(root_path):]
+        if not rest or rest[0] == "/":
+            return rest or "/"
+    return path
+
+
 class DataCollectionMiddleware:
     """Collect request features (``inputs``) and response predictions (``predictions``) of routes.
 
@@ -53,11 +63,14 @@ class DataCollectionMiddleware:
                 send = self._flush_on_shutdown(send)
             await self.app(scope, receive, send)
             return
-        if scope["path"] == self.settings.metrics_path and scope["method"] == "GET":
+        full_path = scope["path"]
+        path = _route_path(full_path, scope.get("root_path"))
+        metrics_path = self.settings.metrics_path
+        if metrics_path and metrics_path in (path, full_path) and scope["method"] == "GET":
             await self._serve_metrics(send)
             return
         try:
-            plan = self.policy.select(scope["method"], scope["path"])
+            plan = self.policy.select(scope["method"], path, full_path if path is not full_path else "")
             exchange = _Exchange(self.policy, plan, scope, receive, send) if plan is not None else None
         except Exception:
             logger.exception("mdc: could not start a capture; request passes through")

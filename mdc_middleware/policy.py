@@ -73,19 +73,17 @@ class CapturePolicy:
             self._writer = runtime.writer_for(self.settings)
         return self._writer
 
-    def select(self, method: str, path: str) -> Optional[RoutePlan]:
-        """The plan to capture this request with, or None to pass it straight through."""
+    def select(self, method: str, path: str, full_path: str = "") -> Optional[RoutePlan]:
+        """The plan to capture this request with, or None to pass it straight through.
+
+        ``path`` is the path as the app routes it, below where it is mounted (ASGI ``root_path``, WSGI
+        ``SCRIPT_NAME``); ``full_path``, when the app is mounted, the path with that prefix, so routes
+        declared either way match."""
         if not self.settings.enabled:
             return None
-        key = (method, path)
-        try:
-            plan = self._by_path[key]
-        except KeyError:
-            route = self.routes.match(method, path)
-            plan = self.plan(route) if route is not None else None
-            if len(self._by_path) >= _MAX_CACHED_PATHS:
-                self._by_path.clear()
-            self._by_path[key] = plan
+        plan = self._plan_for(method, path)
+        if plan is None and full_path:
+            plan = self._plan_for(method, full_path)
         if plan is None:
             return None
         if self._sample_rate < 1.0 and random.random() >= self._sample_rate:
@@ -93,6 +91,18 @@ class CapturePolicy:
             return None
         self.writer.metrics.add("requests_seen")
         return plan
+
+    def _plan_for(self, method: str, path: str) -> Optional[RoutePlan]:
+        key = (method, path)
+        try:
+            return self._by_path[key]
+        except KeyError:
+            route = self.routes.match(method, path)
+            plan = self.plan(route) if route is not None else None
+            if len(self._by_path) >= _MAX_CACHED_PATHS:
+                self._by_path.clear()
+            self._by_path[key] = plan
+            return plan
 
     def plan(self, route: Route) -> RoutePlan:
         """A route's plan, made on first use (every configured route's at start-up, so bad names fail then)."""

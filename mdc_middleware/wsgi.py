@@ -34,13 +34,16 @@ class WSGIDataCollectionMiddleware:
         self._wanted = tuple((environ_key(name), name) for name in sorted(self.policy.wanted_headers))
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
-        if (self.settings.metrics_path and environ.get("PATH_INFO") == self.settings.metrics_path
+        path = environ.get("PATH_INFO", "")
+        mount = environ.get("SCRIPT_NAME", "")  # where the app is mounted; PATH_INFO is below it
+        full_path = mount + path if mount else ""
+        if (self.settings.metrics_path and self.settings.metrics_path in (path, full_path)
                 and environ.get("REQUEST_METHOD") == "GET"):
             body, content_type = prometheus.render(lambda: runtime.metrics_of(self.policy.writer))
             start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
             return [body]
         try:
-            plan = self.policy.select(environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", ""))
+            plan = self.policy.select(environ.get("REQUEST_METHOD", ""), path, full_path)
             exchange = (_Exchange(self.policy, plan, environ, self._wanted, start_response)
                         if plan is not None else None)
             if exchange is not None:

@@ -461,3 +461,23 @@ def test_a_fault_of_ours_on_every_request_logs_one_traceback_not_one_per_request
     assert [r.exc_info[0] for r in logged] == [RuntimeError, RuntimeError]
     assert "59 more like this" in logged[1].getMessage()
     assert mdc_middleware.metrics()["internal_errors"] == 62
+
+
+def test_routes_match_below_where_the_app_is_mounted(settings, data_dir):
+    """Starlette's Mount and uvicorn's --root-path give the whole path, with root_path in front: routes are
+    declared as the app routes them. "/score" on an app mounted at /v1 collected nothing."""
+    scoring = make_app(settings=settings.replace(metrics_path="/metrics"),
+                       routes={"/score": Schema(inputs=["a", "b"], model_name="below"),
+                               "/v2/echo": Schema(model_name="whole")})  # the whole path also matches
+    app = FastAPI()
+    app.mount("/v1", scoring)
+    v2 = FastAPI()
+    v2.mount("/v2", scoring)
+    with TestClient(app) as client, TestClient(v2) as client2:
+        assert client.post("/v1/score", json={"data": [[1, 2]]}).json() == {"predictions": [3]}
+        assert client.post("/v1/echo", json={"data": [[7, 8]]}).status_code == 200  # no route declared
+        assert client2.post("/v2/echo", json={"data": [[5, 6]]}).status_code == 200
+        metrics = client.get("/v1/metrics")
+    assert rows(data_dir, "inputs", model="below")[["a", "b"]].values.tolist() == [["1", "2"]]
+    assert rows(data_dir, "inputs", model="whole")[["feature_0", "feature_1"]].values.tolist() == [["5", "6"]]
+    assert metrics.status_code == 200 and "mdc_requests_seen_total 2" in metrics.text

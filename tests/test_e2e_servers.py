@@ -190,3 +190,17 @@ def test_uvicorn_with_worker_processes_flushes_every_worker_at_sigterm(data_dir,
         output = stop(process, log)
     assert output.count("Application shutdown complete") == 2, output
     check_collected(data_dir, sent, 4 * 30)
+
+
+def test_uvicorn_behind_a_proxy_with_a_root_path_collects_the_apps_routes(data_dir, server_env):
+    """Behind an ingress that strips a path prefix, uvicorn --root-path puts the prefix in front of every
+    path the app sees; the example's route "/score" collected nothing there."""
+    port = free_port()
+    process = start_server([PYTHON, "-m", "uvicorn", "examples.fastapi_app:app", "--host", "127.0.0.1",
+                            "--port", str(port), "--root-path", "/iris"], server_env, port)
+    try:
+        sent = send_traffic(port, 20)  # as the proxy forwards them: without the prefix
+    finally:
+        output = stop(process)
+    assert "Application shutdown complete" in output
+    check_collected(data_dir, sent, 20)

@@ -234,3 +234,21 @@ def test_a_media_response_is_handed_back_untouched_so_the_server_can_send_the_fi
     body.close()
     assert rows(data_dir, "inputs")[["feature_0", "feature_1"]].values.tolist() == [["1", "2"]]
     assert mdc_middleware.metrics()["skipped"] == {"predictions:media_content_type": 1}
+
+
+def test_routes_match_below_where_the_app_is_mounted_and_with_the_mount(settings, data_dir):
+    """PATH_INFO is below SCRIPT_NAME: routes match as the app routes them, or with the mount in front."""
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+    from werkzeug.test import Client
+
+    scoring = make_app(settings=settings.replace(metrics_path="/metrics"),
+                       routes={"/score": Schema(inputs=["a", "b"], model_name="below"),
+                               "/v1/echo": Schema(model_name="whole")})
+    client = Client(DispatcherMiddleware(Flask("root"), {"/v1": scoring}))
+    assert client.post("/v1/score", buffered=True, json={"data": [[1, 2]]}).get_json() == {"predictions": [3]}
+    assert client.post("/v1/echo", buffered=True, json={"data": [[5, 6]]}).status_code == 200
+    assert client.post("/score", buffered=True, json={"data": [[7, 8]]}).status_code == 404  # the root app's, not ours
+    metrics = client.get("/v1/metrics").get_data(as_text=True)
+    assert rows(data_dir, "inputs", model="below")[["a", "b"]].values.tolist() == [["1", "2"]]
+    assert rows(data_dir, "inputs", model="whole")[["feature_0", "feature_1"]].values.tolist() == [["5", "6"]]
+    assert "mdc_requests_seen_total 2" in metrics
