@@ -5,8 +5,8 @@ import multiprocessing
 import time
 
 import pytest
-from azure.storage.blob import (AccountSasPermissions, BlobServiceClient, ContainerClient, ResourceTypes,
-                                generate_account_sas)
+from azure.storage.blob import (AccountSasPermissions, BlobServiceClient, ContainerClient, ContainerSasPermissions,
+                                ResourceTypes, generate_account_sas, generate_container_sas)
 
 import mdc_middleware
 from mdc_middleware import ModelDataCollector, Settings
@@ -224,6 +224,47 @@ def test_account_url_with_sas(azurite, container_name):
     ModelDataCollector("m", designation="inputs", feature_names=["x"], settings=settings).collect([[1]])
     assert blob_rows(azurite, container_name, "inputs")["x"].tolist() == ["1"]
     assert sas.split("sig=")[1][:10] not in repr(settings)
+
+
+def container_sas_settings(azurite, container: str, permission: str, spool_dir) -> Settings:
+    sas = generate_container_sas(ACCOUNT, container, account_key=KEY,
+                                 permission=ContainerSasPermissions.from_string(permission),
+                                 expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1))
+    return Settings.from_env({}, enabled=True, storage_account_url=azurite.account_url, storage_sas_token=sas,
+                             container=container, flush_interval=60.0, retry_deadline=2.0, spool_dir=str(spool_dir))
+
+
+def test_a_sas_for_the_container_alone_writes_to_it(azurite, container_name, spool_dir):
+    """The least a collector needs is a SAS for its container, and such a SAS may not create containers:
+    every write failed with 403 (AuthorizationPermissionMismatch) and the rows waited in the spool for good."""
+    BlobServiceClient.from_connection_string(azurite.connection_string).create_container(container_name)
+    settings = container_sas_settings(azurite, container_name, "racwl", spool_dir)
+    ModelDataCollector("m", designation="inputs", feature_names=["x"], settings=settings).collect([[1], [2]])
+    assert blob_rows(azurite, container_name, "inputs")["x"].tolist() == ["1", "2"]
+    assert mdc_middleware.metrics()["write_errors"] == 0
+
+
+def test_a_container_sas_for_a_missing_container_says_so_and_keeps_the_rows(azurite, container_name, spool_dir,
+                                                                            caplog):
+    settings = container_sas_settings(azurite, container_name, "racwl", spool_dir)
+    collector = ModelDataCollector("m", designation="inputs", feature_names=["x"], settings=settings)
+    collector.collect([[1], [2]])
+    assert not mdc_middleware.flush(2)
+    assert f"container '{container_name}' does not exist, and the credential may not create it" in caplog.text
+    assert mdc_middleware.metrics()["rows_spooled"] == 2
+    BlobServiceClient.from_connection_string(azurite.connection_string).create_container(container_name)
+    collector.collect([[3]])
+    assert sorted(blob_rows(azurite, container_name, "inputs")["x"]) == ["1", "2", "3"]
+
+
+def test_a_sas_without_read_or_list_is_named_as_the_fault(azurite, container_name, spool_dir, caplog):
+    BlobServiceClient.from_connection_string(azurite.connection_string).create_container(container_name)
+    settings = container_sas_settings(azurite, container_name, "acw", spool_dir)
+    ModelDataCollector("m", designation="inputs", feature_names=["x"], settings=settings).collect([[1]])
+    assert not mdc_middleware.flush(2)
+    assert "the credential needs read, add, create, write and list (SAS permissions 'racwl')" in caplog.text
+    assert mdc_middleware.metrics()["rows_spooled"] == 1
+    mdc_middleware.shutdown(1)  # the row stays in the spool
 
 
 def test_managed_identity_builds_a_default_credential():

@@ -66,6 +66,18 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, AzureError)
 
 
+# What the writer does in the container: create append blobs, append to them, list a day's files, read a file's
+# header and size (and, after an ambiguous failure, whether its block landed).
+NEEDED_PERMISSIONS = "read, add, create, write and list (SAS permissions 'racwl')"
+
+
+def _permissions_hint(exc: BaseException) -> str:
+    if isinstance(exc, HttpResponseError) and _error_code(exc) in ("AuthorizationPermissionMismatch",
+                                                                    "AuthorizationResourceTypeMismatch"):
+        return f"; the credential needs {NEEDED_PERMISSIONS} on the container"
+    return ""
+
+
 def _error_code(exc: HttpResponseError) -> str:
     code = getattr(exc, "error_code", None)
     return str(getattr(code, "value", code) or "")
@@ -100,6 +112,7 @@ class BlobSink:
         self._service: Optional[BlobServiceClient] = None
         self._container: Optional[ContainerClient] = None
         self._container_ready = False
+        self._may_create = True
         self._files: Dict[Tuple[str, str, str], _OpenFile] = {}
         self._last_attempt: Optional[Tuple[str, int]] = None
 
@@ -174,7 +187,7 @@ class BlobSink:
         except Exception as exc:
             transient = is_transient(exc)
             raise SinkError(f"{self.description}: {describe(exc)}"
-                            + (" (retry deadline passed)" if transient else ""),
+                            + (" (retry deadline passed)" if transient else "") + _permissions_hint(exc),
                             permanent=not transient) from None
 
     # ---- the work -------------------------------------------------------------------------------
@@ -185,8 +198,15 @@ class BlobSink:
         if not self._container_ready:
             try:
                 self._container.create_container()
+                self._may_create = True
             except ResourceExistsError:
-                pass
+                self._may_create = True
+            except HttpResponseError as exc:
+                if exc.status_code != 403:
+                    raise
+                # A SAS or a role scoped to the container lets us write in it but not create it (only the
+                # account may): take it as there. If it is not, appends say so (ContainerNotFound).
+                self._may_create = False
             self._container_ready = True
         return self._container
 
@@ -196,6 +216,9 @@ class BlobSink:
         except ResourceNotFoundError as exc:
             if _error_code(exc) != "ContainerNotFound":
                 raise
+            if not self._may_create:
+                raise SinkError(f"{self.description}: container {self.container_name!r} does not exist, and the "
+                                "credential may not create it", permanent=True) from None
             self._container_ready = False  # deleted under us: create it again
             self._files.clear()
             raise _Moved() from None
