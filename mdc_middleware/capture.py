@@ -341,7 +341,9 @@ def _parse(body: bytes, content_type: str, metrics: Metrics, designation: str) -
     mime = content_type.split(";", 1)[0].strip().lower()
     if mime == "multipart/form-data":
         return _parse_multipart(body, content_type, metrics, designation)
-    if mime == "application/x-www-form-urlencoded":
+    if mime == "application/x-www-form-urlencoded" and body.lstrip()[:1] not in (b"{", b"["):
+        # A form never starts with a brace or bracket (browsers escape them): that is JSON sent with
+        # curl -d, whose default content type this is. Apps that read the body as JSON serve it.
         return [dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))]
     if mime == "text/csv":
         return parse_csv(body)

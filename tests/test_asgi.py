@@ -481,3 +481,15 @@ def test_routes_match_below_where_the_app_is_mounted(settings, data_dir):
     assert rows(data_dir, "inputs", model="below")[["a", "b"]].values.tolist() == [["1", "2"]]
     assert rows(data_dir, "inputs", model="whole")[["feature_0", "feature_1"]].values.tolist() == [["5", "6"]]
     assert metrics.status_code == 200 and "mdc_requests_seen_total 2" in metrics.text
+
+
+def test_json_sent_with_curls_form_content_type_is_read_as_json(settings, data_dir):
+    """curl -d sends application/x-www-form-urlencoded; apps that read the body as JSON serve it. It was
+    written as one column named by the whole JSON text, with an empty cell."""
+    app = make_app(settings=settings, routes={"/score": Schema(model_name="json"), "/echo": Schema(model_name="form")})
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    with TestClient(app) as client:
+        assert client.post("/score", content=b'{"data": [[1, 2]]}', headers=form).json() == {"predictions": [3]}
+        assert client.post("/echo", content=b"a=3&b=4", headers=form).status_code == 200
+    assert rows(data_dir, "inputs", model="json")[["feature_0", "feature_1"]].values.tolist() == [["1", "2"]]
+    assert rows(data_dir, "inputs", model="form")[["a", "b"]].values.tolist() == [["3", "4"]]
