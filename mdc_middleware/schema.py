@@ -8,6 +8,8 @@ Request shapes: ``{"data": [[...]]}`` (Azure ML score.py), ``{"input_data": {"co
 "data"}}`` (pandas split), ``[{"feat": ...}]`` records, ``{"instances": [...]}`` (KServe v1, TF
 Serving), ``{"inputs": [{"name", "shape", "datatype", "data"}]}`` (Open Inference Protocol v2),
 ``{"inputs": {"feat": [...]}}`` (columnar), ``{"dataframe_split"|"dataframe_records": ...}`` (MLflow).
+Azure ML's AutoML and designer endpoints: ``{"Inputs": {"data"|"WebServiceInput0": [...]}, "GlobalParameters":
+...}`` and ``{"Results": ...}`` (known keys match in any case); Studio (classic): ``{"ColumnNames", "Values"}``.
 Response shapes: a list, ``{"predictions"|"result"|"outputs"|"output"|"prediction": ...}``.
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ Table = Tuple[Tuple[str, ...], List[list]]
 
 _INPUT_KEYS = ("input_data", "data", "instances", "inputs", "dataframe_split", "dataframe_records")
 _PREDICTION_KEYS = ("predictions", "result", "results", "outputs", "output", "prediction", "scores")
+_MAX_ENVELOPES = 8  # dicts around the rows: {"Inputs": {"input1": {"data": ...}}} is three
 
 
 class PayloadMismatch(ValueError):
@@ -99,28 +102,60 @@ def _locate(payload: Any, dotted: Optional[str], keys: Sequence[str],
     if not isinstance(value, dict):
         return value, None
     if not dotted:
-        for key in keys:
-            if key in value:
-                value = value[key]
-                break
-        else:
+        key = _known_key(value, keys)
+        if key is None:
             if single_record_ok and value and all(not isinstance(v, (dict, list)) for v in value.values()):
                 return [value], None
-            raise PayloadMismatch("unknown_shape", "no known key in " + ",".join(list(value)[:8]))
-    if isinstance(value, dict):
+            raise PayloadMismatch("unknown_shape", "no known key in " + ",".join(map(str, list(value)[:8])))
+        value = value[key]
+    return _rows_of(value)
+
+
+def _rows_of(value: Any) -> Tuple[Any, Optional[Sequence[str]]]:
+    """The rows inside what a known key (or a field path) points at, through a few envelopes."""
+    outer = value
+    for _ in range(_MAX_ENVELOPES):
+        if not isinstance(value, dict):
+            break
         if "data" in value and isinstance(value.get("columns"), list):  # pandas split
             return value["data"], [str(c) for c in value["columns"]]
+        names = value.get("ColumnNames")
+        if isinstance(names, list) and "Values" in value:  # Azure ML Studio (classic) tables
+            return value["Values"], [str(c) for c in names]
         if "data" in value:
-            return _locate(value, None, ("data",), single_record_ok)
+            value = value["data"]
+            continue
+        if len(value) == 1:
+            # One named input or output: Azure ML designer's {"WebServiceInput0": [records]}, Studio's
+            # {"input1": {"ColumnNames", "Values"}}. A single column of numbers stays a column (below).
+            inner = next(iter(value.values()))
+            if isinstance(inner, dict) or (isinstance(inner, list) and inner and isinstance(inner[0], dict)):
+                value = inner
+                continue
         if value and all(isinstance(v, list) for v in value.values()):  # columnar {"a": [..], "b": [..]}
             lengths = {len(v) for v in value.values()}
             if len(lengths) != 1:
                 raise PayloadMismatch("ragged_columns")
             return [list(row) for row in zip(*value.values())], list(value)
         return [value], None
+    else:
+        return [outer], None  # not envelopes: one record, its values as JSON cells
     if isinstance(value, list) and value and all(_is_named_tensor(v) for v in value):
         return _from_tensors(value)
     return value, None
+
+
+def _known_key(payload: dict, keys: Sequence[str]) -> Optional[str]:
+    """The first of ``keys`` in the payload; else the first in any case: Azure ML's AutoML and designer
+    endpoints wrap rows in {"Inputs": ..., "GlobalParameters": ...} and answer {"Results": ...}."""
+    for key in keys:
+        if key in payload:
+            return key
+    lowered = {k.lower(): k for k in payload if isinstance(k, str)}
+    for key in keys:
+        if key in lowered:
+            return lowered[key]
+    return None
 
 
 def _is_named_tensor(value: Any) -> bool:

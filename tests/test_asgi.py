@@ -493,3 +493,31 @@ def test_json_sent_with_curls_form_content_type_is_read_as_json(settings, data_d
         assert client.post("/echo", content=b"a=3&b=4", headers=form).status_code == 200
     assert rows(data_dir, "inputs", model="json")[["feature_0", "feature_1"]].values.tolist() == [["1", "2"]]
     assert rows(data_dir, "inputs", model="form")[["a", "b"]].values.tolist() == [["3", "4"]]
+
+
+def test_azure_ml_automl_and_designer_envelopes_are_collected(settings, data_dir):
+    """Their endpoints take {"Inputs": ..., "GlobalParameters": ...} and answer {"Results": ...}: the
+    capital letters made both "unknown_shape", and nothing was collected."""
+    app = FastAPI()
+
+    @app.post("/automl")
+    async def automl(request: Request):
+        rows_in = (await request.json())["Inputs"]["data"]
+        return {"Results": [r["a"] * 2 for r in rows_in]}
+
+    @app.post("/designer")
+    async def designer(request: Request):
+        rows_in = (await request.json())["Inputs"]["WebServiceInput0"]
+        return {"Results": {"WebServiceOutput0": [{**r, "Scored Labels": r["a"] > 1} for r in rows_in]}}
+
+    app.add_middleware(DataCollectionMiddleware, settings=settings,
+                       routes={"/automl": Schema(model_name="automl"), "/designer": Schema(model_name="designer")})
+    with TestClient(app) as client:
+        client.post("/automl", json={"Inputs": {"data": [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]},
+                                     "GlobalParameters": {"method": "predict"}})
+        client.post("/designer", json={"Inputs": {"WebServiceInput0": [{"a": 3}]}, "GlobalParameters": {}})
+    assert rows(data_dir, "inputs", model="automl")[["a", "b"]].values.tolist() == [["1", "x"], ["2", "y"]]
+    assert rows(data_dir, "predictions", model="automl")["prediction"].tolist() == ["2", "4"]
+    assert rows(data_dir, "inputs", model="designer")["a"].tolist() == ["3"]
+    assert rows(data_dir, "predictions", model="designer")[["a", "Scored Labels"]].values.tolist() == [["3", "True"]]
+    assert mdc_middleware.metrics()["skipped"] == {}

@@ -4,6 +4,13 @@ import pytest
 
 from mdc_middleware import PayloadMismatch, Schema
 
+
+def _nested(value, depth: int) -> dict:
+    for _ in range(depth):
+        value = {"x": value}
+    return value
+
+
 SHAPES = [
     ({"data": [[1, 2], [3, 4]]}, None, (("feature_0", "feature_1"), [[1, 2], [3, 4]])),
     ({"data": [[1, 2], [3, 4]]}, ["a", "b"], (("a", "b"), [[1, 2], [3, 4]])),
@@ -23,6 +30,15 @@ SHAPES = [
     ({"dataframe_split": {"columns": ["a"], "data": [[1]]}}, None, (("a",), [[1]])),
     ({"dataframe_records": [{"a": 1}]}, None, (("a",), [[1]])),
     ({"a": 1, "b": "x"}, None, (("a", "b"), [[1, "x"]])),
+    # Azure ML's AutoML and designer endpoints, and Studio (classic)
+    ({"Inputs": {"data": [{"a": 1, "b": 2}]}, "GlobalParameters": {"method": "predict"}}, None,
+     (("a", "b"), [[1, 2]])),
+    ({"Inputs": {"WebServiceInput0": [{"a": 1}, {"a": 2}]}, "GlobalParameters": {}}, None, (("a",), [[1], [2]])),
+    ({"Inputs": {"input1": {"ColumnNames": ["a", "b"], "Values": [[1, 2]]}}, "GlobalParameters": {}}, ["b"],
+     (("b",), [[2]])),
+    ({"Data": [[1, 2]]}, None, (("feature_0", "feature_1"), [[1, 2]])),
+    ({"inputs": {"a": [1, 2]}}, None, (("a",), [[1], [2]])),  # one column stays a column
+    ({"inputs": _nested({"a": [1]}, 20)}, None, (("x",), [[_nested({"a": [1]}, 19)]])),  # no envelopes: a record
 ]
 
 
@@ -38,6 +54,8 @@ def test_request_shapes(payload, declared, expected):
     ({"outputs": [{"name": "label", "shape": [2], "datatype": "INT64", "data": [1, 0]}]},
      (("label",), [[1], [0]])),
     ({"predictions": [{"label": "a", "score": 0.5}]}, (("label", "score"), [["a", 0.5]])),
+    ({"Results": [0, 1]}, (("prediction",), [[0], [1]])),
+    ({"Results": {"WebServiceOutput0": [{"Scored Labels": "a"}]}}, (("Scored Labels",), [["a"]])),
 ])
 def test_response_shapes(payload, expected):
     assert Schema().extract_predictions(payload) == expected
