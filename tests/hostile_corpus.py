@@ -68,6 +68,8 @@ def corpus() -> list:
         Case("json null", b"null", "null_payload"),
         Case("json scalar", b"42", "rows"),
         Case("json string", b'"=HYPERLINK(\\"http://evil\\")"', "rows"),
+        Case("json string that looks like json", b'" [not json"', "rows"),
+        Case("json encoded twice", json.dumps(json.dumps({"data": [[1, 2]]})).encode(), "rows"),
         Case("lone surrogate", b'{"data": [["\\ud800 alone"]]}', "rows"),
         Case("nul bytes and controls", b'{"data": [["a\\u0000b", "\\u001b[31mred", "x\\r\\ny", "bare\\rcr"]]}', "rows"),
         Case("formula injection", json.dumps({"data": [["=cmd|' /C calc'!A0", "+1+1", "-2", "@SUM(A1)"]]}).encode(),

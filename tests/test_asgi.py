@@ -521,3 +521,22 @@ def test_azure_ml_automl_and_designer_envelopes_are_collected(settings, data_dir
     assert rows(data_dir, "inputs", model="designer")["a"].tolist() == ["3"]
     assert rows(data_dir, "predictions", model="designer")[["a", "Scored Labels"]].values.tolist() == [["3", "True"]]
     assert mdc_middleware.metrics()["skipped"] == {}
+
+
+def test_json_encoded_twice_is_read_for_what_it_holds(settings, data_dir):
+    """A score.py ported into a route returns json.dumps(...), which FastAPI encodes again; clients post
+    requests' json=json.dumps(...). Each side was one text cell holding the JSON."""
+    app = FastAPI()
+
+    @app.post("/score")
+    async def score(request: Request):
+        payload = json.loads(await request.body())
+        payload = json.loads(payload) if isinstance(payload, str) else payload
+        return json.dumps({"result": [sum(r) for r in payload["data"]]})
+
+    app.add_middleware(DataCollectionMiddleware, settings=settings, routes={"/score": Schema(inputs=["a", "b"])})
+    with TestClient(app) as client:
+        assert client.post("/score", json=json.dumps({"data": [[1, 2]]})).json() == '{"result": [3]}'
+        client.post("/score", json={"data": [[3, 4]]})
+    assert rows(data_dir, "inputs")[["a", "b"]].values.tolist() == [["1", "2"], ["3", "4"]]
+    assert rows(data_dir, "predictions")["prediction"].tolist() == ["3", "7"]
