@@ -38,10 +38,7 @@ class LocalSink:
                 self._current[key] = path
             descriptor = os.open(path, os.O_WRONLY | os.O_APPEND)
             try:
-                view = memoryview(payload)
-                while view:
-                    written = os.write(descriptor, view)
-                    view = view[written:]
+                _append_whole(descriptor, payload)
                 if self.fsync:
                     os.fsync(descriptor)
             finally:
@@ -69,17 +66,43 @@ class LocalSink:
     @staticmethod
     def _create_with_header(path: Path, header: bytes) -> bool:
         temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        temporary.write_bytes(header)
         try:
+            temporary.write_bytes(header)  # on a full disk too: the temporary file is removed
             os.link(temporary, path)
             return True
         except FileExistsError:
             return False
         finally:
-            temporary.unlink()
+            temporary.unlink(missing_ok=True)
 
     def after_fork(self) -> None:
         self._lock = threading.Lock()  # the parent's writer thread may have held it at fork time
 
     def close(self) -> None:
         self._current.clear()
+
+
+def _append_whole(descriptor: int, payload: bytes) -> None:
+    """Append all of ``payload`` or none of it. A full disk (or quota) takes part of a write: those bytes
+    are cut off again, so the file never ends in half a row that the retry's rows would follow, and the
+    rows that did land are not written twice. Only when another process has appended after them since
+    are they left (they end the file's rows there; counted by the caller's error)."""
+    view = memoryview(payload)
+    start: Optional[int] = None
+    end = 0
+    ours_alone = True
+    try:
+        while view:
+            written = os.write(descriptor, view)
+            position = os.lseek(descriptor, 0, os.SEEK_CUR)  # O_APPEND: just after these bytes
+            if start is None:
+                start = position - written
+            elif position - written != end:  # another process's bytes came between ours
+                ours_alone = False
+            end = position
+            view = view[written:]
+    except OSError:
+        if start is not None and ours_alone and os.fstat(descriptor).st_size == end:
+            os.ftruncate(descriptor, start)
+        raise
+
