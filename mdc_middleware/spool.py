@@ -95,10 +95,16 @@ class Spool:
                 self._rotate()
             path, descriptor = self._active  # type: ignore[misc]
             view = memoryview(record)
-            while view:
-                view = view[os.write(descriptor, view):]
-            if self.fsync:
-                os.fsync(descriptor)
+            try:
+                while view:
+                    view = view[os.write(descriptor, view):]
+                if self.fsync:
+                    os.fsync(descriptor)
+            except OSError:
+                # A full disk took part of the record: cut it off (the segment is ours alone), or its
+                # stated length would swallow the records written after it when they are replayed.
+                os.ftruncate(descriptor, self._active_size)
+                raise
             self._active_size += len(record)
             self._grow(len(record))
         self.metrics.add("rows_spooled", batch.rows)

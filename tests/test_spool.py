@@ -1,5 +1,6 @@
 import fcntl
 import os
+import subprocess
 
 import pytest
 
@@ -8,7 +9,7 @@ from mdc_middleware.sinks import LocalSink
 from mdc_middleware.spool import Batch, Spool, replay_all
 from mdc_middleware.writer import Writer
 
-from .conftest import rows
+from .conftest import PYTHON, rows
 from .test_writer import FlakySink, record, wait_for
 
 
@@ -66,6 +67,38 @@ def test_garbage_between_records_resynchronises(tmp_path):
     (segment,) = spool.segments()
     segment.write_bytes(b"garbage!" + segment.read_bytes() + b"more garbage" + batch(1).encode())
     assert replayed(Spool(tmp_path)) == ["0-0\n0-1\n", "1-0\n1-1\n"]
+
+
+SPOOL_ON_A_FULL_DISK = """
+import resource, signal, sys
+from mdc_middleware.spool import Batch, Spool
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+spool = Spool(sys.argv[1])
+batch = lambda i, rows: Batch("folder", "data", "x\\n", "".join(f"{i}-{r}\\n" for r in range(rows)).encode(), rows)
+spool.write(batch(0, 2))
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (500, hard))  # the disk fills inside the next record
+try:
+    spool.write(batch(1, 200))
+except OSError as exc:
+    print("refused:", exc.strerror)
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+spool.write(batch(2, 2))
+spool.seal()
+"""
+
+
+def test_a_record_the_disk_cut_short_is_cut_off_and_the_next_replays(tmp_path):
+    """Left in the segment, half a record's stated length swallowed the record written after it."""
+    script = tmp_path / "spool_full.py"
+    script.write_text(SPOOL_ON_A_FULL_DISK)
+    result = subprocess.run([PYTHON, str(script), str(tmp_path / "spool")], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0 and "refused: File too large" in result.stdout, result.stdout + result.stderr
+    metrics = Metrics()
+    assert replayed(Spool(tmp_path / "spool", metrics=metrics)) == ["0-0\n0-1\n", "2-0\n2-1\n"]
+    assert metrics.snapshot()["spool_corrupt_records"] == 0
 
 
 @pytest.mark.parametrize("policy", ["oldest", "newest"])
