@@ -278,23 +278,19 @@ def _records(data: bytes, offset: int, metrics: Metrics) -> Iterator[Tuple[int, 
     while position + _HEAD.size <= len(data):
         magic, length, checksum = _HEAD.unpack_from(data, position)
         end = position + _HEAD.size + length
-        if magic != MAGIC or end > len(data):
-            if magic == MAGIC and end > len(data):
-                metrics.add("spool_corrupt_records")  # torn tail: the write never completed
-                return
-            metrics.add("spool_corrupt_records")
-            following = data.find(MAGIC, position + 1)  # resynchronise on the next record
-            if following < 0:
-                return
-            position = following
-            continue
-        body = data[position + _HEAD.size:end]
-        if zlib.crc32(body) != checksum:
-            metrics.add("spool_corrupt_records")
-            position = end
-            continue
-        yield position, end, body
-        position = end
+        if magic == MAGIC and end <= len(data):
+            body = data[position + _HEAD.size:end]
+            if zlib.crc32(body) == checksum:
+                yield position, end, body
+                position = end
+                continue
+        # Garbage, a torn tail, or a record whose checksum fails: its stated length cannot be trusted
+        # (it may reach over the records after it), so resynchronise on the next record's magic.
+        metrics.add("spool_corrupt_records")
+        following = data.find(MAGIC, position + 1)
+        if following < 0:
+            return
+        position = following
 
 
 def _cursor_path(segment: Path) -> Path:

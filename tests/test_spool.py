@@ -60,6 +60,20 @@ def test_torn_and_corrupt_records_are_skipped_and_counted(tmp_path):
     assert metrics.snapshot()["spool_corrupt_records"] == 2
 
 
+def test_a_record_whose_length_is_corrupt_does_not_swallow_the_next(tmp_path):
+    spool = Spool(tmp_path)
+    for i in range(3):
+        spool.write(batch(i))
+    spool.seal()
+    (segment,) = spool.segments()
+    data = bytearray(segment.read_bytes())
+    data[4] += 10  # the first record's length now reaches into the second
+    segment.write_bytes(bytes(data))
+    metrics = Metrics()
+    assert replayed(Spool(tmp_path, metrics=metrics)) == ["1-0\n1-1\n", "2-0\n2-1\n"]
+    assert metrics.snapshot()["spool_corrupt_records"] == 1
+
+
 def test_garbage_between_records_resynchronises(tmp_path):
     spool = Spool(tmp_path)
     spool.write(batch(0))
