@@ -1,7 +1,10 @@
-"""The local sink when the disk fills: no half rows, no rows twice, and the rows land once there is room."""
+"""The local sink under what happens to disks: they fill up, and files are moved away while collecting."""
+import shutil
 import subprocess
 import textwrap
 
+import mdc_middleware
+from mdc_middleware import ModelDataCollector
 from mdc_middleware.analysis import read_collected
 
 from .conftest import PYTHON
@@ -42,3 +45,18 @@ def test_a_full_disk_leaves_no_half_row_and_every_row_lands_once_when_there_is_r
     assert rows["i"].tolist() == [str(i) for i in range(1000)]
     assert set(rows["text"]) == {"x" * 100}
     assert not list(data_dir.rglob("*.tmp"))
+
+
+def test_a_file_moved_away_while_collecting_is_begun_again(data_dir, settings):
+    """A job that ships the files away (azcopy, rclone move) or a clean-up took the day's file: every later
+    write failed with "No such file or directory" until the rows were dropped at shutdown."""
+    collector = ModelDataCollector("m", designation="inputs", feature_names=["a"], settings=settings)
+    collector.collect([[1]])
+    assert mdc_middleware.flush(5)
+    shipped = data_dir.parent / "shipped"
+    shutil.move(str(data_dir), str(shipped))
+    collector.collect([[2]])
+    assert mdc_middleware.flush(5)
+    assert read_collected(shipped, "inputs", as_text=True)["a"].tolist() == ["1"]
+    assert read_collected(data_dir, "inputs", as_text=True)["a"].tolist() == ["2"]
+    assert mdc_middleware.metrics()["write_errors"] == 0

@@ -36,7 +36,13 @@ class LocalSink:
             with self._lock:
                 path = self._current.get(key) or self._open_file(folder, stem, header)
                 self._current[key] = path
-            descriptor = os.open(path, os.O_WRONLY | os.O_APPEND)
+            try:
+                descriptor = os.open(path, os.O_WRONLY | os.O_APPEND)
+            except FileNotFoundError:
+                # Moved or deleted under us (a job that ships the files away, a clean-up): begin it again.
+                with self._lock:
+                    path = self._current[key] = self._open_file(folder, stem, header)
+                descriptor = os.open(path, os.O_WRONLY | os.O_APPEND)
             try:
                 _append_whole(descriptor, payload)
                 if self.fsync:
