@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import email.message
 import email.parser
 import email.policy
 import fnmatch
@@ -347,7 +348,12 @@ def _parse(body: bytes, content_type: str, metrics: Metrics, designation: str) -
         return [dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))]
     if mime == "text/csv":
         return parse_csv(body)
-    payload = parse_json(body)
+    try:
+        payload = parse_json(body)
+    except PayloadMismatch:
+        if mime == "text/plain" or (mime == "text/html" and body.lstrip()[:1] != b"<"):
+            return _plain_text(body, content_type)
+        raise
     if isinstance(payload, str) and payload.lstrip()[:1] in ("{", "["):
         # JSON encoded twice: a ported score.py's run() returns json.dumps(...) and FastAPI encodes that
         # string again; clients post requests' json=json.dumps(...). Read what the string holds.
@@ -356,6 +362,17 @@ def _parse(body: bytes, content_type: str, metrics: Metrics, designation: str) -
         except PayloadMismatch:
             pass
     return payload
+
+
+def _plain_text(body: bytes, content_type: str) -> str:
+    """Text that is not JSON is one value: the raw text a text model scores, or the label a route returns
+    as a string (Flask sends a returned str as text/html). Markup is not a value: it stays invalid_json."""
+    charset = email.message.Message()
+    charset["content-type"] = content_type
+    try:
+        return body.decode(charset.get_content_charset() or "utf-8")
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise PayloadMismatch("invalid_text", type(exc).__name__) from None
 
 
 def parse_csv(body: bytes) -> List[Dict[str, Any]]:

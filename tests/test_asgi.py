@@ -540,3 +540,32 @@ def test_json_encoded_twice_is_read_for_what_it_holds(settings, data_dir):
         client.post("/score", json={"data": [[3, 4]]})
     assert rows(data_dir, "inputs")[["a", "b"]].values.tolist() == [["1", "2"], ["3", "4"]]
     assert rows(data_dir, "predictions")["prediction"].tolist() == ["3", "7"]
+
+
+def test_plain_text_that_is_not_json_is_one_value(settings, data_dir):
+    """A text model takes raw text, and routes return a label as text: both were skipped as invalid_json."""
+    from fastapi.responses import HTMLResponse, PlainTextResponse
+
+    app = FastAPI()
+
+    @app.post("/sentiment")
+    async def sentiment(request: Request):
+        text = (await request.body()).decode("utf-8", "replace")
+        return PlainTextResponse("positive" if "love" in text else "negative")
+
+    @app.post("/page")
+    async def page():
+        return HTMLResponse("<html><body>not a prediction</body></html>")
+
+    app.add_middleware(DataCollectionMiddleware, settings=settings,
+                       routes={"/sentiment": Schema(inputs=["text"], model_name="text"), "/page": Schema()})
+    with TestClient(app) as client:
+        client.post("/sentiment", content="I love it,\n\"really\"".encode(), headers={"content-type": "text/plain"})
+        client.post("/sentiment", content="naïve".encode("latin-1"),
+                    headers={"content-type": "text/plain; charset=latin-1"})
+        client.post("/sentiment", content=b"\xff\xfe bad", headers={"content-type": "text/plain"})
+        client.post("/page", content=b"x", headers={"content-type": "text/plain"})
+    assert rows(data_dir, "inputs", model="text")["text"].tolist() == ["I love it,\n\"really\"", "naïve"]
+    assert rows(data_dir, "predictions", model="text")["prediction"].tolist() == ["positive", "negative", "negative"]
+    skipped = mdc_middleware.metrics()["skipped"]
+    assert skipped["inputs:invalid_text"] == 1 and skipped["predictions:invalid_json"] == 1  # the markup

@@ -252,3 +252,17 @@ def test_routes_match_below_where_the_app_is_mounted_and_with_the_mount(settings
     assert rows(data_dir, "inputs", model="below")[["a", "b"]].values.tolist() == [["1", "2"]]
     assert rows(data_dir, "inputs", model="whole")[["feature_0", "feature_1"]].values.tolist() == [["5", "6"]]
     assert "mdc_requests_seen_total 2" in metrics
+
+
+def test_a_label_returned_as_a_string_is_collected(settings, data_dir):
+    """Flask sends a returned str as text/html: "0.87" was collected, "setosa" skipped as invalid_json."""
+    app = Flask(__name__)
+
+    @app.post("/score")
+    def score():
+        return "setosa" if request.get_json(force=True)["data"][0][0] < 5 else "0.87"
+
+    app.wsgi_app = WSGIDataCollectionMiddleware(app.wsgi_app, settings=settings, routes={"/score": Schema()})
+    for first in (4, 6):
+        assert post(app, "/score", json={"data": [[first, 1]]}).status_code == 200
+    assert rows(data_dir, "predictions")["prediction"].tolist() == ["setosa", "0.87"]
