@@ -348,6 +348,8 @@ def _parse(body: bytes, content_type: str, metrics: Metrics, designation: str) -
         return [dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))]
     if mime == "text/csv":
         return parse_csv(body)
+    if mime in _JSON_LINES:
+        return [parse_json(line) for line in body.splitlines() if line.strip()]
     try:
         payload = parse_json(body)
     except PayloadMismatch:
@@ -362,6 +364,11 @@ def _parse(body: bytes, content_type: str, metrics: Metrics, designation: str) -
         except PayloadMismatch:
             pass
     return payload
+
+
+# One JSON value a line (batch scoring clients, streamed predictions): a record or row per line.
+_JSON_LINES = frozenset(("application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonl",
+                         "application/jsonlines", "application/x-jsonlines"))
 
 
 def _plain_text(body: bytes, content_type: str) -> str:

@@ -69,6 +69,8 @@ def corpus() -> list:
         Case("json scalar", b"42", "rows"),
         Case("json string", b'"=HYPERLINK(\\"http://evil\\")"', "rows"),
         Case("json string that looks like json", b'" [not json"', "rows"),
+        Case("json lines", b'{"a": 1}\r\n{"a": 2, "b": [3]}\n', "rows", content_type="application/x-ndjson"),
+        Case("json lines, the last cut short", b'{"a": 1}\n{"a": ', "invalid_json", content_type="application/jsonl"),
         Case("json encoded twice", json.dumps(json.dumps({"data": [[1, 2]]})).encode(), "rows"),
         Case("lone surrogate", b'{"data": [["\\ud800 alone"]]}', "rows"),
         Case("nul bytes and controls", b'{"data": [["a\\u0000b", "\\u001b[31mred", "x\\r\\ny", "bare\\rcr"]]}', "rows"),

@@ -569,3 +569,26 @@ def test_plain_text_that_is_not_json_is_one_value(settings, data_dir):
     assert rows(data_dir, "predictions", model="text")["prediction"].tolist() == ["positive", "negative", "negative"]
     skipped = mdc_middleware.metrics()["skipped"]
     assert skipped["inputs:invalid_text"] == 1 and skipped["predictions:invalid_json"] == 1  # the markup
+
+
+def test_json_lines_are_a_row_a_line(settings, data_dir):
+    """Batch clients send, and streaming routes answer, one JSON value a line: it was invalid_json."""
+    app = FastAPI()
+
+    @app.post("/batch")
+    async def batch(request: Request):
+        records = [json.loads(line) for line in (await request.body()).splitlines() if line.strip()]
+
+        async def lines():
+            for record in records:
+                yield json.dumps({"label": record["a"] > 1}).encode() + b"\n"
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    app.add_middleware(DataCollectionMiddleware, settings=settings, routes={"/batch": Schema()})
+    with TestClient(app) as client:
+        client.post("/batch", content=b'{"a": 1, "b": "x"}\n{"a": 2, "b": "y"}\n\n',
+                    headers={"content-type": "application/x-ndjson"})
+    assert rows(data_dir, "inputs")[["a", "b"]].values.tolist() == [["1", "x"], ["2", "y"]]
+    assert rows(data_dir, "predictions")["label"].tolist() == ["False", "True"]
+    assert mdc_middleware.metrics()["skipped"] == {}
