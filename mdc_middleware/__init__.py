@@ -6,9 +6,9 @@
 Collection is off unless enabled (``MDC_ENABLED=true`` or ``AML_MODEL_DC_STORAGE_ENABLED=true``).
 """
 from .asgi import DataCollectionMiddleware
-from .capture import Route
 from .collector import ModelDataCollector
 from .config import ConfigError, Settings
+from .routes import Route
 from .runtime import flush, metrics, shutdown
 from .schema import PayloadMismatch, Schema
 from .wsgi import WSGIDataCollectionMiddleware

@@ -13,9 +13,10 @@ import time
 from typing import Any, Awaitable, Callable, MutableMapping, Optional
 
 from . import prometheus, runtime
-from .capture import BoundedBody, RoutesSpec
+from .capture import BoundedBody
 from .config import Settings
 from .policy import CapturePolicy, RoutePlan
+from .routes import RoutesSpec
 from .writer import Writer
 
 logger = logging.getLogger("mdc_middleware")

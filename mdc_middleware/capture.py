@@ -12,7 +12,6 @@ import csv
 import email.message
 import email.parser
 import email.policy
-import fnmatch
 import io
 import itertools
 import json
@@ -22,18 +21,17 @@ import random
 import threading
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Union
 from urllib.parse import parse_qsl
 
 import orjson
 
 from . import media
-from .config import parse_routes
 from .metrics import Metrics
 from .paths import Target
 from .privacy import HEADER_PREFIX, MAX_HEADER_VALUE
 from .records import Record
-from .schema import PayloadMismatch, Schema
+from .schema import PayloadMismatch
 
 if TYPE_CHECKING:
     from .policy import RoutePlan
@@ -92,47 +90,6 @@ class BoundedBody:
         if self.skip_reason is not None:
             return self.skip_reason
         return b"".join(self.chunks)
-
-
-@dataclass(frozen=True)
-class Route:
-    pattern: str
-    schema: Schema
-    methods: Tuple[str, ...] = ("POST",)
-
-    def matches(self, method: str, path: str) -> bool:
-        return method in self.methods and (self.pattern == path or fnmatch.fnmatchcase(path, self.pattern))
-
-
-RoutesSpec = Union[None, str, Sequence[str], Mapping[str, Optional[Schema]], Sequence[Route]]
-
-
-class RouteTable:
-    """Which requests to capture, and with which schema. No routes configured: every POST.
-
-    Routes given as text are patterns separated by commas, as in ``MDC_ROUTES``: ``routes="/score"`` is one
-    route (it was six one-letter ones that matched nothing)."""
-
-    def __init__(self, routes: RoutesSpec = None, env_routes: Sequence[str] = ()) -> None:
-        built: List[Route] = []
-        if isinstance(routes, str):
-            routes = parse_routes(routes)
-        if isinstance(routes, Mapping):
-            built = [Route(p, s or Schema()) for p, s in routes.items()]
-        elif routes:
-            built = [r if isinstance(r, Route) else Route(str(r), Schema()) for r in routes]
-        elif env_routes:
-            built = [Route(p, Schema()) for p in env_routes]
-        self.routes = tuple(built)
-        self._catch_all = Route("*", Schema()) if not built else None
-
-    def match(self, method: str, path: str) -> Optional[Route]:
-        for route in self.routes:
-            if route.matches(method, path):
-                return route
-        if self._catch_all is not None and self._catch_all.matches(method, path):
-            return self._catch_all
-        return None
 
 
 def _new_id_prefix() -> str:

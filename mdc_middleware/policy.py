@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 
 from . import runtime
-from .capture import (REQUEST_ID_HEADERS, Route, RoutesSpec, RouteTable, new_correlation_id, pick_request_id,
-                      register_plan)
+from .capture import REQUEST_ID_HEADERS, new_correlation_id, pick_request_id, register_plan
 from .config import ConfigError, Settings
 from .paths import Target
 from .privacy import FieldRules
+from .routes import Route, RoutesSpec, RouteTable, model_in_path
 from .writer import Writer
 
 logger = logging.getLogger("mdc_middleware")
@@ -40,6 +40,12 @@ class RoutePlan:
 
 
 _MAX_CACHED_PATHS = 4096  # paths seen, with their plan or None; paths with ids in them must not grow it forever
+# Models (and versions) a route with {model} in its path files rows under, per process: each is a folder, a
+# plan and files of its own, and the names come from clients, so they are bounded.
+MAX_MODELS_PER_ROUTE = 64
+
+# What a path is refused for instead of a plan: counted as a skip each time it is requested.
+_Refusal = str
 
 
 class CapturePolicy:
@@ -48,8 +54,9 @@ class CapturePolicy:
         self.routes = RouteTable(routes, settings.routes)
         self._writer = writer
         self._owns_writer = writer is None
-        self._plans: Dict[Route, RoutePlan] = {}
-        self._by_path: Dict[Tuple[str, str], Optional[RoutePlan]] = {}
+        self._plans: Dict[Tuple[Route, Optional[str], Optional[str]], RoutePlan] = {}
+        self._models_per_route: Dict[Route, int] = {}
+        self._by_path: Dict[Tuple[str, str], Union[RoutePlan, _Refusal, None]] = {}
         for route in self.routes.routes:  # validate every route's names at start-up, not per request
             self.plan(route)
         # The only request headers a capture reads: the rest are never decoded. ASGI servers give
@@ -86,39 +93,65 @@ class CapturePolicy:
             plan = self._plan_for(method, full_path)
         if plan is None:
             return None
+        if isinstance(plan, str):
+            self.writer.metrics.skip(plan)
+            return None
         if self._sample_rate < 1.0 and random.random() >= self._sample_rate:
             self.writer.metrics.skip("sampled_out")
             return None
         self.writer.metrics.add("requests_seen")
         return plan
 
-    def _plan_for(self, method: str, path: str) -> Optional[RoutePlan]:
+    def _plan_for(self, method: str, path: str) -> Union[RoutePlan, _Refusal, None]:
         key = (method, path)
         try:
             return self._by_path[key]
         except KeyError:
-            route = self.routes.match(method, path)
-            plan = self.plan(route) if route is not None else None
+            found = self.routes.match(method, path)
+            plan = self._plan_of_match(*found) if found is not None else None
             if len(self._by_path) >= _MAX_CACHED_PATHS:
                 self._by_path.clear()
             self._by_path[key] = plan
             return plan
 
-    def plan(self, route: Route) -> RoutePlan:
-        """A route's plan, made on first use (every configured route's at start-up, so bad names fail then)."""
-        found = self._plans.get(route)
+    def _plan_of_match(self, route: Route, values: Dict[str, str]) -> Union[RoutePlan, _Refusal]:
+        model, version = model_in_path(values)
+        if model is None and version is None:
+            return self.plan(route)
+        if (route, model, version) not in self._plans:
+            try:
+                self._targets(route, model, version)
+            except ConfigError:
+                return "bad_model_in_path"  # "..", control characters, too long: never a folder
+            seen = self._models_per_route.get(route, 0)
+            if seen >= MAX_MODELS_PER_ROUTE:
+                if seen == MAX_MODELS_PER_ROUTE:
+                    self._models_per_route[route] = seen + 1
+                    logger.warning("mdc: route %r has named %d models or versions in its paths; requests naming "
+                                   "others are not collected (counted as too_many_models_in_path)",
+                                   route.pattern, MAX_MODELS_PER_ROUTE)
+                return "too_many_models_in_path"
+            self._models_per_route[route] = seen + 1
+        return self.plan(route, model, version)
+
+    def plan(self, route: Route, model: Optional[str] = None, version: Optional[str] = None) -> RoutePlan:
+        """A route's plan, made on first use (every configured route's at start-up, so bad names fail then).
+        ``model`` and ``version``, when the request's path names them, win over the route's schema."""
+        found = self._plans.get((route, model, version))
         if found is None:
-            found = self._plans[route] = RoutePlan(route, self._targets(route),
-                                                   self.settings.field_rules.merged(route.schema.rules), self.settings)
+            found = self._plans[(route, model, version)] = RoutePlan(
+                route, self._targets(route, model, version), self.settings.field_rules.merged(route.schema.rules),
+                self.settings)
         return found
 
-    def _targets(self, route: Route) -> Tuple[Target, Target, Target]:
+    def _targets(self, route: Route, model: Optional[str] = None,
+                 version: Optional[str] = None) -> Tuple[Target, Target, Target]:
         """Where a route's inputs, predictions and unparsed payloads go."""
         s = self.settings
         common = dict(subscription_id=s.subscription_id, resource_group=s.resource_group,
                       workspace_name=s.workspace_name, webservice_name=s.webservice_name,
-                      model_name=route.schema.model_name or s.model_name,
-                      model_version=route.schema.model_version or s.model_version)
+                      model_name=model or route.schema.model_name or s.model_name,
+                      model_version=version or route.schema.model_version or s.model_version)
         try:
             return tuple(Target(designation=d, **common) for d in ("inputs", "predictions", "unparsed"))
         except ValueError as exc:

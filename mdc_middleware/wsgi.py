@@ -12,9 +12,10 @@ import time
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 from . import prometheus, runtime
-from .capture import BoundedBody, RoutesSpec
+from .capture import BoundedBody
 from .config import Settings
 from .policy import CapturePolicy, RoutePlan
+from .routes import RoutesSpec
 from .writer import Writer
 
 logger = logging.getLogger("mdc_middleware")
@@ -35,6 +36,8 @@ class WSGIDataCollectionMiddleware:
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
+        if not path.isascii():  # PEP 3333 gives the path's UTF-8 bytes as latin-1 text
+            path = path.encode("latin-1", "replace").decode("utf-8", "replace")
         mount = environ.get("SCRIPT_NAME", "")  # where the app is mounted; PATH_INFO is below it
         full_path = mount + path if mount else ""
         if (self.settings.metrics_path and self.settings.metrics_path in (path, full_path)

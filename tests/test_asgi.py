@@ -592,3 +592,31 @@ def test_json_lines_are_a_row_a_line(settings, data_dir):
     assert rows(data_dir, "inputs")[["a", "b"]].values.tolist() == [["1", "x"], ["2", "y"]]
     assert rows(data_dir, "predictions")["label"].tolist() == ["False", "True"]
     assert mdc_middleware.metrics()["skipped"] == {}
+
+
+def test_a_route_with_the_model_in_its_path_files_each_models_rows_under_it(settings, data_dir, caplog,
+                                                                            monkeypatch):
+    """One route of a multi-model service: every model's rows went to one folder, columns mixed."""
+    from mdc_middleware import policy
+
+    monkeypatch.setattr(policy, "MAX_MODELS_PER_ROUTE", 3)
+    app = FastAPI()
+
+    @app.post("/models/{model}/versions/{version}/predict")
+    async def predict(model: str, version: str, request: Request):
+        return {"predictions": [len(model) for _ in (await request.json())["data"]]}
+
+    app.add_middleware(DataCollectionMiddleware, settings=settings,
+                       routes={"/models/{model}/versions/{version}/predict": Schema()})
+    with TestClient(app) as client:
+        for model, version, row in [("iris", 1, [1, 2]), ("iris", 2, [3, 4]), ("wine", 1, [5, 6, 7]),
+                                    ("iris", 1, [8, 9]), ("a%0Ab", 1, [0]), ("beer", 1, [0]), ("beer", 2, [0])]:
+            response = client.post(f"/models/{model}/versions/{version}/predict", json={"data": [row]})
+            assert response.status_code == 200
+    assert rows(data_dir, "inputs", model="iris", version="1")[["feature_0", "feature_1"]].values.tolist() == [
+        ["1", "2"], ["8", "9"]]
+    assert rows(data_dir, "inputs", model="iris", version="2")["feature_0"].tolist() == ["3"]
+    assert rows(data_dir, "predictions", model="wine", version="1")["prediction"].tolist() == ["4"]
+    skipped = mdc_middleware.metrics()["skipped"]
+    assert skipped == {"bad_model_in_path": 1, "too_many_models_in_path": 2}
+    assert caplog.text.count("has named 3 models or versions in its paths") == 1

@@ -266,3 +266,21 @@ def test_a_label_returned_as_a_string_is_collected(settings, data_dir):
     for first in (4, 6):
         assert post(app, "/score", json={"data": [[first, 1]]}).status_code == 200
     assert rows(data_dir, "predictions")["prediction"].tolist() == ["setosa", "0.87"]
+
+
+def test_a_route_with_the_model_in_its_path_kserve_style(settings, data_dir):
+    """KServe v1's /v1/models/<name>:predict, and a name outside ASCII (PATH_INFO carries its UTF-8 bytes)."""
+    app = Flask(__name__)
+
+    @app.post("/v1/models/<name>:predict")
+    def predict(name):
+        return jsonify(predictions=[len(name) for _ in request.get_json()["instances"]])
+
+    app.wsgi_app = WSGIDataCollectionMiddleware(app.wsgi_app, settings=settings,
+                                                routes={"/v1/models/{model}:predict": Schema(model_version="3")})
+    for name in ("iris", "modèle"):
+        assert post(app, f"/v1/models/{name}:predict", json={"instances": [[1, 2]]}).status_code == 200
+    assert post(app, "/v1/models/iris/extra:predict", json={"instances": [[1, 2]]}).status_code == 404
+    assert rows(data_dir, "inputs", model="iris", version="3")["feature_0"].tolist() == ["1"]
+    assert rows(data_dir, "predictions", model="modèle", version="3")["prediction"].tolist() == ["6"]
+    assert mdc_middleware.metrics()["requests_seen"] == 2
