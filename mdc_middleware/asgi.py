@@ -13,7 +13,7 @@ import time
 from typing import Any, Awaitable, Callable, MutableMapping, Optional
 
 from . import prometheus, runtime
-from .capture import BoundedBody
+from .capture import BoundedBody, inputs_in_query
 from .config import Settings
 from .policy import CapturePolicy, RoutePlan
 from .routes import RoutesSpec
@@ -115,9 +115,9 @@ class _Exchange:
     request path does not need is worked out later, off it.
     """
 
-    __slots__ = ("policy", "plan", "writer", "inner_receive", "inner_send", "headers", "correlation_id",
-                 "request_id", "timestamp", "request", "request_complete", "response", "response_type",
-                 "response_encoding", "status", "done")
+    __slots__ = ("policy", "plan", "writer", "inner_receive", "inner_send", "method", "query", "headers",
+                 "correlation_id", "request_id", "timestamp", "request", "request_complete", "response",
+                 "response_type", "response_encoding", "status", "done")
 
     def __init__(self, policy: CapturePolicy, plan: RoutePlan, scope: Scope, receive: Receive, send: Send) -> None:
         self.policy = policy
@@ -125,6 +125,8 @@ class _Exchange:
         self.writer = policy.writer
         self.inner_receive = receive
         self.inner_send = send
+        self.method = scope["method"]
+        self.query = scope.get("query_string", b"")
         wanted = policy.wanted_header_bytes
         found = {}
         for key, value in scope["headers"]:  # ASGI gives header names in lower case
@@ -201,9 +203,10 @@ class _Exchange:
             self.writer.metrics.skip(f"status_{self.status}")
             return
         request_body = self.request.take() if self.request_complete else "body_not_read"
+        request_body, headers = inputs_in_query(request_body, self.method, self.query, self.headers)
         response_body = self.response.take()
         self.writer.submit_capture(
-            (self.plan.id, request_body, tuple(self.headers.items()), response_body, self.response_type,
+            (self.plan.id, request_body, tuple(headers.items()), response_body, self.response_type,
              self.response_encoding, self.correlation_id, self.request_id, self.timestamp))
 
     def _internal_error(self) -> None:

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("mdc_middleware")
 
 REQUEST_ID_HEADERS = ("x-ms-request-id", "x-request-id")
+_BODILESS_METHODS = frozenset(("GET", "HEAD", "DELETE"))
 UNPARSED_COLUMNS = ("part", "reason", "content_type", "content_encoding", "bytes", "truncated", "body_encoding",
                     "body")
 _warned: set = set()
@@ -90,6 +91,17 @@ class BoundedBody:
         if self.skip_reason is not None:
             return self.skip_reason
         return b"".join(self.chunks)
+
+
+def inputs_in_query(body: Union[bytes, str], method: str, query: bytes,
+                    headers: Dict[str, str]) -> Tuple[Union[bytes, str], Dict[str, str]]:
+    """A request without a body carries its inputs in the query string (``GET /predict?x=1&y=2``): then the
+    query string is the inputs, read as a form. A body, when there is one, stays the inputs."""
+    if query and (body == b"" or (body == "body_not_read" and method in _BODILESS_METHODS)):
+        headers = {name: value for name, value in headers.items() if name != "content-encoding"}
+        headers["content-type"] = "application/x-www-form-urlencoded"
+        return query, headers
+    return body, headers
 
 
 def _new_id_prefix() -> str:

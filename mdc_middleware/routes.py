@@ -82,11 +82,11 @@ class RouteTable:
         if isinstance(routes, str):
             routes = parse_routes(routes)
         if isinstance(routes, Mapping):
-            built = [Route(p, s or Schema()) for p, s in routes.items()]
+            built = [_route(p, s or Schema()) for p, s in routes.items()]
         elif routes:
-            built = [r if isinstance(r, Route) else Route(str(r), Schema()) for r in routes]
+            built = [r if isinstance(r, Route) else _route(str(r), Schema()) for r in routes]
         elif env_routes:
-            built = [Route(p, Schema()) for p in env_routes]
+            built = [_route(p, Schema()) for p in env_routes]
         self.routes = tuple(built)
         self._catch_all = Route("*", Schema()) if not built else None
 
@@ -97,6 +97,18 @@ class RouteTable:
             if values is not None:
                 return route, values
         return None
+
+
+_METHOD_PREFIX = re.compile(r"([A-Z]+(?:\|[A-Z]+)*)\s+(\S.*)")
+
+
+def _route(text: str, schema: Schema) -> Route:
+    """A route from text: a pattern, or methods before it (``GET /predict``, ``GET|POST /score``; POST alone
+    when none are given)."""
+    given = _METHOD_PREFIX.fullmatch(text.strip())
+    if given is None:
+        return Route(text, schema)
+    return Route(given.group(2), schema, tuple(given.group(1).split("|")))
 
 
 def model_in_path(values: Dict[str, str]) -> Tuple[Optional[str], Optional[str]]:

@@ -12,7 +12,7 @@ import time
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 from . import prometheus, runtime
-from .capture import BoundedBody
+from .capture import BoundedBody, inputs_in_query
 from .config import Settings
 from .policy import CapturePolicy, RoutePlan
 from .routes import RoutesSpec
@@ -82,15 +82,18 @@ class _Exchange:
     object a request instead of two closures and a wrapper (about 1 µs a request in-process).
     """
 
-    __slots__ = ("policy", "plan", "writer", "headers", "correlation_id", "request_id", "timestamp",
-                 "expected_length", "request", "request_read", "request_complete", "response", "response_type",
-                 "response_encoding", "status", "started", "done", "server_start_response", "server_write", "body")
+    __slots__ = ("policy", "plan", "writer", "method", "query", "headers", "correlation_id", "request_id",
+                 "timestamp", "expected_length", "request", "request_read", "request_complete", "response",
+                 "response_type", "response_encoding", "status", "started", "done", "server_start_response",
+                 "server_write", "body")
 
     def __init__(self, policy: CapturePolicy, plan: RoutePlan, environ: dict, wanted: Tuple[Tuple[str, str], ...],
                  start_response: StartResponse) -> None:
         self.policy = policy
         self.plan = plan
         self.writer = policy.writer
+        self.method = environ.get("REQUEST_METHOD", "")
+        self.query = environ.get("QUERY_STRING", "").encode("latin-1", "replace")  # PEP 3333: bytes as latin-1
         found = {}
         for key, name in wanted:
             value = environ.get(key)
@@ -196,9 +199,10 @@ class _Exchange:
                 self.writer.metrics.skip(f"status_{self.status}")
             else:
                 request_body = self.request.take() if self.request_complete else "body_not_read"
+                request_body, headers = inputs_in_query(request_body, self.method, self.query, self.headers)
                 response_body = self.response.take()
                 self.writer.submit_capture(
-                    (self.plan.id, request_body, tuple(self.headers.items()), response_body, self.response_type,
+                    (self.plan.id, request_body, tuple(headers.items()), response_body, self.response_type,
                      self.response_encoding, self.correlation_id, self.request_id, self.timestamp))
         except Exception:
             self.internal_error()

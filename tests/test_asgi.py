@@ -620,3 +620,24 @@ def test_a_route_with_the_model_in_its_path_files_each_models_rows_under_it(sett
     skipped = mdc_middleware.metrics()["skipped"]
     assert skipped == {"bad_model_in_path": 1, "too_many_models_in_path": 2}
     assert caplog.text.count("has named 3 models or versions in its paths") == 1
+
+
+def test_a_get_route_collects_its_query_parameters(settings, data_dir):
+    """GET /predict?x=1 is how many tutorials serve a model: the inputs were empty (body_not_read)."""
+    app = FastAPI()
+
+    @app.get("/predict")
+    async def predict(sepal_length: float, species: str = ""):
+        return {"prediction": sepal_length * 2}
+
+    @app.post("/predict")
+    async def predict_post(request: Request, version: int = 1):
+        return {"prediction": (await request.json())["a"]}
+
+    app.add_middleware(DataCollectionMiddleware, settings=settings, routes="GET|POST /predict")
+    with TestClient(app) as client:
+        assert client.get("/predict?sepal_length=5.1&species=a%20b").json() == {"prediction": 10.2}
+        assert client.post("/predict?version=2", json={"a": 7}).json() == {"prediction": 7}  # the body is the inputs
+    inputs = rows(data_dir, "inputs")
+    assert inputs[["sepal_length", "species", "a"]].fillna("").values.tolist() == [["5.1", "a b", ""], ["", "", "7"]]
+    assert rows(data_dir, "predictions")["prediction"].tolist() == ["10.2", "7"]

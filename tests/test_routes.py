@@ -32,3 +32,13 @@ def test_methods_and_the_first_route_that_matches():
 def test_model_in_path():
     assert model_in_path({"model": "iris", "version": "2", "tenant": "x"}) == ("iris", "2")
     assert model_in_path({"tenant": "x"}) == (None, None)
+
+
+@pytest.mark.parametrize("text,methods,pattern", [
+    ("/score", ("POST",), "/score"),
+    ("GET /predict", ("GET",), "/predict"),
+    ("GET|POST  /models/{model}", ("GET", "POST"), "/models/{model}"),
+])
+def test_routes_given_as_text_may_name_their_methods(text, methods, pattern):
+    (route,) = RouteTable(text).routes
+    assert (route.methods, route.pattern) == (methods, pattern)

@@ -6,7 +6,7 @@ import pytest
 from flask import Flask, Response, jsonify, request, send_file, stream_with_context
 
 import mdc_middleware
-from mdc_middleware import ModelDataCollector, Schema, WSGIDataCollectionMiddleware
+from mdc_middleware import ModelDataCollector, Schema, Settings, WSGIDataCollectionMiddleware
 
 from .conftest import rows
 
@@ -284,3 +284,18 @@ def test_a_route_with_the_model_in_its_path_kserve_style(settings, data_dir):
     assert rows(data_dir, "inputs", model="iris", version="3")["feature_0"].tolist() == ["1"]
     assert rows(data_dir, "predictions", model="modèle", version="3")["prediction"].tolist() == ["6"]
     assert mdc_middleware.metrics()["requests_seen"] == 2
+
+
+def test_a_get_route_collects_its_query_parameters(settings, data_dir, monkeypatch):
+    monkeypatch.setenv("MDC_ROUTES", "GET /predict")
+    app = Flask(__name__)
+
+    @app.get("/predict")
+    def predict():
+        return jsonify(prediction=float(request.args["x"]) + 1)
+
+    app.wsgi_app = WSGIDataCollectionMiddleware(app.wsgi_app, settings=settings.replace(
+        routes=Settings.from_env().routes))
+    assert app.test_client().get("/predict?x=1.5&name=caf%C3%A9", buffered=True).get_json() == {"prediction": 2.5}
+    assert rows(data_dir, "inputs")[["x", "name"]].values.tolist() == [["1.5", "café"]]
+    assert rows(data_dir, "predictions")["prediction"].tolist() == ["2.5"]
