@@ -65,7 +65,8 @@ class DataCollectionMiddleware:
             await self.app(scope, receive, send)
             return
         full_path = scope["path"]
-        path = _route_path(full_path, scope.get("root_path"))
+        root_path = scope.get("root_path")
+        path = _route_path(full_path, root_path) if root_path else full_path
         metrics_path = self.settings.metrics_path
         if metrics_path and metrics_path in (path, full_path) and scope["method"] == "GET":
             await self._serve_metrics(send)

@@ -93,14 +93,15 @@ class BoundedBody:
         return b"".join(self.chunks)
 
 
-def inputs_in_query(body: Union[bytes, str], method: str, query: bytes,
+def inputs_in_query(body: Union[bytes, str], method: str, query: Union[bytes, str],
                     headers: Dict[str, str]) -> Tuple[Union[bytes, str], Dict[str, str]]:
     """A request without a body carries its inputs in the query string (``GET /predict?x=1&y=2``): then the
-    query string is the inputs, read as a form. A body, when there is one, stays the inputs."""
+    query string is the inputs, read as a form. A body, when there is one, stays the inputs. ``query``: ASGI's
+    bytes, or WSGI's text (its bytes as latin-1, PEP 3333)."""
     if query and (body == b"" or (body == "body_not_read" and method in _BODILESS_METHODS)):
         headers = {name: value for name, value in headers.items() if name != "content-encoding"}
         headers["content-type"] = "application/x-www-form-urlencoded"
-        return query, headers
+        return (query.encode("latin-1", "replace") if isinstance(query, str) else query), headers
     return body, headers
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 from . import runtime
 from .capture import REQUEST_ID_HEADERS, new_correlation_id, pick_request_id, register_plan
@@ -46,6 +46,7 @@ MAX_MODELS_PER_ROUTE = 64
 
 # What a path is refused for instead of a plan: counted as a skip each time it is requested.
 _Refusal = str
+_UNSEEN: Any = object()
 
 
 class CapturePolicy:
@@ -88,7 +89,9 @@ class CapturePolicy:
         declared either way match."""
         if not self.settings.enabled:
             return None
-        plan = self._plan_for(method, path)
+        plan = self._by_path.get((method, path), _UNSEEN)
+        if plan is _UNSEEN:
+            plan = self._plan_for(method, path)
         if plan is None and full_path:
             plan = self._plan_for(method, full_path)
         if plan is None:

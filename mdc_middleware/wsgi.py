@@ -93,7 +93,7 @@ class _Exchange:
         self.plan = plan
         self.writer = policy.writer
         self.method = environ.get("REQUEST_METHOD", "")
-        self.query = environ.get("QUERY_STRING", "").encode("latin-1", "replace")  # PEP 3333: bytes as latin-1
+        self.query = environ.get("QUERY_STRING", "")
         found = {}
         for key, name in wanted:
             value = environ.get(key)
