@@ -46,8 +46,8 @@ def _filters(function):
 
 
 class _Context:
-    def __init__(self, data: Optional[str], overrides: dict) -> None:
-        self.data, self.overrides = data, overrides
+    def __init__(self, data: Optional[str] = None, overrides: Optional[dict] = None) -> None:
+        self.data, self.overrides = data, dict(overrides or {})
         self._source: Any = None
 
     @property
@@ -71,25 +71,52 @@ class _Context:
                               end=_day(end), as_text=as_text, progress=progress)
 
 
+def _take_source_option(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """Where the data is: noted on the one context the commands share, whether given before the command
+    (``mdc --data d read``) or after it (``mdc read inputs --data d``, as one tends to type it)."""
+    if value is None:
+        return
+    context = ctx.find_object(_Context) or ctx.ensure_object(_Context)
+    if param.name == "data":
+        context.data = value
+    else:
+        context.overrides[_SETTING_OF_OPTION[param.name]] = value
+
+
+_SETTING_OF_OPTION = {"connection_string": "storage_connection_string", "account_url": "storage_account_url",
+                      "sas_token": "storage_sas_token", "managed_identity": "storage_managed_identity",
+                      "container": "container"}
+
+
+def _source_options(function):
+    """--data, --connection-string, --account-url, --sas-token, --managed-identity, --container."""
+    take = dict(expose_value=False, callback=_take_source_option)
+    for option in reversed([
+        click.option("--data", type=click.Path(file_okay=False),
+                     help="A local data folder (the local sink's MDC_LOCAL_DIR).", **take),
+        click.option("--connection-string", help="Storage connection string [MDC_STORAGE_CONNECTION_STRING].",
+                     **take),
+        click.option("--account-url", help="https://<account>.blob.core.windows.net [MDC_STORAGE_ACCOUNT_URL].",
+                     **take),
+        click.option("--sas-token", help="SAS token for --account-url [MDC_STORAGE_SAS_TOKEN].", **take),
+        click.option("--managed-identity", is_flag=True, default=None, help="Use managed / workload identity.",
+                     **take),
+        click.option("--container", help="Blob container [MDC_CONTAINER], default modeldata.", **take),
+    ]):
+        function = option(function)
+    return function
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--data", type=click.Path(file_okay=False), help="A local data folder (the local sink's MDC_LOCAL_DIR).")
-@click.option("--connection-string", help="Storage connection string [MDC_STORAGE_CONNECTION_STRING].")
-@click.option("--account-url", help="https://<account>.blob.core.windows.net [MDC_STORAGE_ACCOUNT_URL].")
-@click.option("--sas-token", help="SAS token for --account-url [MDC_STORAGE_SAS_TOKEN].")
-@click.option("--managed-identity", is_flag=True, default=None, help="Use managed / workload identity.")
-@click.option("--container", help="Blob container [MDC_CONTAINER], default modeldata.")
+@_source_options
 @click.pass_context
-def main(ctx: click.Context, data: Optional[str], connection_string: Optional[str], account_url: Optional[str],
-         sas_token: Optional[str], managed_identity: Optional[bool], container: Optional[str]) -> None:
+def main(ctx: click.Context) -> None:
     """Read back what mdc-middleware (or Azure ML's ModelDataCollector) collected."""
-    overrides = {key: value for key, value in dict(
-        storage_connection_string=connection_string, storage_account_url=account_url,
-        storage_sas_token=sas_token, storage_managed_identity=managed_identity, container=container).items()
-        if value is not None}
-    ctx.obj = _Context(data, overrides)
+    ctx.ensure_object(_Context)
 
 
 @main.command("ls")
+@_source_options
 @click.option("--model", help="Model name.")
 @click.option("--version", "version", help="Model version.")
 @click.option("--designation", help="inputs, predictions, …")
@@ -132,6 +159,7 @@ def _write(frame: pd.DataFrame, output: Optional[str]) -> None:
 
 
 @main.command("read")
+@_source_options
 @click.argument("designation")
 @_filters
 @click.option("-o", "--output", help="File to write (.csv or .parquet); stdout when absent.")
@@ -146,6 +174,7 @@ def read_command(context: _Context, designation: str, model: Optional[str], vers
 
 
 @main.command("join")
+@_source_options
 @_filters
 @click.option("--how", type=click.Choice(["inner", "left", "outer"]), default="inner", show_default=True,
               help="Keep inputs without predictions (left) or everything (outer).")
@@ -167,6 +196,7 @@ def join_command(context: _Context, model: Optional[str], version: Optional[str]
 
 
 @main.command("tail")
+@_source_options
 @click.argument("designation")
 @click.option("--model", help="Model name.")
 @click.option("--version", "version", help="Model version.")
@@ -195,6 +225,7 @@ def tail_command(context: _Context, designation: str, model: Optional[str], vers
 
 
 @main.command("drift")
+@_source_options
 @click.option("--baseline", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Training data as CSV (or .parquet), one column per feature.")
 @_filters

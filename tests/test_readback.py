@@ -282,6 +282,20 @@ def test_cli_reads_a_container_with_a_sas_token(azurite, blob_settings, containe
     assert len(frame) == 1 + sum(1 + r % 3 for r in range(5))  # request 0 repeats its row
 
 
+def test_where_the_data_is_may_be_given_after_the_command_too(azurite, blob_settings, container_name, data_dir,
+                                                               settings, monkeypatch):
+    """`mdc read inputs --data DIR` failed with "No such option: --data": only `mdc --data DIR read` worked."""
+    collect_on_days(settings, monkeypatch, days=DAYS[:1], requests_per_day=3)
+    before = invoke("--data", str(data_dir), "read", "inputs")
+    assert before and invoke("read", "inputs", "--data", str(data_dir)) == before
+    assert "inputs" in invoke("ls", "--data", str(data_dir))
+    collect_on_days(blob_settings, monkeypatch, days=DAYS[:1], requests_per_day=2)
+    in_blob = invoke("read", "predictions", "--connection-string", azurite.connection_string,
+                     "--container", container_name)
+    assert in_blob == invoke("--connection-string", azurite.connection_string, "--container", container_name,
+                             "read", "predictions") != invoke("read", "predictions", "--data", str(data_dir))
+
+
 def test_carriage_returns_in_cells_names_and_ids_read_back_exactly(settings, data_dir, tmp_path):
     """A bare "\r" is a line break to pandas, Excel and Spark: it must be quoted wherever it is written
     (cells, column names, ids; the csv path and the numbers fast path), and in what `mdc read` writes."""
