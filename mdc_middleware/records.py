@@ -279,11 +279,19 @@ def default_prefix(designation: str) -> str:
     return "prediction" if designation == "predictions" else "feature"
 
 
+def _scalar(value: np.generic) -> Any:
+    """A numpy scalar as Python's. A float32 (or float16) as the shortest text of its own precision, as arrays
+    of them are written: 0.1, not 0.10000000149011612, the float64 nearest to it."""
+    if isinstance(value, np.floating) and value.dtype.itemsize < 8:
+        return float(str(value))
+    return value.item()
+
+
 def _json_value(value: Any) -> Any:
     """What json.dumps cannot write itself, inside a list or dict cell: numpy numbers as numbers (an int64
     was written as the string "3"), arrays as lists (their text cuts long ones short), the rest as text."""
     if isinstance(value, np.generic):
-        return value.item()
+        return _scalar(value)
     if isinstance(value, np.ndarray):
         return value.tolist()
     return str(value)
@@ -301,8 +309,8 @@ def _cell(value: Any, neutralize: bool) -> Any:
         return _cell(text, neutralize)
     if isinstance(value, bytes):
         return _cell(value.decode("utf-8", "replace"), neutralize)
-    if isinstance(value, (np.generic,)):
-        return _cell(value.item(), neutralize)
+    if isinstance(value, np.generic):
+        return _cell(_scalar(value), neutralize)
     if isinstance(value, np.ndarray):  # as JSON, like a list: numpy's own text cuts long arrays to "[0 1 ... 1999]"
         return _cell(value.tolist(), neutralize)
     if value is None or isinstance(value, int):  # the usual cells: no look-up below
@@ -594,7 +602,11 @@ def _numeric_rows(data: np.ndarray, separator: str) -> str:
 
 
 def _float_text(value: float) -> str:
-    return "" if math.isnan(value) else repr(value)
+    if math.isnan(value):
+        return ""
+    # A float subclass is written as the float it is: numpy 2 gives np.float64 (a subclass of float) the repr
+    # "np.float64(0.1)", and that was the cell, for every np.float64 in a list row or an object column.
+    return repr(value) if type(value) is float else repr(float(value))
 
 
 def _row_ends(payload: bytes, start: int = 0, end: Optional[int] = None) -> List[int]:

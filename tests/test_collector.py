@@ -9,6 +9,7 @@ import pytest
 
 import mdc_middleware
 from mdc_middleware import ConfigError, ModelDataCollector, Settings
+from mdc_middleware.analysis import read_collected
 from mdc_middleware.records import META_COLUMNS
 
 from .conftest import ROOT, rows
@@ -294,3 +295,19 @@ def test_pandas_missing_values_in_list_rows_are_empty_cells_as_in_a_frame(settin
     dc.collect([[1, pd.NA, pd.NaT]])
     dc.collect(pd.DataFrame({"a": [1], "b": pd.array([None], dtype="Int64"), "c": [pd.NaT]}))
     assert rows(data_dir, "inputs")[["a", "b", "c"]].values.tolist() == [["1", "", ""], ["1", "", ""]]
+
+
+def test_numpy_floats_in_list_rows_and_object_columns_are_numbers(settings, data_dir):
+    """numpy 2 writes np.float64(0.1) as "np.float64(0.1)", and that was the cell: a row built from an array's
+    items (list(row), predict_proba(x)[0][1]) or an object column. A float32 was its float64's 17 digits."""
+    dc = ModelDataCollector("m", designation="inputs", feature_names=["a", "b"], settings=settings)
+    array = np.array([[0.1, 2.0]])
+    dc.collect([list(array[0])])                                                  # np.float64 items
+    dc.collect([[np.float64(3.5), "label"]])                                      # beside text
+    dc.collect(pd.DataFrame({"a": [np.float64(0.25)], "b": ["x"]}, dtype=object))  # an object column
+    dc.collect([list(np.array([0.1, 1e-7], dtype=np.float32))])                   # float32 items
+    dc.collect([[[np.float32(0.2)], {"k": np.float32(2.2)}]])                     # inside list and dict cells
+    assert rows(data_dir, "inputs")[["a", "b"]].values.tolist() == [
+        ["0.1", "2.0"], ["3.5", "label"], ["0.25", "x"], ["0.1", "1e-07"], ["[0.2]", '{"k":2.2}']]
+    read = read_collected(data_dir, "inputs")
+    assert read["a"].iloc[:4].astype(float).tolist() == [0.1, 3.5, 0.25, 0.1]
