@@ -184,18 +184,28 @@ def _rows_text(record: Record, metrics: Metrics, neutralize_formulas: bool
     return columns, rows, text
 
 
+# NUL ends a cell without a word in readers written in C: pandas before 3.0 reads "a\0b" as "a". It is written
+# as U+FFFD, the replacement character, and counted (nul_replaced); as one lone surrogate is (a JSON escape).
+_NUL, _REPLACEMENT = "\x00", "\ufffd"
+
+
 def _header(columns: Sequence[str]) -> str:
     header = header_line(columns)
     if not header.isascii():
         header = header.encode("utf-8", "replace").decode("utf-8")  # column names from payload keys
-    return header
+    return header.replace(_NUL, _REPLACEMENT) if _NUL in header else header
 
 
 def _utf8(texts: List[str], metrics: Metrics) -> bytes:
     """The texts as UTF-8, one after the other. Lone surrogates (a JSON escape of half a pair) are not
-    UTF-8: replaced, and counted once per text that held one."""
+    UTF-8: replaced, and counted once per text that held one. NUL characters: replaced, each counted."""
+    text = "".join(texts)
+    if _NUL in text:
+        metrics.skip("nul_replaced", text.count(_NUL))
+        texts = [part.replace(_NUL, _REPLACEMENT) for part in texts]
+        text = "".join(texts)
     try:
-        return "".join(texts).encode("utf-8")
+        return text.encode("utf-8")
     except UnicodeEncodeError:
         pass
     encoded = []

@@ -164,7 +164,8 @@ def test_collected_cells_survive_hostile_text(hostile_settings, data_dir):
     frame = read_collected(data_dir, "inputs", as_text=True) if inputs_rows(data_dir) else None
     cells = set(frame.drop(columns=[c for c in frame.columns if c.startswith("$")]).to_numpy().ravel())
     assert {"'=cmd|' /C calc'!A0", "'+1+1", "-2", "'@SUM(A1)"} <= cells  # -2 is a number, left alone
-    assert {"a\x00b", "\x1b[31mred", "x\r\ny", "bare\rcr"} <= cells  # quoted, and read back exactly
+    assert {"\x1b[31mred", "x\r\ny", "bare\rcr"} <= cells  # quoted, and read back exactly
+    assert "a\ufffdb" in cells and mdc_middleware.metrics()["skipped"]["nul_replaced"] == 1  # pandas < 3: "a"
     assert "? alone" in cells  # a lone surrogate is not UTF-8: replaced, and counted
     assert not any(isinstance(c, str) and "iVBOR" in c for c in cells)  # the base64 PNG was blanked
     assert {"../../etc/passwd", 'a,b\n"c', "\u202e", "cr\rkey"} <= set(frame.columns)

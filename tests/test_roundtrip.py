@@ -36,6 +36,7 @@ def expected_text(value) -> str:
     if value is None:
         return ""
     if isinstance(value, str):
+        value = value.replace("\x00", "\ufffd")  # NUL is written as the replacement character (README)
         return "'" + value if value.startswith(FORMULA_START) and not NUMBER.match(value) else value
     if isinstance(value, float) and math.isnan(value):
         return ""
