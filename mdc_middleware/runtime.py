@@ -6,6 +6,7 @@ child starts its own thread lazily (gunicorn ``--preload`` works).
 """
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextvars
 import logging
@@ -178,7 +179,9 @@ def _flush_on_sigterm() -> None:
         return
     if threading.current_thread() is not threading.main_thread():
         return
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    current = signal.getsignal(signal.SIGTERM)
+    if current is not signal.SIG_DFL:
+        _flush_when_uvicorn_stops(current)
         return
 
     def on_sigterm(signum: int, frame: object) -> None:
@@ -189,6 +192,27 @@ def _flush_on_sigterm() -> None:
             signal.raise_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def _flush_when_uvicorn_stops(handler: object) -> None:
+    """Imported while a uvicorn server already holds SIGTERM: its ``--workers`` processes and
+    ``Server(config).run()`` load the app after taking the signal. At the end uvicorn gives SIGTERM back to
+    the default and raises it again, so neither atexit nor a handler of ours would run, and the rows still
+    queued were lost. Flush in the server's own shutdown instead: after its lifespan shutdown, before that."""
+    server = getattr(handler, "__self__", None)
+    original = getattr(server, "shutdown", None)
+    if (server is None or not type(server).__module__.startswith("uvicorn.")
+            or not asyncio.iscoroutinefunction(original) or getattr(server, "_mdc_flushes", False)):
+        return
+
+    async def shutdown_then_flush(*args: object, **kwargs: object) -> None:
+        try:
+            await original(*args, **kwargs)
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, shutdown)
+
+    server.shutdown = shutdown_then_flush
+    server._mdc_flushes = True
 
 
 _flush_on_sigterm()

@@ -138,19 +138,23 @@ def test_gunicorn_flask_workers_flush_at_exit(data_dir, server_env, server_log, 
     check_collected(data_dir, sent, 40 + len(warm))
 
 
-def test_collect_without_the_middleware_is_flushed_when_uvicorn_stops(data_dir, server_env):
-    # uvicorn ends a clean stop by raising SIGTERM again, so atexit never runs; the handler installed
-    # at import is what flushes these rows (with MDC_SIGTERM_FLUSH=false this test fails).
+@pytest.mark.parametrize("workers", [1, 2])
+def test_collect_without_the_middleware_is_flushed_when_uvicorn_stops(data_dir, server_env, workers):
+    """uvicorn ends a clean stop by raising SIGTERM again, so atexit never runs. With one process, the handler
+    installed at import is what flushes these rows (with MDC_SIGTERM_FLUSH=false this test fails). Worker
+    processes (--workers 2; older uvicorn in one process too) load the app after uvicorn took SIGTERM, and
+    every row was lost: there the flush runs in the server's own shutdown."""
     port = free_port()
     process = start_server([PYTHON, "-m", "uvicorn", "tests.apps.collector_app:app", "--host", "127.0.0.1",
-                            "--port", str(port)], server_env, port)
+                            "--port", str(port), "--workers", str(workers)], server_env, port)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            for i in range(25):
+        for i in range(25):  # a connection each: the kernel spreads them over the workers
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
                 assert client.post("/score", json={"data": [[i]]}).status_code == 200
     finally:
         output = stop(process)
     assert process.returncode in (0, -signal.SIGTERM), output
+    assert output.count("Application shutdown complete") == workers, output
     inputs = read_collected(data_dir, "inputs", as_text=True)
     assert sorted(inputs["x"].astype(int)) == list(range(25))
 

@@ -53,8 +53,16 @@ def collect_on_days(settings, monkeypatch, *, requests_per_day=20, days=DAYS, mo
     return sent
 
 
+def runner() -> CliRunner:
+    """stdout apart from stderr (progress, counts): click 8.2 keeps them apart, 8.1 only when asked."""
+    try:
+        return CliRunner(mix_stderr=False)
+    except TypeError:  # click 8.2 has no such argument
+        return CliRunner()
+
+
 def invoke(*args: str) -> str:
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    result = runner().invoke(main, list(args), catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return result.stdout
 
@@ -130,7 +138,7 @@ def test_join_pairs_inputs_with_predictions_and_removes_redeliveries(settings, d
     assert joined["score"].tolist() == [repr(v) for v in expected["score"]]
     assert (joined["a"].astype(float) * 2 - joined["score"].astype(float)).abs().max() < 1e-9
 
-    result = CliRunner().invoke(main, ["--data", str(data_dir), "join", "-o", "-"])
+    result = runner().invoke(main, ["--data", str(data_dir), "join", "-o", "-"])
     assert "4 redelivered rows removed; 0 inputs without a prediction; 0 predictions without an input" in result.stderr
 
 
@@ -213,11 +221,11 @@ def test_drift_flags_a_shifted_day_and_writes_html_and_json(settings, data_dir, 
     args = ["--data", str(data_dir), "drift", "--baseline", str(tmp_path / "train.csv"),
             "--html", str(tmp_path / "report.html"), "--json", str(tmp_path / "drift.json")]
 
-    calm = CliRunner().invoke(main, args + ["--to", "2026-03-30"])
+    calm = runner().invoke(main, args + ["--to", "2026-03-30"])
     assert calm.exit_code == 0, calm.output
     assert json.loads((tmp_path / "drift.json").read_text())["overall"]["magnitude"] < 10
 
-    drifted = CliRunner().invoke(main, args)
+    drifted = runner().invoke(main, args)
     assert drifted.exit_code == 3, drifted.output
     summary = json.loads((tmp_path / "drift.json").read_text())
     days = {d["label"]: d for d in summary["days"]}
@@ -235,12 +243,12 @@ def test_drift_flags_a_shifted_day_and_writes_html_and_json(settings, data_dir, 
 def test_drift_without_collected_rows_is_a_clear_error(data_dir, tmp_path):
     data_dir.mkdir(parents=True)
     pd.DataFrame({"a": [1.0]}).to_csv(tmp_path / "train.csv", index=False)
-    result = CliRunner().invoke(main, ["--data", str(data_dir), "drift", "--baseline", str(tmp_path / "train.csv")])
+    result = runner().invoke(main, ["--data", str(data_dir), "drift", "--baseline", str(tmp_path / "train.csv")])
     assert result.exit_code == 1 and "no collected inputs rows" in result.output
 
 
 def test_missing_data_folder_is_a_clear_error(tmp_path):
-    result = CliRunner().invoke(main, ["--data", str(tmp_path / "nope"), "ls"])
+    result = runner().invoke(main, ["--data", str(tmp_path / "nope"), "ls"])
     assert result.exit_code == 1 and "no collected data folder" in result.output
 
 
@@ -260,7 +268,7 @@ def test_cli_reads_joins_and_tails_a_blob_container(azurite, blob_settings, cont
 
     monkeypatch.setenv("MDC_STORAGE_CONNECTION_STRING", azurite.connection_string)  # the pod's own settings
     monkeypatch.setenv("MDC_CONTAINER", container_name)
-    out = CliRunner().invoke(main, ["tail", "inputs", "--from-start", "--duration", "0"]).stdout
+    out = runner().invoke(main, ["tail", "inputs", "--from-start", "--duration", "0"]).stdout
     assert pd.read_csv(io.StringIO(out), dtype=str, keep_default_na=False).equals(expected)
 
 
@@ -321,7 +329,7 @@ def test_carriage_returns_in_cells_names_and_ids_read_back_exactly(settings, dat
     exported = tmp_path / "export.csv"
     invoke("--data", str(data_dir), "read", "inputs", "-o", str(exported))
     check(pd.read_csv(exported, dtype=str, keep_default_na=False))
-    result = CliRunner().invoke(main, ["--data", str(data_dir), "read", "inputs"], catch_exceptions=False)
+    result = runner().invoke(main, ["--data", str(data_dir), "read", "inputs"], catch_exceptions=False)
     printed = result.stdout_bytes.decode()  # (its .stdout turns every "\r\n" into "\n")
     check(pd.read_csv(io.StringIO(printed), dtype=str, keep_default_na=False))
     assert exported.read_bytes().decode() == printed
