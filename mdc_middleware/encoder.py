@@ -175,7 +175,11 @@ def _rows_text(record: Record, metrics: Metrics, neutralize_formulas: bool
         metrics.drop("field_rules_error", record.rows or 1)
         return None
     try:
-        rows, text = encode(record, columns, neutralize_formulas)
+        try:
+            rows, text = encode(record, columns, neutralize_formulas)
+        except csv.Error:  # Python 3.10 and a NUL in a cell (3.11 on: replaced and counted in _utf8)
+            rows, text = encode(record, columns, neutralize_formulas, without_nul=True)
+            metrics.skip("nul_replaced")  # once for the record: its NULs are no longer told apart
     except Exception:
         logger.exception("mdc: could not encode rows for %s", record.target.model_name)
         metrics.add("internal_errors")

@@ -401,7 +401,11 @@ def header_line(columns: Sequence[str]) -> str:
 @functools.lru_cache(maxsize=1024)  # once per distinct set of columns, not once per record
 def _header_line(columns: Tuple[str, ...]) -> str:
     lines = CsvLines()
-    lines.writer().writerow(list(columns) + list(META_COLUMNS))
+    try:
+        lines.writer().writerow(list(columns) + list(META_COLUMNS))
+    except csv.Error:  # a NUL in a name, on Python 3.10 (see encode)
+        lines = CsvLines()
+        lines.writer().writerow([_without_nul(name) for name in columns] + list(META_COLUMNS))
     return lines.text()
 
 
@@ -420,11 +424,13 @@ def _target_cells(target: Target, neutralize: bool) -> Tuple[Any, ...]:
                                                    target.model_version))
 
 
-def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> Tuple[int, str]:
+def encode(record: Record, columns: Sequence[str], neutralize: bool = True, without_nul: bool = False
+           ) -> Tuple[int, str]:
     """CSV text of the record's rows (no header) and how many rows it holds.
 
     Rows wider than ``columns`` are cut and narrower ones padded, so every line of a file matches
-    its header; the caller counts such mismatches before it gets here.
+    its header; the caller counts such mismatches before it gets here. ``without_nul``: text cells with a
+    NUL in it as U+FFFD, for Python 3.10, whose csv writer refuses a NUL (csv.Error, "need to escape").
     """
     width = len(columns)
     data = record.data
@@ -450,14 +456,26 @@ def encode(record: Record, columns: Sequence[str], neutralize: bool = True) -> T
             lines = [",".join(_float_text(v) for v in row) for row in data.tolist()]
             return len(lines), separator.join(lines) + separator
         return len(data), _numeric_rows(data, separator)
-    meta = _meta(record, neutralize)
+    if without_nul:
+        return _csv_rows(data, columns, [_without_nul(c) for c in _meta(record, neutralize)], neutralize,
+                         lambda value, neutralize: _without_nul(_cell(value, neutralize)))
+    return _csv_rows(data, columns, _meta(record, neutralize), neutralize, _cell)
+
+
+def _csv_rows(data: Any, columns: Sequence[str], meta: List[Any], neutralize: bool,
+              cell: Callable[[Any, bool], Any]) -> Tuple[int, str]:
+    width = len(columns)
     lines = CsvLines()
     writer = lines.writer()
     for row in rows_as_lists(data, columns):
         if len(row) != width:
             row = (row + [None] * width)[:width]
-        writer.writerow([_cell(v, neutralize) for v in row] + meta)
+        writer.writerow([cell(v, neutralize) for v in row] + meta)
     return len(lines), lines.text()
+
+
+def _without_nul(value: Any) -> Any:
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
 
 
 _NUMBER_TEXT = b"0123456789.eE+-,[]"

@@ -2,6 +2,7 @@ import csv
 import importlib.util
 import io
 import json
+import sys
 
 import numpy as np
 import pandas as pd
@@ -322,6 +323,7 @@ def test_a_nul_character_is_written_as_the_replacement_character_and_counted(set
     frame = rows(data_dir, "inputs")
     assert frame[["na\ufffdme", "b"]].values.tolist() == [["a\ufffdb", "1"]]
     assert frame["$aml_dc_correlation_id"].str.startswith("id\ufffd-").tolist() == [True]
-    assert mdc_middleware.metrics()["skipped"]["nul_replaced"] == 2  # the cells' (the header's is not counted)
+    # Each NUL of the cells (the header's is not counted); on Python 3.10, once for the record (see encode)
+    assert mdc_middleware.metrics()["skipped"]["nul_replaced"] == (1 if sys.version_info[:2] == (3, 10) else 2)
     raw = b"".join(path.read_bytes() for path in data_dir.rglob("*.csv"))
     assert b"\x00" not in raw

@@ -244,12 +244,12 @@ def test_drift_without_collected_rows_is_a_clear_error(data_dir, tmp_path):
     data_dir.mkdir(parents=True)
     pd.DataFrame({"a": [1.0]}).to_csv(tmp_path / "train.csv", index=False)
     result = runner().invoke(main, ["--data", str(data_dir), "drift", "--baseline", str(tmp_path / "train.csv")])
-    assert result.exit_code == 1 and "no collected inputs rows" in result.output
+    assert result.exit_code == 1 and "no collected inputs rows" in result.stderr
 
 
 def test_missing_data_folder_is_a_clear_error(tmp_path):
     result = runner().invoke(main, ["--data", str(tmp_path / "nope"), "ls"])
-    assert result.exit_code == 1 and "no collected data folder" in result.output
+    assert result.exit_code == 1 and "no collected data folder" in result.stderr
 
 
 @pytest.mark.azurite

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 
 import numpy as np
 import pandas as pd
@@ -156,6 +157,9 @@ def test_blocks_are_cut_at_row_ends_whatever_the_cells_hold(rows, data):
 
     from mdc_middleware.records import CsvLines, csv_row_count
     from mdc_middleware.sinks.blob import split_blocks
+
+    if sys.version_info < (3, 11):  # the csv module there refuses a NUL (the encoder replaces it before)
+        rows = [[cell.replace("\x00", "") for cell in row] for row in rows]
 
     lines = CsvLines()
     writer = lines.writer()
@@ -364,8 +368,12 @@ def test_rows_written_by_orjson_are_the_bytes_the_csv_module_writes(data, neutra
                              "a,b", 'say "hi"', "a]b", "[a", "a],[b", "null", "x\\y", "\u2028", "\x7f",
                              float("nan"), float("inf")])
     numbers = st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False)
+    if sys.version_info < (3, 11):  # the csv module there refuses a NUL (see records.encode)
+        text_cells = text.map(lambda value: value.replace("\x00", ""))
+    else:
+        text_cells = text
     cell = data.draw(st.sampled_from([numbers | label,  # one hard label among plain cells: it alone decides
-                                      numbers | label | st.floats() | text | st.none() | st.booleans()]))
+                                      numbers | label | st.floats() | text_cells | st.none() | st.booleans()]))
     target = Target("s", "r", "w", "svc", "m", "1", "predictions")
     names = tuple(f"c{i}" for i in range(width))
     # What collect() may hand over as well: records as dicts, and bare values (a 1-D list, one value a row).
