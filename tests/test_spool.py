@@ -45,13 +45,18 @@ def test_acknowledged_batches_are_not_replayed_again(tmp_path):
     assert replayed(again) == [f"{i}-0\n{i}-1\n" for i in (1, 2)]
 
 
-def test_torn_and_corrupt_records_are_skipped_and_counted(tmp_path):
+def spooled_three(tmp_path):
+    """A sealed segment of batches 0, 1, 2, and its bytes to damage."""
     spool = Spool(tmp_path)
     for i in range(3):
         spool.write(batch(i))
     spool.seal()
     (segment,) = spool.segments()
-    data = bytearray(segment.read_bytes())
+    return segment, bytearray(segment.read_bytes())
+
+
+def test_torn_and_corrupt_records_are_skipped_and_counted(tmp_path):
+    segment, data = spooled_three(tmp_path)
     data[30] ^= 0xFF  # corrupt the first record's body
     data += batch(9).encode()[:20]  # a torn write at the end
     segment.write_bytes(bytes(data))
@@ -61,12 +66,7 @@ def test_torn_and_corrupt_records_are_skipped_and_counted(tmp_path):
 
 
 def test_a_record_whose_length_is_corrupt_does_not_swallow_the_next(tmp_path):
-    spool = Spool(tmp_path)
-    for i in range(3):
-        spool.write(batch(i))
-    spool.seal()
-    (segment,) = spool.segments()
-    data = bytearray(segment.read_bytes())
+    segment, data = spooled_three(tmp_path)
     data[4] += 10  # the first record's length now reaches into the second
     segment.write_bytes(bytes(data))
     metrics = Metrics()
