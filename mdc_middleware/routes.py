@@ -40,12 +40,6 @@ class Route:
         found = regex.fullmatch(path)
         return found.groupdict() if found is not None else None
 
-    @property
-    def names_model(self) -> bool:
-        """Whether the path names the model or its version (each such pair gets files of its own)."""
-        names = set(_PLACEHOLDER.findall(self.pattern))
-        return bool(names & {*MODEL_PLACEHOLDERS, *VERSION_PLACEHOLDERS})
-
 
 @functools.lru_cache(maxsize=None)
 def _placeholder_regex(pattern: str) -> Optional[Pattern[str]]:
