@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 from .paths import Target
 from .privacy import FieldRules
+from .schema import enveloped_rows
 
 CORRELATION_ID = "$aml_dc_correlation_id"
 SCORING_TIMESTAMP = "$aml_dc_scoring_timestamp"
@@ -215,8 +216,15 @@ def _series_rows(series: "pd.Series") -> Any:
 
 
 def _dict_rows(data: dict) -> list:
-    """A dict of equal-length lists is columns (``{"a": [1, 2], "b": [3, 4]}``: two rows), else it is one
-    record, as the middleware's schema reads a JSON object. It used to be one cell of JSON."""
+    """A payload as score.py parses it (``{"data": [[1, 2], [3, 4]]}``) is its rows, as the middleware reads
+    that body; a dict of equal-length lists is columns (``{"a": [1, 2], "b": [3, 4]}``: two rows); else it is
+    one record, as the middleware's schema reads a JSON object. It used to be one cell of JSON."""
+    enveloped = enveloped_rows(data)
+    if enveloped is not None:
+        rows, names = enveloped
+        if names is not None:
+            return [dict(zip(names, row)) if isinstance(row, list) else dict(row) for row in rows]
+        return [list(row) if isinstance(row, list) else dict(row) for row in rows]
     values = list(data.values())
     columns = all(isinstance(v, (list, tuple)) or (isinstance(v, np.ndarray) and v.ndim) for v in values)
     if values and columns and len(set(map(len, values))) == 1:

@@ -83,6 +83,19 @@ class Schema:
         return _tabulate(values, columns, self.predictions, "prediction", self.media_fields)
 
 
+def enveloped_rows(payload: dict) -> Optional[Tuple[list, Optional[List[str]]]]:
+    """The rows of a payload handed over already parsed, as score.py does (``json.loads(raw_data)``):
+    (rows, the column names it gives), or None when it is not wrapped in a known key. A dict whose other
+    values are lists is columns, not an envelope: None."""
+    key = _known_key(payload, (*_INPUT_KEYS, *_PREDICTION_KEYS))
+    if key is None or any(isinstance(v, (list, tuple)) for k, v in payload.items() if k != key):
+        return None
+    values, columns = _rows_of(payload[key])
+    if not isinstance(values, list) or not values or not all(isinstance(row, (list, dict)) for row in values):
+        return None
+    return values, columns
+
+
 def _dig(payload: Any, dotted: str) -> Any:
     value = payload
     for key in dotted.split("."):

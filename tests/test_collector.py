@@ -327,3 +327,14 @@ def test_a_nul_character_is_written_as_the_replacement_character_and_counted(set
     assert mdc_middleware.metrics()["skipped"]["nul_replaced"] == (1 if sys.version_info[:2] == (3, 10) else 2)
     raw = b"".join(path.read_bytes() for path in data_dir.rglob("*.csv"))
     assert b"\x00" not in raw
+
+
+def test_a_payload_parsed_as_score_py_parses_it_is_its_rows(settings, data_dir):
+    """inputs_dc.collect(json.loads(raw_data)) wrote one column named "data" holding each row's JSON."""
+    inputs = ModelDataCollector("m", designation="inputs", feature_names=["a", "b"], settings=settings)
+    inputs.collect(json.loads('{"data": [[1, 2], [3, 4]]}'))
+    inputs.collect(json.loads('{"Inputs": {"data": [{"a": 5, "b": 6}]}, "GlobalParameters": {"method": "predict"}}'))
+    inputs.collect({"input_data": {"columns": ["b", "a"], "index": [0], "data": [[8, 7]]}})
+    inputs.collect({"data": [9, 10], "a": [11, 12]})  # other values that are lists: columns, as before
+    assert rows(data_dir, "inputs")[["a", "b"]].fillna("").values.tolist() == [
+        ["1", "2"], ["3", "4"], ["5", "6"], ["7", "8"], ["11", ""], ["12", ""]]
