@@ -320,6 +320,8 @@ def _parse(body: bytes, content_type: str, metrics: Metrics, designation: str) -
         return parse_csv(body)
     if mime in _JSON_LINES:
         return [parse_json(line) for line in body.splitlines() if line.strip()]
+    if mime == "text/event-stream":  # server-sent events (a model streaming tokens): events, not a table
+        raise PayloadMismatch("event_stream")
     try:
         payload = parse_json(body)
     except PayloadMismatch:

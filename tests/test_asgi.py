@@ -641,3 +641,24 @@ def test_a_get_route_collects_its_query_parameters(settings, data_dir):
     inputs = rows(data_dir, "inputs")
     assert inputs[["sepal_length", "species", "a"]].fillna("").values.tolist() == [["5.1", "a b", ""], ["", "", "7"]]
     assert rows(data_dir, "predictions")["prediction"].tolist() == ["10.2", "7"]
+
+
+def test_a_stream_of_server_sent_events_is_skipped_under_its_own_reason(settings, data_dir):
+    """A model streaming tokens as server-sent events was counted as invalid_json, which reads as a fault."""
+    app = FastAPI()
+
+    @app.post("/generate")
+    async def generate(request: Request):
+        await request.body()
+
+        async def events():
+            for token in ("Hel", "lo"):
+                yield f"data: {json.dumps({'token': token})}\n\n".encode()
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    app.add_middleware(DataCollectionMiddleware, settings=settings, routes={"/generate": Schema()})
+    with TestClient(app) as client:
+        assert client.post("/generate", json={"data": [["prompt"]]}).text.count("data:") == 2
+    assert rows(data_dir, "inputs")["feature"].tolist() == ["prompt"]
+    assert mdc_middleware.metrics()["skipped"] == {"predictions:event_stream": 1}
