@@ -27,6 +27,8 @@ class Metrics:
         "rows_spooled",        # rows put in the disk spool (storage failing or slow)
         "rows_replayed",       # spooled rows delivered later
         "spool_corrupt_records",  # torn or corrupt spool records skipped on replay
+        "rows_recovered",      # rows journaled by a process that died before delivering them, taken over
+        "journal_errors",      # journal writes that failed (disk full): those rows were in memory only
         "bytes_written",
         "batches_written",
         "write_errors",        # flushes that failed after the sink's own retries

@@ -19,6 +19,7 @@ from typing import Dict, List, NamedTuple, Optional
 from .config import Settings, check_writable_directory
 from .metrics import Metrics, merge
 from .sinks import create_sink
+from .journal import Journal
 from .spool import Spool
 from .writer import Writer, _live_writers
 
@@ -61,12 +62,14 @@ def writer_for(settings: Settings) -> Writer:
                 check_writable_directory(spool_dir, "MDC_SPOOL_DIR")
             spool = Spool(spool_dir, settings.spool_max_bytes, settings.spool_drop, metrics=metrics,
                           fsync=settings.spool_fsync) if spool_dir else None
+            journal = Journal(spool, metrics, fsync=settings.spool_fsync) if spool is not None else None
             writer = Writer(create_sink(settings, metrics), spool=spool, metrics=metrics,
                             batch_rows=settings.batch_rows,
                             batch_bytes=settings.batch_bytes, flush_interval=settings.flush_interval,
                             queue_size=settings.queue_size, queue_max_bytes=settings.queue_max_bytes,
                             retry_deadline=settings.retry_deadline,
-                            neutralize_formulas=settings.neutralize_formulas, encoder=settings.encoder)
+                            neutralize_formulas=settings.neutralize_formulas, encoder=settings.encoder,
+                            journal=journal)
             _writers[key] = writer
             _shutdown_deadline[key] = settings.shutdown_deadline
         return writer

@@ -20,7 +20,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 from .metrics import Metrics
 
@@ -42,6 +42,7 @@ class Batch:
     rows: int
     hint: Optional[Tuple[str, int]] = None
     source: Optional["SpoolRecord"] = field(default=None, repr=False)
+    generation: Optional[Any] = field(default=None, repr=False)  # its journal segment (journal.Generation)
 
     def encode(self) -> bytes:
         meta = json.dumps({"f": self.folder, "s": self.stem, "h": self.header, "r": self.rows,
@@ -133,9 +134,10 @@ class Spool:
     def segments(self) -> List[Path]:
         return sorted(self.directory.glob("*" + SUFFIX))
 
-    def size_bytes(self) -> int:
-        """Bytes waiting, all processes included (rescanned every few seconds, tracked in between)."""
-        if self._size is None or time.monotonic() - self._size_checked > 5.0:
+    def size_bytes(self, fresh: bool = False) -> int:
+        """Bytes waiting, all processes included (rescanned every few seconds, tracked in between; now when
+        ``fresh``)."""
+        if fresh or self._size is None or time.monotonic() - self._size_checked > 5.0:
             self._size = self._scan_size()
             self._size_checked = time.monotonic()
         return self._size
@@ -211,9 +213,11 @@ class Spool:
             return False
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.stat(segment).st_ino != os.fstat(descriptor).st_ino:
+                raise FileNotFoundError(segment)  # finished and deleted by another process before we locked it
         except OSError:
             os.close(descriptor)
-            return False  # being written or replayed by another process
+            return False  # being written or replayed by another process, or gone
         self._replaying = (segment, descriptor)
         return True
 
@@ -238,7 +242,8 @@ class Spool:
         return None
 
     def _finish_segment(self, segment: Path) -> None:
-        self._release()
+        """Delete a segment we hold (then its cursor), and only then let go of its lock: a process that opened
+        it meanwhile finds it gone (``_hold``), never a segment without its cursor, replayed from the start."""
         try:
             self._grow(-(segment.stat().st_size - _read_cursor(segment)))
         except OSError:
@@ -248,6 +253,7 @@ class Spool:
                 path.unlink()
             except FileNotFoundError:
                 pass
+        self._release()
 
     def _drop_oldest(self, needed: int) -> bool:
         """Delete the oldest replayable segments until ``needed`` bytes fit; count their rows."""

@@ -33,6 +33,7 @@ from .encoder import ROW_JSON, Encoded, as_json_rows, encode_captures, encode_re
 from .encoder_process import EncoderProcess
 from .records import Record, csv_row_count, give_way
 from .sinks.base import Sink, SinkError
+from .journal import JOURNAL_INTERVAL, Generation, Journal
 from .spool import Batch, Spool
 
 logger = logging.getLogger("mdc_middleware")
@@ -83,6 +84,8 @@ class _Partition:
     chunks: List[bytes] = field(default_factory=list)
     rows: int = 0
     nbytes: int = 0
+    journaled_chunks: int = 0  # chunks[:journaled_chunks] are in the journal
+    journaled_rows: int = 0
 
 
 class Writer:
@@ -92,7 +95,11 @@ class Writer:
                  flush_interval: float = 5.0, queue_size: int = 10_000, queue_max_bytes: int = 256 << 20,
                  retry_deadline: float = 60.0, neutralize_formulas: bool = True, spool: Optional[Spool] = None,
                  metrics: Optional[Metrics] = None, encoder: str = "thread",
-                 max_column_sets: int = MAX_COLUMN_SETS) -> None:
+                 max_column_sets: int = MAX_COLUMN_SETS, journal: Optional[Journal] = None) -> None:
+        """:param spool: where batches storage did not take wait (and are replayed from).
+        :param journal: the write-ahead journal (in the spool's directory); every row is written to it
+            within ``JOURNAL_INTERVAL`` of its encoding and stays there until storage or the spool took it.
+        """
         if not 0 < flush_interval < float("inf"):  # 0 or NaN: the batcher would never wait, and spin on a core
             raise ValueError(f"flush_interval: expected a finite number of seconds > 0, got {flush_interval!r}")
         self.sink = sink
@@ -107,18 +114,20 @@ class Writer:
         self.neutralize_formulas = neutralize_formulas
         self.max_column_sets = max_column_sets
         self.metrics = metrics or Metrics()
-        for part in (sink, spool):  # one set of counters for everything this writer does
+        self.journal = journal
+        for part in (sink, spool, journal):  # one set of counters for everything this writer does
             if part is not None and hasattr(part, "metrics"):
                 part.metrics = self.metrics
         # Where captured requests are parsed and encoded: on the batcher thread, or in a helper process.
         self.encoder = EncoderProcess(self.metrics) if encoder == "process" else None
         self._init_state()
         _live_writers.add(self)
-        if spool is not None and spool.segments():
+        if spool is not None and (spool.segments() or (journal is not None and journal.orphans())):
             self._start()  # replay what an earlier run left behind, even before traffic arrives
 
     def _init_state(self) -> None:
-        self._queue = HandoffQueue(self.queue_size)
+        # With a journal, the batcher looks at the queue often enough that rows reach it within tens of ms.
+        self._queue = HandoffQueue(self.queue_size, idle_interval=0.2 if self.journal is None else JOURNAL_INTERVAL)
         # Producers (request threads) and the batcher never share a lock: a thread preempted while
         # holding one would stall the other and every thread queued behind it.
         self._submit_lock = threading.Lock()  # producers only
@@ -132,6 +141,8 @@ class Writer:
         self._pending_bytes = 0
         self._oldest_pending: Optional[float] = None
         self._last_pause = 0.0
+        self._generation: Optional[Generation] = None  # the journal segment of the rows pending now
+        self._unjournaled_since: Optional[float] = None
         self._column_sets: Dict[Tuple[Target, str], set] = {}  # (target, day folder) → headers written there
         # delivery state, shared under _cond
         self._cond = threading.Condition()
@@ -144,6 +155,7 @@ class Writer:
         self._last_error = ""
         self._spool_dirty = self.spool is not None
         self._stop_deadline: Optional[float] = None
+        self._next_adoption = 0.0
         self._pid = os.getpid()
 
     # ---- request path -------------------------------------------------------------------------
@@ -213,8 +225,19 @@ class Writer:
             self.encoder.close()
         if self.spool is not None:
             self.spool.close()
+            self._report_waiting()
         self.sink.close()
         return ok
+
+    def _report_waiting(self) -> None:
+        """At stop: say how much was not delivered and where it waits for the next start."""
+        assert self.spool is not None
+        journaled = self.journal.unresolved_rows() if self.journal is not None else 0
+        spooled = self.spool.size_bytes(fresh=True)
+        if journaled or spooled:
+            logger.warning("mdc: stopping with rows not yet in storage: %d of this process in the journal, and "
+                           "%d bytes of spooled batches (all processes) in %s; the next process that starts with "
+                           "this MDC_SPOOL_DIR delivers them", journaled, spooled, self.spool.directory)
 
     def _send_marker(self, marker: _Marker, timeout: float) -> bool:
         if self._pid != os.getpid():
@@ -242,6 +265,8 @@ class Writer:
     def _after_fork(self) -> None:
         """In a forked child the parent's threads are gone; start clean (the parent keeps its rows)."""
         self.metrics.reset()
+        if self.journal is not None:
+            self.journal.after_fork()
         self._init_state()
         if self.encoder is not None:
             self.encoder.after_fork()
@@ -293,6 +318,9 @@ class Writer:
         elif item is not None:
             self._take(item)
             self._pause_now_and_then()
+        if self._unjournaled_since is not None and (
+                not self._queue.qsize() or time.monotonic() - self._unjournaled_since >= JOURNAL_INTERVAL):
+            self._write_journal()
         if self._pending_rows and (
                 self._pending_rows >= self.batch_rows or self._pending_bytes >= self.batch_bytes
                 or time.monotonic() - (self._oldest_pending or 0.0) >= self.flush_interval):
@@ -345,6 +373,32 @@ class Writer:
         self._pending_bytes += len(encoded.payload)
         if self._oldest_pending is None:
             self._oldest_pending = time.monotonic()
+        if self.journal is not None and self._unjournaled_since is None:
+            self._unjournaled_since = time.monotonic()
+
+    def _write_journal(self) -> None:
+        """Write the rows encoded since the last call to the journal, one record per file they go to."""
+        self._unjournaled_since = None
+        if self.journal is None:
+            return
+        batches = []
+        for partition in self._pending.values():
+            if partition.journaled_chunks < len(partition.chunks):
+                batches.append(Batch(partition.folder, partition.target.file_stem, partition.header,
+                                     b"".join(partition.chunks[partition.journaled_chunks:]),
+                                     partition.rows - partition.journaled_rows))
+                partition.journaled_chunks, partition.journaled_rows = len(partition.chunks), partition.rows
+        if not batches:
+            return
+        try:
+            if self._generation is None:
+                self._generation = self.journal.open_generation()
+            self._generation.write(batches)
+        except OSError as exc:
+            self.metrics.add("journal_errors")
+            warn_once(("journal", exc.errno), "mdc: could not write to the journal in %s: %s; rows wait in memory "
+                      "until storage takes them, and a process killed meanwhile loses them", self.journal.directory,
+                      exc.strerror or exc)
 
     def _within_column_sets(self, encoded: Encoded) -> Encoded:
         """The rows as they are, or, when their set of columns is past the day's limit for their target, as
@@ -367,13 +421,19 @@ class Writer:
         return as_json_rows(encoded)
 
     def _seal(self) -> None:
-        """Turn every pending partition into a batch and hand it to delivery."""
+        """Turn every pending partition into a batch and hand it to delivery (journaled first)."""
+        self._write_journal()
         pending, self._pending = self._pending, {}
+        generation, self._generation = self._generation, None
         self._pending_rows = self._pending_bytes = 0
         self._oldest_pending = None
-        for partition in pending.values():  # bytes already: joining megabytes is a copy, not an encoding
-            self._hand_over(Batch(partition.folder, partition.target.file_stem, partition.header,
-                                  b"".join(partition.chunks), partition.rows))
+        batches = [Batch(partition.folder, partition.target.file_stem, partition.header,
+                         b"".join(partition.chunks), partition.rows, generation=generation)
+                   for partition in pending.values()]  # bytes already: joining megabytes is a copy
+        if generation is not None:
+            generation.seal(len(batches))
+        for batch in batches:
+            self._hand_over(batch)
 
     def _hand_over(self, item: Any) -> None:
         size = len(item.payload) if isinstance(item, Batch) else 0
@@ -393,25 +453,37 @@ class Writer:
                 self._inbox.append(item)
                 self._cond.notify_all()
         if spill:
-            self._to_spool(item)
+            self._to_spool(item, item)
 
     # ---- delivery thread -------------------------------------------------------------------------
     def _run_deliverer(self) -> None:
         while True:
             item = self._next_delivery()
+            try:
+                if isinstance(item, _Marker):
+                    item.ok = self._finish_marker(item)
+                elif isinstance(item, Batch):
+                    self._deliver(item)
+                elif item is _ADOPT:
+                    self._adopt_orphans()
+                elif self._ready() and self._spool_dirty:
+                    self._replay_one(deadline=None)
+            except Exception:  # a bug here must not stop delivery for the life of the process
+                logger.exception("mdc: delivery error; delivery goes on")
+                self.metrics.add("internal_errors")
+                if isinstance(item, _Marker):
+                    item.ok = False
+                time.sleep(0.1)
             if isinstance(item, _Marker):
-                item.ok = self._finish_marker(item)
                 item.done.set()
                 if item.stop:
                     return
-            elif isinstance(item, Batch):
-                self._deliver(item)
-            elif self._ready() and self._spool_dirty:
-                self._replay_one(deadline=None)
 
     def _next_delivery(self) -> Any:
         with self._cond:
             while True:
+                if self.journal is not None and time.monotonic() >= self._next_adoption:
+                    return _ADOPT
                 if self._past_stop_deadline():
                     marker = next((i for i in self._inbox if isinstance(i, _Marker) and i.stop), None)
                     if marker is not None:
@@ -429,6 +501,16 @@ class Writer:
                 wait = max(0.05, self._next_try - time.monotonic()) if not self._ready() else 1.0
                 self._cond.wait(min(wait, 1.0))
 
+    def _adopt_orphans(self) -> None:
+        """Take over the journal segments of processes that died (a sibling worker, or the last run)."""
+        assert self.journal is not None
+        self._next_adoption = time.monotonic() + _ADOPTION_INTERVAL
+        try:
+            if self.journal.adopt_orphans():
+                self._spool_dirty = True
+        except OSError as exc:
+            logger.error("mdc: could not read the journal of a stopped process: %s", exc.strerror or exc)
+
     def _ready(self) -> bool:
         return self._healthy or time.monotonic() >= self._next_try
 
@@ -438,19 +520,24 @@ class Writer:
     def _deliver(self, batch: Batch, deadline: Optional[float] = None, requeue: bool = True) -> bool:
         started = time.monotonic()
         limit = started + self.retry_deadline
-        for cap in (deadline, self._stop_deadline):
-            if cap is not None:
-                limit = min(limit, cap)
+        if deadline is not None:
+            limit = min(limit, deadline)
+
+        def current_limit() -> float:  # a shutdown during this delivery cuts it at its deadline
+            return limit if self._stop_deadline is None else min(limit, self._stop_deadline)
+
         try:
-            if limit <= started:
+            if current_limit() <= started:
                 raise SinkError("the shutdown deadline passed before delivery")
-            self.sink.append(batch.folder, batch.stem, batch.header, batch.payload, deadline=limit, hint=batch.hint)
+            self.sink.append(batch.folder, batch.stem, batch.header, batch.payload, deadline=current_limit,
+                             hint=batch.hint)
         except Exception as exc:
             self._on_failure(batch, exc, requeue)
             return False
         self.metrics.observe_write(time.monotonic() - started, batch.rows, len(batch.payload))
         if batch.source is not None and self.spool is not None:
             self.spool.ack(batch)
+        _resolve(batch)
         with self._cond:
             self._healthy, self._failures, self._last_error = True, 0, ""
         return True
@@ -478,11 +565,11 @@ class Writer:
         if self.spool is not None:
             if batch.source is not None:
                 if delivered:  # keep only what did not land, then move past the old record
-                    self._to_spool(remainder)
+                    self._to_spool(remainder, remainder)
                     self.spool.ack(Batch(batch.folder, batch.stem, batch.header, b"", 0, source=batch.source))
                 self.spool.release()
             else:
-                self._to_spool(remainder)
+                self._to_spool(remainder, batch)
         elif requeue:
             with self._cond:  # retry it first, after the backoff
                 self._inbox.appendleft(remainder)
@@ -492,14 +579,21 @@ class Writer:
             logger.error("mdc: %d rows could not be written before the shutdown deadline", remainder.rows)
             self.metrics.drop("shutdown_undelivered", remainder.rows)
 
-    def _to_spool(self, batch: Batch) -> None:
+    def _to_spool(self, batch: Batch, original: Batch) -> None:
+        """Spool ``batch`` (all or the rest of ``original``); ``original`` is then resolved in its journal."""
         assert self.spool is not None
         try:
             if self.spool.write(batch):
                 self._spool_dirty = True
         except OSError as exc:
+            if original.generation is not None:  # it stays in the journal, adopted after this process ends
+                logger.error("mdc: could not spool %d rows: %s; they stay in the journal at %s",
+                             batch.rows, exc.strerror or exc, self.spool.directory)
+                original.generation = None
+                return
             logger.error("mdc: could not spool %d rows: %s", batch.rows, exc.strerror or exc)
             self.metrics.drop("spool_error", batch.rows)
+        _resolve(original)
 
     def _replay_one(self, deadline: Optional[float]) -> bool:
         """Deliver the oldest spooled batch; False when the spool is empty or delivery failed."""
@@ -537,6 +631,17 @@ class Writer:
         if self.spool is not None:
             self.spool.close()
         return all(delivered)
+
+
+_ADOPT = object()  # the deliverer's turn to look for the journals of stopped processes
+_ADOPTION_INTERVAL = 5.0
+
+
+def _resolve(batch: Batch) -> None:
+    """The batch is delivered, spooled, or dropped and counted: its journal segment no longer needs it."""
+    generation, batch.generation = batch.generation, None
+    if generation is not None:
+        generation.resolve((batch.folder, batch.stem, batch.header), batch.rows)
 
 
 def _remaining_rows(batch: Batch, delivered: int) -> int:

@@ -1,7 +1,11 @@
 """The contract between the writer thread and a storage backend."""
 from __future__ import annotations
 
-from typing import Optional, Protocol, Tuple
+from typing import Callable, Optional, Protocol, Tuple, Union
+
+# When retrying must stop (time.monotonic()): a time, or a function giving it, read again before each try
+# (a shutdown may bring it forward while a delivery is under way).
+Deadline = Union[float, Callable[[], float], None]
 
 
 class SinkError(Exception):
@@ -22,12 +26,12 @@ class SinkError(Exception):
 
 class Sink(Protocol):
     def append(self, folder: str, stem: str, header: str, payload: bytes,
-               deadline: Optional[float] = None, hint: Optional[Tuple[str, int]] = None) -> None:
+               deadline: Deadline = None, hint: Optional[Tuple[str, int]] = None) -> None:
         """Append complete CSV lines to the newest file of ``folder`` whose header is ``header``.
 
         The file is created with the header first when needed; a file with another header, or one
         that is full, is never appended to: the next sibling (``data_1.csv``…) is used instead.
-        ``deadline`` (time.monotonic()) bounds retries; ``hint`` comes from an earlier SinkError.
+        ``deadline`` bounds retries; ``hint`` comes from an earlier SinkError.
         Raises SinkError when the rows did not all land.
         """
 

@@ -32,7 +32,7 @@ from ..config import ConfigError, Settings
 from ..metrics import Metrics
 from ..paths import file_name, file_part
 from ..records import last_row_end
-from .base import SinkError
+from .base import Deadline, SinkError
 
 logger = logging.getLogger("mdc_middleware")
 
@@ -126,8 +126,9 @@ class BlobSink:
 
     # ---- the Sink interface ---------------------------------------------------------------------
     def append(self, folder: str, stem: str, header: str, payload: bytes,
-               deadline: Optional[float] = None, hint: Optional[Tuple[str, int]] = None) -> None:
-        deadline = deadline if deadline is not None else time.monotonic() + 60.0
+               deadline: Deadline = None, hint: Optional[Tuple[str, int]] = None) -> None:
+        if deadline is None:
+            deadline = time.monotonic() + 60.0
         key = (folder, stem, header)
         header_bytes = header.encode("utf-8")
         delivered = 0
@@ -166,9 +167,15 @@ class BlobSink:
         self._reset()
 
     # ---- retries ----------------------------------------------------------------------------------
-    def _retrying(self, deadline: float, action: Callable[[], None]) -> None:
+    def _retrying(self, deadline: Deadline, action: Callable[[], None]) -> None:
+        def deadline_now() -> float:
+            return deadline() if callable(deadline) else deadline  # type: ignore[return-value]
+
         def out_of_time(state: RetryCallState) -> bool:
-            return time.monotonic() >= deadline
+            return time.monotonic() >= deadline_now()
+
+        def sleep(seconds: float) -> None:  # never past the deadline: a shutdown is not kept waiting
+            time.sleep(max(0.0, min(seconds, deadline_now() - time.monotonic())))
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
@@ -179,7 +186,7 @@ class BlobSink:
         try:
             for attempt in Retrying(retry=retry_if_exception(is_transient), stop=out_of_time,
                                     wait=wait_random_exponential(multiplier=0.1, max=5.0),
-                                    before_sleep=before_sleep, reraise=True):
+                                    sleep=sleep, before_sleep=before_sleep, reraise=True):
                 with attempt:
                     action()
         except SinkError:

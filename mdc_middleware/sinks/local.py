@@ -14,7 +14,7 @@ from typing import Dict, Optional, Tuple, Union
 
 from ..metrics import Metrics
 from ..paths import file_name
-from .base import SinkError
+from .base import Deadline, SinkError
 
 
 class LocalSink:
@@ -30,7 +30,7 @@ class LocalSink:
         return f"LocalSink({str(self.base)!r})"
 
     def append(self, folder: str, stem: str, header: str, payload: bytes,
-               deadline: Optional[float] = None, hint: Optional[Tuple[str, int]] = None) -> None:
+               deadline: Deadline = None, hint: Optional[Tuple[str, int]] = None) -> None:
         key = (folder, stem, header)
         try:
             with self._lock:

@@ -1,0 +1,125 @@
+"""The write-ahead journal: rows survive the death of the process that collected them."""
+import os
+import signal
+import subprocess
+import textwrap
+import threading
+
+from mdc_middleware.journal import Journal
+from mdc_middleware.metrics import Metrics
+from mdc_middleware.sinks import LocalSink
+from mdc_middleware.spool import Batch, Spool
+from mdc_middleware.writer import Writer
+
+from .conftest import PYTHON, ROOT, rows
+from .test_writer import FlakySink, record, wait_for
+
+KILLED_WRITER = """
+import os, signal, sys, time
+from mdc_middleware.journal import Journal
+from mdc_middleware.sinks import LocalSink
+from mdc_middleware.spool import Spool
+from mdc_middleware.writer import Writer
+from tests.test_writer import record
+
+spool = Spool(sys.argv[2])
+writer = Writer(LocalSink(sys.argv[1]), spool=spool, journal=Journal(spool), flush_interval=60, batch_rows=10**6)
+for i in range(int(sys.argv[3])):
+    writer.submit(record(i), rows=1)
+time.sleep(float(sys.argv[4]))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def run_and_kill(data_dir, spool_dir, count: int, wait: float) -> None:
+    result = subprocess.run([PYTHON, "-c", KILLED_WRITER, str(data_dir), str(spool_dir), str(count), str(wait)],
+                            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
+    assert result.returncode == -signal.SIGKILL
+
+
+def next_start(data_dir, spool_dir) -> Writer:
+    spool = Spool(spool_dir)
+    return Writer(LocalSink(data_dir), spool=spool, journal=Journal(spool), flush_interval=0.2)
+
+
+def test_rows_of_a_killed_process_are_delivered_by_the_next_one(data_dir, tmp_path):
+    """SIGKILL 100 ms after the rows were submitted, long before the 60 s batch would have been written."""
+    run_and_kill(data_dir, tmp_path / "spool", 500, 0.1)
+    assert not data_dir.exists() or rows(data_dir, "inputs").empty  # nothing reached storage before the kill
+    assert list((tmp_path / "spool").glob("*.journal"))
+    writer = next_start(data_dir, tmp_path / "spool")
+    assert writer.force_flush(10)
+    assert writer.metrics.snapshot()["rows_recovered"] == 500
+    writer.shutdown(5)
+    assert sorted(int(v) for v in rows(data_dir, "inputs")["x"]) == list(range(500))
+    assert not list((tmp_path / "spool").glob("*.journal"))
+
+
+def test_delivered_batches_leave_no_journal_behind(data_dir, tmp_path):
+    spool = Spool(tmp_path / "spool")
+    writer = Writer(LocalSink(data_dir), spool=spool, journal=Journal(spool), batch_rows=10, flush_interval=60)
+    for i in range(35):
+        writer.submit(record(i), rows=1)
+    assert writer.force_flush(10)
+    assert not list((tmp_path / "spool").glob("*.journal"))
+    writer.shutdown(5)
+    assert len(rows(data_dir, "inputs")) == 35
+
+
+def test_a_live_process_journal_is_not_adopted_by_a_sibling(tmp_path):
+    spool = Spool(tmp_path)
+    journal = Journal(spool)
+    generation = journal.open_generation()
+    generation.write([Batch("f", "data", "x\n", b"1\n", 1)])
+    child = subprocess.run([PYTHON, "-c", textwrap.dedent(f"""
+        from mdc_middleware.journal import Journal
+        from mdc_middleware.spool import Spool
+        print(Journal(Spool({str(tmp_path)!r})).adopt_orphans())
+    """)], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=60)
+    assert child.stdout.strip() == "0", child.stderr
+    assert generation.path.exists() and not spool.segments()
+
+
+def test_only_unresolved_batches_of_a_generation_are_adopted(tmp_path):
+    """A process that delivered one of a generation's two batches and died: only the other is taken over."""
+    spool = Spool(tmp_path)
+    generation = Journal(spool).open_generation()
+    generation.write([Batch("f", "data", "x\n", b"1\n", 1), Batch("g", "data", "x\n", b"2\n", 1)])
+    generation.write([Batch("f", "data", "x\n", b"3\n", 1)])
+    generation.seal(2)
+    generation.resolve(("f", "data", "x\n"), 2)
+    generation.forget()  # as if the process died: its lock goes
+    adopter = Journal(Spool(tmp_path), Metrics())
+    assert adopter.adopt_orphans() == 1
+    (segment,) = adopter.spool.segments()
+    batch = adopter.spool.next_batch()
+    assert (batch.folder, batch.payload, batch.rows) == ("g", b"2\n", 1)
+    assert not generation.path.exists()
+
+
+def test_a_generation_is_deleted_when_its_last_batch_is_resolved(tmp_path):
+    generation = Journal(Spool(tmp_path)).open_generation()
+    generation.write([Batch("f", "data", "x\n", b"1\n", 1), Batch("g", "data", "x\n", b"2\n", 1)])
+    generation.seal(2)
+    generation.resolve(("f", "data", "x\n"), 1)
+    assert generation.path.exists() and generation.unresolved_rows == 1
+    generation.resolve(("g", "data", "x\n"), 1)
+    assert not generation.path.exists()
+
+
+def test_shutdown_while_storage_fails_keeps_every_row_for_the_next_start(data_dir, tmp_path, caplog):
+    """Storage hangs on every append past the shutdown deadline: the rows are on disk, and said to be."""
+    gate = threading.Event()
+    spool = Spool(tmp_path / "spool")
+    writer = Writer(FlakySink(data_dir, failures=10**6, gate=gate), spool=spool, journal=Journal(spool),
+                    flush_interval=0.1, retry_deadline=60)
+    for i in range(200):
+        writer.submit(record(i), rows=1)
+    assert wait_for(lambda: writer.sink.calls >= 1)
+    threading.Timer(3.0, gate.set).start()  # the delivery under way comes back only after the deadline
+    writer.shutdown(1.0)
+    assert "rows not yet in storage" in caplog.text
+    again = next_start(data_dir, tmp_path / "spool")
+    assert again.force_flush(10)
+    again.shutdown(5)
+    assert sorted(int(v) for v in rows(data_dir, "inputs")["x"]) == list(range(200))
