@@ -193,6 +193,12 @@ def join_command(context: _Context, model: Optional[str], version: Optional[str]
     click.echo(f"{len(result.frame)} rows; {result.duplicates_removed} redelivered rows removed; "
                f"{result.unmatched_inputs} inputs without a prediction; "
                f"{result.unmatched_predictions} predictions without an input", err=True)
+    if len(inputs) and len(predictions) and result.matched == 0:
+        click.echo("error: no input joined a prediction: their $aml_dc_correlation_id values never agree. Rows "
+                   "collected outside any web request (or in a sync FastAPI route that does not take the request) "
+                   "get an id per collect() call; collect them inside the request, with the middleware, or pass "
+                   "the same user_correlation_id to both collectors.", err=True)
+        sys.exit(1)
 
 
 @main.command("tail")

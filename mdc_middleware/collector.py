@@ -13,12 +13,13 @@ import numpy as np
 
 from . import runtime
 from .capture import new_correlation_id, warn_once
-from .config import ConfigError, Settings
+from .config import ConfigError, Settings, model_version_in_config_map
 from .paths import Target
 from .privacy import FieldRules, Redactor
 from .records import (BOUNDARY, CORRELATION_ID, SCORING_TIMESTAMP, FrameSnapshot, Record, count_rows,
                       default_prefix, format_timestamp, infer_columns, is_frame, numeric_only, snapshot,
                       uncollectable)
+from .served_request import served_request_context
 from .writer import Writer
 
 if TYPE_CHECKING:
@@ -54,14 +55,18 @@ class ModelDataCollector:
                  else [self.settings.subscription_id, self.settings.resource_group, self.settings.workspace_name])
         if len(parts) != 3:
             raise ConfigError(f"workspace: expected '<subscriptionid>/<resourcegroup>/<workspace>', got {workspace!r}")
+        if designation == "default":  # azureml-monitoring files a collector made without one under general/
+            designation = "general"
         stem = collection_name if designation in ("signals", "general") and collection_name != "default" else "data"
+        if model_version == "default":
+            model_version = self.settings.model_version
+            if model_version == "default":
+                model_version = model_version_in_config_map(model_name) or model_version
         try:
             self.target = Target(
                 subscription_id=parts[0], resource_group=parts[1], workspace_name=parts[2],
                 webservice_name=webservice_name if webservice_name != "default" else self.settings.webservice_name,
-                model_name=model_name,
-                model_version=model_version if model_version != "default" else self.settings.model_version,
-                designation=designation, file_stem=stem)
+                model_name=model_name, model_version=model_version, designation=designation, file_stem=stem)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         if isinstance(feature_names, str):
@@ -97,7 +102,7 @@ class ModelDataCollector:
         Never raises for bad data: a value that cannot be collected is logged and counted, and the
         scoring code goes on.
         """
-        context = runtime.current_request.get()
+        context = runtime.current_request.get() or served_request_context()
         now = time.time()
         correlation_id = context.correlation_id if context else new_correlation_id()
         if user_correlation_id:

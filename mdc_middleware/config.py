@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import numbers
 import os
@@ -18,6 +19,8 @@ from typing import Any, Callable, Mapping, Optional
 
 from .paths import as_component, validate_component
 from .privacy import FieldRules, check_header_allowlist
+
+logger = logging.getLogger("mdc_middleware")
 
 MODEL_CONFIG_MAP = "/var/azureml-app/model_config_map.json"
 
@@ -84,7 +87,7 @@ _ENV: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "enabled": (("MDC_ENABLED", "AML_MODEL_DC_STORAGE_ENABLED"), _parse_bool),
     "debug": (("MDC_DEBUG", "AML_MODEL_DC_DEBUG"), _parse_bool),
     "boundary": (("MDC_BOUNDARY", "AML_MODEL_DC_BOUNDARY"), _parse_boundary),
-    "storage_connection_string": (("MDC_STORAGE_CONNECTION_STRING",), _text),
+    "storage_connection_string": (("MDC_STORAGE_CONNECTION_STRING", "AML_MODEL_DC_STORAGE"), _text),
     "storage_account_url": (("MDC_STORAGE_ACCOUNT_URL",), _text),
     "storage_sas_token": (("MDC_STORAGE_SAS_TOKEN",), _text),
     "storage_managed_identity": (("MDC_STORAGE_MANAGED_IDENTITY",), _parse_bool),
@@ -299,7 +302,7 @@ class Settings:
         """Defaults < Azure's model_config_map.json < environment < keyword arguments."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        values.update(_read_model_config_map(environ.get("MDC_MODEL_CONFIG_MAP", MODEL_CONFIG_MAP)))
+        values.update(_read_model_config_map(config_map_path(environ)))
         for name, (variables, parse) in _ENV.items():
             for variable in variables:
                 raw = environ.get(variable)
@@ -348,14 +351,44 @@ def _split_workspace(workspace: str, source: str) -> dict[str, str]:
     return dict(zip(("subscription_id", "resource_group", "workspace_name"), parts))
 
 
-def _read_model_config_map(path: str) -> dict[str, str]:
-    """Azure ML's deployment writes the workspace identity here; pick up what is present."""
+def _load_model_config_map(path: str) -> dict:
     try:
         document = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    if not isinstance(document, dict):
-        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def config_map_path(environ: Optional[Mapping[str, str]] = None) -> str:
+    return (os.environ if environ is None else environ).get("MDC_MODEL_CONFIG_MAP", MODEL_CONFIG_MAP)
+
+
+def model_version_in_config_map(model_name: str, environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """The highest version of ``model_name`` in the config map's ``modelsInfo``, as azureml-monitoring takes it
+    for a collector made without a version; None when the map does not list the model."""
+    document = _load_model_config_map(config_map_path(environ))
+    models = document.get("modelsInfo")
+    versions = models.get(model_name) if isinstance(models, dict) else None
+    if not isinstance(versions, dict) or not versions:
+        return None
+    numbered = [v for v in versions if str(v).isdigit()]
+    version = max(numbered, key=int) if numbered else sorted(versions)[-1]
+    details = versions.get(version)
+    if isinstance(details, dict) and details.get("dataCollectorStoragePath"):
+        logger.info("mdc: model_config_map.json gives model %s a dataCollectorStoragePath; rows go to the "
+                    "modeldata/ layout of MDC_CONTAINER as usual", model_name)
+    logger.info("mdc: model %s has no version given; using %s, its highest in model_config_map.json's modelsInfo "
+                "(as azureml-monitoring does)", model_name, version)
+    return str(version)
+
+
+def _read_model_config_map(path: str) -> dict[str, str]:
+    """Azure ML's deployment writes the workspace identity here; pick up what is present.
+
+    The account's subscription, resource group and workspace are lower-cased, as azureml-monitoring writes
+    them into the path (blob names are case-sensitive: a reader's path must match to the letter).
+    """
+    document = _load_model_config_map(path)
     found: dict[str, str] = {}
     scopes = [document] + [v for v in document.values() if isinstance(v, dict)]
     aliases = {
@@ -368,6 +401,9 @@ def _read_model_config_map(path: str) -> dict[str, str]:
         for scope in scopes:
             value = next((scope[k] for k in keys if isinstance(scope.get(k), str) and scope[k]), None)
             if value:
-                found[name] = value
+                found[name] = value.lower() if name in _LOWER_CASED_BY_AZURE else value
                 break
     return found
+
+
+_LOWER_CASED_BY_AZURE = ("subscription_id", "resource_group", "workspace_name")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install everything (Python package with dev extras, Azurite from npm) and run the test suite.
+# Install everything (Python package with dev extras, Azurite from npm, Azure ML's scoring server) and run the
+# test suite.
 # Azurite is started by the tests themselves on a free loopback port and stopped afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,14 @@ if [ ! -x .tools/azurite/node_modules/.bin/azurite-blob ] \
   npm install --silent --no-audit --no-fund --prefix .tools/azurite "azurite@$AZURITE_VERSION" >/dev/null
 fi
 export MDC_AZURITE_BIN="$PWD/.tools/azurite/node_modules/.bin/azurite-blob"
+
+# Microsoft's own scoring server, for the drop-in tests (tests/test_served_request.py), in a venv of its own:
+# it pins Flask, pydantic and OpenTelemetry versions the dev extra need not share.
+AZMLINFSRV_VERSION="1.5.1"
+if ! .tools/azmlinfsrv/bin/python -m pip show azureml-inference-server-http 2>/dev/null | grep -q "^Version: $AZMLINFSRV_VERSION$"; then
+  python3 -m venv .tools/azmlinfsrv
+  .tools/azmlinfsrv/bin/python -m pip install -q "azureml-inference-server-http==$AZMLINFSRV_VERSION" -e . >/dev/null
+fi
 
 status=0
 .venv/bin/python -m pytest "$@" || status=$?

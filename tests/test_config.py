@@ -3,6 +3,9 @@ import pytest
 from mdc_middleware import ConfigError, ModelDataCollector, Settings
 from mdc_middleware.paths import Target, parse_path, validate_component
 
+CONNECTION_STRING = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+                     "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;")
+
 
 def test_collection_is_off_unless_enabled():
     assert Settings.from_env({}).enabled is False
@@ -157,3 +160,31 @@ def test_a_folder_nothing_could_be_written_to_fails_at_start_up_naming_the_varia
     with pytest.raises(ConfigError, match=f"{variable}=.*is not a directory"):
         DataCollectionMiddleware(FastAPI(), settings=Settings.from_env(environ))
     assert not (tmp_path / "not-yet").exists()
+
+
+def test_azure_names_of_the_config_map_are_lower_cased_as_azure_did(tmp_path):
+    """azureml-monitoring lower-cases the account's names in the path; blob names are case-sensitive."""
+    path = tmp_path / "model_config_map.json"
+    path.write_text('{"accountContext": {"subscriptionId": "SUB-A", "resourceGroupName": "My-RG", '
+                    '"accountName": "My-WS"}, "serviceName": "Svc-1"}')
+    s = Settings.from_env({"MDC_MODEL_CONFIG_MAP": str(path)})
+    assert s.workspace == "sub-a/my-rg/my-ws" and s.webservice_name == "Svc-1"
+
+
+def test_azure_storage_variable_is_the_connection_string():
+    s = Settings.from_env({"AML_MODEL_DC_STORAGE_ENABLED": "true", "AML_MODEL_DC_STORAGE": CONNECTION_STRING})
+    assert s.uses_blob_storage and s.storage_connection_string == CONNECTION_STRING
+
+
+def test_collector_without_version_takes_the_highest_in_models_info(tmp_path, monkeypatch, data_dir):
+    path = tmp_path / "model_config_map.json"
+    path.write_text('{"modelsInfo": {"m": {"2": {}, "10": {"dataCollectorStoragePath": "x"}, "9": {}}}}')
+    monkeypatch.setenv("MDC_MODEL_CONFIG_MAP", str(path))
+    settings = Settings.from_env({}, enabled=True, local_dir=str(data_dir))
+    assert ModelDataCollector("m", designation="inputs", settings=settings).target.model_version == "10"
+    assert ModelDataCollector("m", model_version="3", settings=settings).target.model_version == "3"
+    assert ModelDataCollector("other", settings=settings).target.model_version == "default"
+
+
+def test_collector_without_designation_writes_general_as_azure_did(settings):
+    assert ModelDataCollector("m", settings=settings).target.designation == "general"

@@ -351,3 +351,16 @@ def test_rows_printed_to_stdout_are_the_utf8_bytes_of_the_export_whatever_the_co
     assert printed.stdout == exported.read_bytes()
     frame = pd.read_csv(io.BytesIO(printed.stdout), dtype=str, keep_default_na=False)
     assert frame["city"].tolist() == ["Zürich", "東京", "line\r\nbreak"]
+
+
+def test_join_where_nothing_joins_says_so_and_fails(settings, data_dir):
+    """Inputs and predictions collected outside any request: an id per call, so nothing can join."""
+    inputs = ModelDataCollector("m", designation="inputs", settings=settings)
+    predictions = ModelDataCollector("m", designation="predictions", settings=settings)
+    for i in range(3):
+        inputs.collect([[i]])
+        predictions.collect([[i]])
+    mdc_middleware.flush(10)
+    result = runner().invoke(main, ["--data", str(data_dir), "join", "-o", "-"])
+    assert result.exit_code == 1
+    assert "no input joined a prediction" in result.stderr and "3 inputs without a prediction" in result.stderr

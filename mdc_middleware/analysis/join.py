@@ -57,6 +57,7 @@ class JoinResult:
     duplicates_removed: int
     unmatched_inputs: int
     unmatched_predictions: int
+    matched: int = 0  # input rows that found their prediction
 
 
 def join_predictions(inputs: pd.DataFrame, predictions: pd.DataFrame, how: str = "inner") -> JoinResult:
@@ -85,4 +86,5 @@ def join_predictions(inputs: pd.DataFrame, predictions: pd.DataFrame, how: str =
     unmatched_inputs = int((~left_keys.isin(right_keys)).sum())
     unmatched_predictions = int((~right_keys.isin(left_keys)).sum())
     merged = left.merge(right, on=[CORRELATION_ID, _POSITION], how=how, suffixes=("", "_prediction"))
-    return JoinResult(merged.drop(columns=[_POSITION]), removed, unmatched_inputs, unmatched_predictions)
+    return JoinResult(merged.drop(columns=[_POSITION]), removed, unmatched_inputs, unmatched_predictions,
+                      matched=len(left) - unmatched_inputs)

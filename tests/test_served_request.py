@@ -1,0 +1,129 @@
+"""collect() without the middleware ties a request's inputs and predictions together: one correlation id, and
+the request id the server saw. Under Azure ML's own scoring server (azmlinfsrv, gunicorn with 2 workers), a plain
+Flask app and FastAPI routes."""
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+import mdc_middleware
+from mdc_middleware.analysis import read_collected
+
+from .conftest import ROOT, free_port
+
+AZMLINFSRV = ROOT / ".tools" / "azmlinfsrv" / "bin" / "azmlinfsrv"
+
+
+def joined(data_dir: Path, model: str) -> pd.DataFrame:
+    """Inputs and predictions merged on the correlation id: one row per input row, ids must agree."""
+    inputs = read_collected(data_dir, "inputs", as_text=True, model=model)
+    predictions = read_collected(data_dir, "predictions", as_text=True, model=model)
+    assert len(inputs) and len(inputs) == len(predictions)
+    assert inputs["$aml_dc_correlation_id"].is_unique and predictions["$aml_dc_correlation_id"].is_unique
+    merged = inputs.merge(predictions, on="$aml_dc_correlation_id", suffixes=("", "_prediction"))
+    assert len(merged) == len(inputs), "every input row joins its prediction"
+    assert (merged["id"].astype(float).astype(int) == merged["prediction"].astype(int)).all()
+    assert (merged["$aml_request_id"] == merged["$aml_request_id_prediction"]).all()
+    return merged
+
+
+def send(client, path: str, count: int, start: int = 0) -> dict:
+    """One-row requests with unique ids; every other one carries an x-request-id. Returns id → request id seen."""
+    seen = {}
+    for i in range(start, start + count):
+        headers = {"x-request-id": f"req-{i}"} if i % 2 == 0 else {}
+        response = client.post(path, json={"data": [[i, 0.5]]}, headers=headers)
+        assert response.status_code == 200, response.text
+        seen[i] = response.headers.get("x-request-id", headers.get("x-request-id"))
+    return seen
+
+
+def test_plain_flask_app_joins_inputs_and_predictions(data_dir, monkeypatch):
+    monkeypatch.setenv("MDC_ENABLED", "true")
+    monkeypatch.setenv("MDC_LOCAL_DIR", str(data_dir))
+    from .apps import plain_flask_score
+
+    plain_flask_score.inputs_dc.settings = plain_flask_score.prediction_dc.settings = mdc_middleware.Settings.from_env()
+    plain_flask_score.inputs_dc._writer = plain_flask_score.prediction_dc._writer = None
+    send(plain_flask_score.app.test_client(), "/score", 20)
+    mdc_middleware.flush(10)
+    merged = joined(data_dir, "plain")
+    by_id = dict(zip(merged["id"].astype(float).astype(int), merged["$aml_request_id"]))
+    assert all(by_id[i] == f"req-{i}" for i in range(0, 20, 2))
+    assert all(by_id[i] and not by_id[i].startswith("req-") for i in range(1, 20, 2))
+
+
+@pytest.mark.parametrize("path", ["/score", "/score-sync"])
+def test_fastapi_routes_join_inputs_and_predictions(data_dir, monkeypatch, path):
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setenv("MDC_ENABLED", "true")
+    monkeypatch.setenv("MDC_LOCAL_DIR", str(data_dir))
+    from .apps import plain_fastapi_score
+
+    plain_fastapi_score.inputs_dc.settings = plain_fastapi_score.prediction_dc.settings = \
+        mdc_middleware.Settings.from_env()
+    plain_fastapi_score.inputs_dc._writer = plain_fastapi_score.prediction_dc._writer = None
+    with TestClient(plain_fastapi_score.app) as client:
+        send(client, path, 20)
+    mdc_middleware.flush(10)
+    merged = joined(data_dir, "plain")
+    assert set(merged.loc[merged["id"].astype(float).astype(int) % 2 == 0, "$aml_request_id"]) == {
+        f"req-{i}" for i in range(0, 20, 2)}
+
+
+def test_collect_outside_any_request_makes_an_id_per_call(settings):
+    collector = mdc_middleware.ModelDataCollector("m", designation="inputs", settings=settings)
+    first, second = collector.collect([[1]]), collector.collect([[2]])
+    assert first["$aml_dc_correlation_id"] != second["$aml_dc_correlation_id"]
+
+
+def start_azmlinfsrv(tmp_path: Path, env: dict) -> tuple:
+    port, health = free_port(), free_port()
+    log = (tmp_path / "azmlinfsrv.log").open("wb")
+    process = subprocess.Popen(
+        [str(AZMLINFSRV), "--entry_script", str(ROOT / "tests" / "apps" / "azureml" / "score.py"),
+         "--port", str(port), "--health_port", str(health), "--worker_count", "2"],
+        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT), **env), stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        assert process.poll() is None, (tmp_path / "azmlinfsrv.log").read_text()[-3000:]
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200:
+                return process, port
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("azmlinfsrv did not start")
+
+
+@pytest.mark.skipif(not AZMLINFSRV.exists(), reason="scripts/test.sh installs azureml-inference-server-http")
+def test_seed_score_py_under_azure_ml_scoring_server_joins_row_by_row(tmp_path, data_dir):
+    """Microsoft's azmlinfsrv (Flask in gunicorn, 2 workers) serving a seed-style score.py, 400 requests."""
+    config_map = tmp_path / "model_config_map.json"
+    config_map.write_text(json.dumps({
+        "accountContext": {"subscriptionId": "SUB-1", "resourceGroupName": "My-RG", "accountName": "My-WS"},
+        "modelsInfo": {"best_model": {"2": {}, "10": {}}}}))
+    env = {"AML_MODEL_DC_STORAGE_ENABLED": "true", "MDC_LOCAL_DIR": str(data_dir), "SERVICE_NAME": "svc",
+           "MDC_MODEL_CONFIG_MAP": str(config_map)}
+    process, port = start_azmlinfsrv(tmp_path, env)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            seen = send(client, "/score", 400)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    merged = joined(data_dir, "best_model")
+    assert len(merged) == 400 and set(merged["id"].astype(float).astype(int)) == set(range(400))
+    by_id = dict(zip(merged["id"].astype(float).astype(int), merged["$aml_request_id"]))
+    assert all(by_id[i] == seen[i] for i in range(400)), "the request id azmlinfsrv returned"
+    # Azure's names: the config map's account, lower-cased, and the model's highest version.
+    folders = {p.relative_to(data_dir).parts[1:9] for p in data_dir.rglob("*.csv")}  # below the container
+    assert folders == {("modeldata", "sub-1", "my-rg", "my-ws", "svc", "best_model", "10", d)
+                       for d in ("inputs", "predictions")}
