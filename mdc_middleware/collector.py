@@ -66,7 +66,8 @@ class ModelDataCollector:
             self.target = Target(
                 subscription_id=parts[0], resource_group=parts[1], workspace_name=parts[2],
                 webservice_name=webservice_name if webservice_name != "default" else self.settings.webservice_name,
-                model_name=model_name, model_version=model_version, designation=designation, file_stem=stem)
+                model_name=model_name, model_version=model_version, designation=designation, file_stem=stem,
+                layout=self.settings.format, deployment=self.settings.deployment_name)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         if isinstance(feature_names, str):

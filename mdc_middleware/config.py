@@ -99,6 +99,8 @@ _ENV: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "webservice_name": (("MDC_WEBSERVICE_NAME", "SERVICE_NAME"), _text),
     "model_name": (("MDC_MODEL_NAME",), _text),
     "model_version": (("MDC_MODEL_VERSION",), _text),
+    "format": (("MDC_FORMAT",), lambda v: v.strip().lower()),
+    "deployment_name": (("MDC_DEPLOYMENT_NAME",), _text),
     "routes": (("MDC_ROUTES",), parse_routes),
     "sample_rate": (("MDC_SAMPLE_RATE",), _fraction),
     "max_body_bytes": (("MDC_MAX_BODY_BYTES",), _positive(int)),
@@ -156,6 +158,9 @@ class Settings:
     webservice_name: str = "default"
     model_name: str = "default"
     model_version: str = "default"
+    # How: Azure ML's ModelDataCollector CSV layout, or its current data collector's JSON Lines ("jsonl").
+    format: str = "csv"
+    deployment_name: str = ""    # with "jsonl": the deployment folder (default: the model name)
     # What the middleware captures.
     routes: tuple = ()
     sample_rate: float = 1.0
@@ -199,6 +204,13 @@ class Settings:
             raise ConfigError(f"collect_status: expected '2xx' or 'all', got {self.collect_status!r}")
         if self.spool_drop not in ("oldest", "newest"):
             raise ConfigError(f"spool_drop: expected 'oldest' or 'newest', got {self.spool_drop!r}")
+        if self.format not in ("csv", "jsonl"):
+            raise ConfigError(f"format: expected 'csv' or 'jsonl', got {self.format!r}")
+        if self.deployment_name:
+            try:
+                validate_component(self.deployment_name)
+            except ValueError as exc:
+                raise ConfigError(f"deployment_name: {exc}") from None
         if self.encoder not in ("thread", "process"):
             raise ConfigError(f"encoder: expected 'thread' or 'process', got {self.encoder!r}")
         if self.metrics_path and not self.metrics_path.startswith("/"):
@@ -302,6 +314,7 @@ class Settings:
         """Defaults < Azure's model_config_map.json < environment < keyword arguments."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
+        sources: dict[str, str] = {}  # field → the variable (and value) it was read from
         values.update(_read_model_config_map(config_map_path(environ)))
         for name, (variables, parse) in _ENV.items():
             for variable in variables:
@@ -315,6 +328,7 @@ class Settings:
                 except ValueError as exc:
                     shown = "***" if name in _SECRETS else raw
                     raise ConfigError(f"{variable}={shown!r}: {exc}") from None
+                sources[name] = f"{variable}={'***' if name in _SECRETS else raw!r}"
                 break
         workspace = environ.get("MDC_WORKSPACE")
         if workspace:
@@ -325,7 +339,14 @@ class Settings:
                 raise ConfigError(f"unknown setting {name!r}")
             if value is not None:
                 values[name] = value
-        return cls(**values)
+                sources.pop(name, None)
+        try:
+            return cls(**values)
+        except ConfigError as exc:  # name the variable the bad value came from, as the operator wrote it
+            field_name, _, detail = str(exc).partition(": ")
+            if field_name in sources:
+                raise ConfigError(f"{sources[field_name]}: {detail}") from None
+            raise
 
 
 def check_writable_directory(path: str, setting: str) -> None:

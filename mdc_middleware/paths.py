@@ -19,7 +19,11 @@ ROOT = "modeldata"
 DESIGNATIONS = ("inputs", "predictions", "labels", "signals", "general", "unparsed")
 MAX_COMPONENT_LENGTH = 128
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f/\\]")
-_FILE_NAME = re.compile(r"^(?P<stem>.+?)(?:_(?P<part>[0-9]+))?\.csv$")
+_FILE_NAME = re.compile(r"^(?P<stem>.+?)(?:_(?P<part>[0-9]+))?(?P<suffix>\.csv|\.jsonl)$")
+JSONL = ".jsonl"
+# Azure ML's current data collector (online endpoints, azureml-ai-monitoring): JSON Lines, a folder per hour.
+JSONL_ROOT = "modelDataCollector"
+COLLECTIONS = {"inputs": "model_inputs", "predictions": "model_outputs"}  # designation → Azure's collection
 
 
 def as_component(value: object) -> object:
@@ -60,10 +64,17 @@ class Target:
     model_version: str
     designation: str
     file_stem: str = "data"
+    layout: str = "csv"   # "jsonl": Azure ML's current data collector layout and record (see ``hour_folder``)
+    deployment: str = ""  # with "jsonl": the deployment's folder (default: the model name)
 
     def __post_init__(self) -> None:
-        for name in ("subscription_id", "resource_group", "workspace_name", "webservice_name",
-                     "model_name", "model_version", "designation", "file_stem"):
+        if self.layout not in ("csv", "jsonl"):
+            raise ValueError(f"layout: expected 'csv' or 'jsonl', got {self.layout!r}")
+        if self.layout == "jsonl" and not self.file_stem.endswith(JSONL):
+            object.__setattr__(self, "file_stem", self.file_stem + JSONL)
+        names = ("subscription_id", "resource_group", "workspace_name", "webservice_name",
+                 "model_name", "model_version", "designation", "file_stem") + (("deployment",) if self.deployment else ())
+        for name in names:
             object.__setattr__(self, name, as_component(getattr(self, name)))
             try:
                 validate_component(getattr(self, name))
@@ -79,6 +90,13 @@ class Target:
     def workspace(self) -> str:
         return f"{self.subscription_id}/{self.resource_group}/{self.workspace_name}"
 
+    def hour_folder(self, hour: dt.datetime) -> str:
+        """Azure ML's current layout: ``modelDataCollector/<endpoint>/<deployment>/<collection>/yyyy/MM/dd/HH``,
+        the web service standing for the endpoint, ``model_inputs``/``model_outputs`` for inputs/predictions."""
+        return (f"{JSONL_ROOT}/{self.webservice_name}/{self.deployment or self.model_name}/"
+                f"{COLLECTIONS.get(self.designation, self.designation)}/"
+                f"{hour.year:04d}/{hour.month:02d}/{hour.day:02d}/{hour.hour:02d}")
+
     def day_folder(self, day: dt.date) -> str:
         return (f"{ROOT}/{self.subscription_id}/{self.resource_group}/{self.workspace_name}/"
                 f"{self.webservice_name}/{self.model_name}/{self.model_version}/{self.designation}/"
@@ -86,13 +104,16 @@ class Target:
 
 
 def file_name(stem: str, part: int) -> str:
-    return f"{stem}.csv" if part == 0 else f"{stem}_{part}.csv"
+    """The file of ``stem`` after ``part`` rollovers: data.csv, data_1.csv… A stem ending in ``.jsonl`` names
+    JSON Lines files (data.jsonl, data_1.jsonl…)."""
+    base, suffix = (stem[:-len(JSONL)], JSONL) if stem.endswith(JSONL) else (stem, ".csv")
+    return f"{base}{suffix}" if part == 0 else f"{base}_{part}{suffix}"
 
 
 def file_part(name: str, stem: str) -> Optional[int]:
     """The rollover index of ``name`` when it is a file of ``stem`` (data.csv → 0, data_3.csv → 3)."""
     match = _FILE_NAME.match(name)
-    if not match or match.group("stem") != stem:
+    if not match or match.group("stem") + (JSONL if match.group("suffix") == JSONL else "") != stem:
         return None
     return int(match.group("part") or 0)
 
@@ -111,8 +132,15 @@ class ParsedPath:
 
 
 def parse_path(path: str) -> Optional[ParsedPath]:
-    """Parse a blob name or a path relative to the container; None when it is not a data file."""
+    """Parse a blob name or a path relative to the container; None when it is not a data file.
+
+    A JSON Lines file (``modelDataCollector/<endpoint>/<deployment>/<collection>/yyyy/MM/dd/HH/<name>.jsonl``)
+    parses with the endpoint as web service, the deployment as model, the version unknown ("": it is in each
+    record) and its collection's designation.
+    """
     parts = path.replace("\\", "/").strip("/").split("/")
+    if parts[-1].endswith(JSONL):
+        return _parse_jsonl_path(parts)
     try:
         start = len(parts) - 1 - parts[::-1].index(ROOT)
     except ValueError:
@@ -125,3 +153,22 @@ def parse_path(path: str) -> Optional[ParsedPath]:
     except ValueError:
         return None
     return ParsedPath(*fields[:7], date=date, file_name=fields[10])
+
+
+_DESIGNATIONS_OF_COLLECTIONS = {collection: designation for designation, collection in COLLECTIONS.items()}
+
+
+def _parse_jsonl_path(parts: list) -> Optional[ParsedPath]:
+    try:
+        start = len(parts) - 1 - parts[::-1].index(JSONL_ROOT)
+    except ValueError:
+        return None
+    fields = parts[start + 1:]
+    if len(fields) != 8:
+        return None
+    try:
+        date = dt.date(int(fields[3]), int(fields[4]), int(fields[5]))
+    except ValueError:
+        return None
+    return ParsedPath("", "", "", fields[0], fields[1], "", _DESIGNATIONS_OF_COLLECTIONS.get(fields[2], fields[2]),
+                      date=date, file_name=fields[7])

@@ -154,7 +154,8 @@ class CapturePolicy:
         common = dict(subscription_id=s.subscription_id, resource_group=s.resource_group,
                       workspace_name=s.workspace_name, webservice_name=s.webservice_name,
                       model_name=model or route.schema.model_name or s.model_name,
-                      model_version=version or route.schema.model_version or s.model_version)
+                      model_version=version or route.schema.model_version or s.model_version,
+                      layout=s.format, deployment=s.deployment_name)
         try:
             return tuple(Target(designation=d, **common) for d in ("inputs", "predictions", "unparsed"))
         except ValueError as exc:

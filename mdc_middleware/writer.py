@@ -34,6 +34,7 @@ from .encoder_process import EncoderProcess
 from .records import Record, csv_row_count, give_way
 from .sinks.base import Sink, SinkError
 from .journal import JOURNAL_INTERVAL, Generation, Journal
+from .jsonl import encode_record_jsonl, encode_records_jsonl
 from .spool import Batch, Spool
 
 logger = logging.getLogger("mdc_middleware")
@@ -342,10 +343,21 @@ class Writer:
         self._count_drop(item.rows, "shutdown_deadline")
 
     def _take(self, record: Record) -> None:
-        self._append(encode_record(record, self.metrics, self.neutralize_formulas, counted=True))
+        if record.target.layout == "jsonl":
+            self._append(encode_record_jsonl(record, self.metrics, counted=True))
+        else:
+            self._append(encode_record(record, self.metrics, self.neutralize_formulas, counted=True))
 
     def _take_captures(self, captures: List[RawCapture]) -> None:
         """Encode a run of captured requests: in the encoder process when it is up, else here."""
+        if any(plan_by_id(raw[0]).inputs_target.layout == "jsonl" for raw in captures):
+            jsonl = [raw for raw in captures if plan_by_id(raw[0]).inputs_target.layout == "jsonl"]
+            for raw in jsonl:  # Azure ML's JSON Lines: encoded here, a line per record
+                for item in encode_records_jsonl(Capture.from_raw(raw, plan_by_id(raw[0])).to_records(self.metrics),
+                                                 self.metrics):
+                    self._append(item)
+            captures = [raw for raw in captures if plan_by_id(raw[0]).inputs_target.layout != "jsonl"]
+            self._pause_now_and_then()
         local = captures
         if self.encoder is not None and self.encoder.available():
             encoded, local = self.encoder.encode(captures, self.neutralize_formulas, self._stop_deadline)

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import pandas as pd
 
-from ..paths import ROOT, ParsedPath, parse_path
+from ..paths import JSONL, JSONL_ROOT, ROOT, ParsedPath, parse_path
 from .source import is_container as _is_container
 
 Source = Union[str, Path, Any]  # a directory, or an azure.storage.blob.ContainerClient
@@ -58,12 +59,14 @@ def list_data_files(source: Source, *, designation: Optional[str] = None, model:
 def _data_files(source: Source) -> Iterable[Tuple[Any, int]]:
     """(path or blob name, size in bytes) of every CSV under the source."""
     if _is_container(source):
-        for blob in source.list_blobs(name_starts_with=ROOT + "/"):
-            if blob.name.endswith(".csv"):
-                yield blob.name, int(blob.size or 0)
+        for root, suffix in ((ROOT, ".csv"), (JSONL_ROOT, JSONL)):
+            for blob in source.list_blobs(name_starts_with=root + "/"):
+                if blob.name.endswith(suffix):
+                    yield blob.name, int(blob.size or 0)
     else:
-        for path in Path(source).rglob("*.csv"):
-            yield path, path.stat().st_size
+        for pattern in ("*.csv", "*" + JSONL):
+            for path in Path(source).rglob(pattern):
+                yield path, path.stat().st_size
 
 
 def file_sizes(source: Source) -> Dict[str, int]:
@@ -107,16 +110,17 @@ def inventory(source: Source, *, model: Optional[str] = None, version: Optional[
 
 
 def _part_order(name: str) -> int:
-    stem = name[:-4]
+    stem = name.rsplit(".", 1)[0]
     tail = stem.rsplit("_", 1)
     return int(tail[1]) if len(tail) == 2 and tail[1].isdigit() else 0
 
 
 def _wanted(parsed: ParsedPath, designation: Optional[str], model: Optional[str], version: Optional[str],
             start: Optional[dt.date], end: Optional[dt.date]) -> bool:
+    jsonl = parsed.file_name.endswith(JSONL)  # model and version are in its records: filtered when read
     return ((designation is None or parsed.designation == designation)
-            and (model is None or parsed.model_name == model)
-            and (version is None or parsed.model_version == str(version))
+            and (model is None or jsonl or parsed.model_name == model)
+            and (version is None or jsonl or parsed.model_version == str(version))
             and (start is None or parsed.date >= start)
             and (end is None or parsed.date <= end))
 
@@ -138,8 +142,49 @@ def read_collected(source: Source, designation: Optional[str] = None, *, model: 
             handle: Any = io.BytesIO(source.download_blob(name).readall())
         else:
             handle = name
-        frames.append(pd.read_csv(handle, **options))
+        if str(name).endswith(JSONL):
+            frames.append(read_jsonl(handle, as_text, model, version))
+        else:
+            frames.append(pd.read_csv(handle, **options))
     if not frames:
         return pd.DataFrame()
     frame = pd.concat(frames, ignore_index=True)
     return frame.fillna("") if as_text else frame
+
+
+_JSONL_META = (("correlationid", "$aml_dc_correlation_id"), ("time", "$aml_dc_scoring_timestamp"),
+               ("modelname", "$aml_model_name"), ("modelversion", "$aml_model_version"),
+               ("xrequestid", "$aml_request_id"))
+
+
+def read_jsonl(handle: Any, as_text: bool = False, model: Optional[str] = None,
+               version: Optional[str] = None) -> pd.DataFrame:
+    """The rows of a JSON Lines file of Azure ML's current collector (``MDC_FORMAT=jsonl``): each record's
+    ``data`` rows, with its correlation id, time, model and request id in the ``$aml_*`` columns CSV files
+    have. ``model``/``version`` keep the records of that model name (where records name it) and version."""
+    lines = handle.read().splitlines() if hasattr(handle, "read") else Path(handle).read_bytes().splitlines()
+    rows: List[Dict[str, Any]] = []
+    for line in lines:
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        if version is not None and str(record.get("modelversion", "")) != str(version):
+            continue
+        if model is not None and record.get("modelname", model) != model:
+            continue
+        data = record.get("data")
+        meta = {column: record.get(key, "") for key, column in _JSONL_META}
+        for row in data if isinstance(data, list) else [data]:
+            rows.append({**(row if isinstance(row, dict) else {"value": row}), **meta})
+    frame = pd.DataFrame(rows)
+    if as_text:
+        frame = frame.apply(lambda column: column.map(_text_cell)).astype(str) if len(frame) else frame
+    return frame
+
+
+def _text_cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)

@@ -299,16 +299,19 @@ class BlobSink:
             self.metrics.add("files_created")
         except ResourceExistsError:
             pass
-        try:
-            blob.append_block(header, appendpos_condition=0)  # lands once, whoever gets there first
-        except HttpResponseError as exc:
-            code = _error_code(exc)
-            if code == "InvalidBlobType":
-                return None  # someone put a block blob here: leave it alone
-            if code != "AppendPositionConditionNotMet":
-                raise
+        if header:  # JSON Lines files have none
+            try:
+                blob.append_block(header, appendpos_condition=0)  # lands once, whoever gets there first
+            except HttpResponseError as exc:
+                code = _error_code(exc)
+                if code == "InvalidBlobType":
+                    return None  # someone put a block blob here: leave it alone
+                if code != "AppendPositionConditionNotMet":
+                    raise
         properties = blob.get_blob_properties()
-        if blob.download_blob(offset=0, length=len(header)).readall() != header:
+        if str(getattr(properties.blob_type, "value", properties.blob_type)) != "AppendBlob":
+            return None  # someone put a block blob here: leave it alone
+        if header and blob.download_blob(offset=0, length=len(header)).readall() != header:
             return None  # another header: rows of this one go to a sibling
         blocks = properties.append_blob_committed_block_count or 0
         if blocks >= self.max_blocks:
