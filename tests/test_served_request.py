@@ -84,6 +84,16 @@ def test_collect_outside_any_request_makes_an_id_per_call(settings):
     assert first["$aml_dc_correlation_id"] != second["$aml_dc_correlation_id"]
 
 
+def download(azurite, container: str, folder: Path) -> None:
+    from azure.storage.blob import ContainerClient
+
+    client = ContainerClient.from_connection_string(azurite.connection_string, container)
+    for blob in client.list_blobs():
+        path = folder / blob.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(client.download_blob(blob.name).readall())
+
+
 def start_azmlinfsrv(tmp_path: Path, env: dict) -> tuple:
     port, health = free_port(), free_port()
     log = (tmp_path / "azmlinfsrv.log").open("wb")
@@ -104,14 +114,21 @@ def start_azmlinfsrv(tmp_path: Path, env: dict) -> tuple:
 
 
 @pytest.mark.skipif(not AZMLINFSRV.exists(), reason="scripts/test.sh installs azureml-inference-server-http")
-def test_seed_score_py_under_azure_ml_scoring_server_joins_row_by_row(tmp_path, data_dir):
-    """Microsoft's azmlinfsrv (Flask in gunicorn, 2 workers) serving a seed-style score.py, 400 requests."""
+@pytest.mark.parametrize("storage", ["local folder", pytest.param("Azurite", marks=pytest.mark.azurite)])
+def test_seed_score_py_under_azure_ml_scoring_server_joins_row_by_row(tmp_path, data_dir, storage, request,
+                                                                     container_name):
+    """Microsoft's azmlinfsrv (Flask in gunicorn, 2 workers) serving a seed-style score.py, 400 requests, with
+    Azure's own variables only."""
     config_map = tmp_path / "model_config_map.json"
     config_map.write_text(json.dumps({
         "accountContext": {"subscriptionId": "SUB-1", "resourceGroupName": "My-RG", "accountName": "My-WS"},
         "modelsInfo": {"best_model": {"2": {}, "10": {}}}}))
-    env = {"AML_MODEL_DC_STORAGE_ENABLED": "true", "MDC_LOCAL_DIR": str(data_dir), "SERVICE_NAME": "svc",
-           "MDC_MODEL_CONFIG_MAP": str(config_map)}
+    env = {"AML_MODEL_DC_STORAGE_ENABLED": "true", "SERVICE_NAME": "svc", "MDC_MODEL_CONFIG_MAP": str(config_map)}
+    if storage == "Azurite":
+        azurite = request.getfixturevalue("azurite")
+        env.update(AML_MODEL_DC_STORAGE=azurite.connection_string, MDC_CONTAINER=container_name)
+    else:
+        env.update(MDC_LOCAL_DIR=str(data_dir))
     process, port = start_azmlinfsrv(tmp_path, env)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
@@ -119,6 +136,8 @@ def test_seed_score_py_under_azure_ml_scoring_server_joins_row_by_row(tmp_path, 
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
+    if storage == "Azurite":  # the same files, downloaded: the checks below read a folder
+        download(azurite, container_name, data_dir / "modeldata")
     merged = joined(data_dir, "best_model")
     assert len(merged) == 400 and set(merged["id"].astype(float).astype(int)) == set(range(400))
     by_id = dict(zip(merged["id"].astype(float).astype(int), merged["$aml_request_id"]))
