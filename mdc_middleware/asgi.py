@@ -12,9 +12,9 @@ import logging
 import time
 from typing import Any, Awaitable, Callable, MutableMapping, Optional
 
-from . import prometheus, runtime
+from . import prometheus, runtime, startup
 from .capture import BoundedBody, inputs_in_query
-from .config import Settings
+from .config import ConfigError, Settings
 from .policy import CapturePolicy, RoutePlan
 from .routes import RoutesSpec
 from .writer import Writer
@@ -31,6 +31,14 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # ASGI extensions with which the server sends the body from a file (Starlette's FileResponse uses the first
 # where the server offers it). The body never passes through us; the request's inputs are still collected.
 _FILE_SENDS = ("http.response.pathsend", "http.response.zerocopysend")
+
+
+def _inside_a_running_server() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _route_path(path: str, root_path: Optional[str]) -> str:
@@ -55,10 +63,29 @@ class DataCollectionMiddleware:
         # ``app`` positional-only, as Starlette passes it: with ``**overrides`` beside it, type checkers
         # otherwise refuse ``app.add_middleware(DataCollectionMiddleware, ...)``.
         self.app = app
-        self.settings = settings = Settings.resolve(settings, **overrides)
-        self.policy = CapturePolicy(routes, settings, writer)
+        self.config_error: Optional[ConfigError] = None
+        try:
+            self.settings = settings = Settings.resolve(settings, **overrides)
+            self.policy = CapturePolicy(routes, settings, writer)
+        except ConfigError as exc:
+            if not _inside_a_running_server():
+                raise  # built by the app's own code at import: start-up fails here, naming the setting
+            # Starlette builds its middleware when the server sends the first event: raising here made every
+            # request a 500 (and uvicorn's --lifespan auto took it for an app without lifespan support).
+            self.config_error = exc
+            startup.refuse(exc, "Start-up fails where the server runs the ASGI lifespan (uvicorn --lifespan auto "
+                                "or on); without it, requests pass through untouched.")
+            return
+        startup.announce(settings, self.policy.route_names)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.config_error is not None:
+            if scope["type"] == "lifespan":  # the server stops before the app starts: nothing to clean up
+                if (await receive())["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.failed", "message": f"mdc-middleware: {self.config_error}"})
+                return
+            await self.app(scope, receive, send)
+            return
         if scope["type"] != "http":
             if scope["type"] == "lifespan" and self.settings.enabled:
                 send = self._flush_on_shutdown(send)

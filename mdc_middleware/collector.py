@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from . import runtime
+from . import runtime, startup
 from .capture import new_correlation_id, warn_once
 from .config import ConfigError, Settings, model_version_in_config_map
 from .paths import Target
@@ -80,6 +80,7 @@ class ModelDataCollector:
         self._owns_writer = writer is None
         if self.settings.enabled and writer is None:
             self._writer = runtime.writer_for(self.settings)  # storage settings fail here, at start-up
+        startup.announce(self.settings)
 
     def __repr__(self) -> str:
         return (f"ModelDataCollector(model_name={self.model_name!r}, designation={self.designation!r}, "

@@ -280,6 +280,19 @@ class Settings:
                 self.retry_deadline, self.neutralize_formulas, self.encoder)
 
     @property
+    def storage_endpoint(self) -> str:
+        """The blob endpoint rows go to, without any secret (for logs); "" with the local sink."""
+        if self.storage_account_url:
+            return self.storage_account_url.split("?", 1)[0]
+        if not self.storage_connection_string:
+            return ""
+        fields = dict(part.split("=", 1) for part in self.storage_connection_string.split(";") if "=" in part)
+        if fields.get("BlobEndpoint"):
+            return fields["BlobEndpoint"]
+        protocol = fields.get("DefaultEndpointsProtocol", "https")
+        return f"{protocol}://{fields.get('AccountName', '?')}.blob.{fields.get('EndpointSuffix', 'core.windows.net')}"
+
+    @property
     def resolved_spool_dir(self) -> str:
         """Where undeliverable batches wait; "" when there is no spool."""
         if self.spool_dir.lower() == "off":

@@ -33,6 +33,7 @@ class Metrics:
         "batches_written",
         "write_errors",        # flushes that failed after the sink's own retries
         "storage_retries",     # storage requests retried after a transient fault
+        "storage_conflicts",   # appends that found another writer had appended first (shared files)
         "files_created",
         "files_rolled_over",
         "rows_as_json",        # rows written as one JSON cell: their set of columns came past the day's limit

@@ -39,7 +39,10 @@ class RoutePlan:
         self.id = register_plan(self)
 
 
-_MAX_CACHED_PATHS = 4096  # paths seen, with their plan or None; paths with ids in them must not grow it forever
+# Paths seen, with their plan or None: at most this many, of at most this length (so at most ~1 MiB of paths,
+# whatever clients send; paths with ids in them must not grow it forever).
+_MAX_CACHED_PATHS = 4096
+_MAX_CACHED_PATH_LENGTH = 256
 # Models (and versions) a route with {model} in its path files rows under, per process: each is a folder, a
 # plan and files of its own, and the names come from clients, so they are bounded.
 MAX_MODELS_PER_ROUTE = 64
@@ -74,6 +77,11 @@ class CapturePolicy:
         self.collect_all_statuses = settings.collect_status == "all"
         if settings.enabled and writer is None:
             self._writer = runtime.writer_for(settings)  # storage settings fail here, at start-up
+
+    @property
+    def route_names(self) -> Tuple[str, ...]:
+        """The routes as an operator wrote them (``POST /score``); empty: every POST."""
+        return tuple(f"{'|'.join(r.methods)} {r.pattern}" for r in self.routes.routes)
 
     @property
     def writer(self) -> Writer:
@@ -112,9 +120,10 @@ class CapturePolicy:
         except KeyError:
             found = self.routes.match(method, path)
             plan = self._plan_of_match(*found) if found is not None else None
-            if len(self._by_path) >= _MAX_CACHED_PATHS:
-                self._by_path.clear()
-            self._by_path[key] = plan
+            if len(path) <= _MAX_CACHED_PATH_LENGTH:  # longer ones are matched again: linear, and rare
+                if len(self._by_path) >= _MAX_CACHED_PATHS:
+                    self._by_path.clear()
+                self._by_path[key] = plan
             return plan
 
     def _plan_of_match(self, route: Route, values: Dict[str, str]) -> Union[RoutePlan, _Refusal]:

@@ -29,7 +29,9 @@ def _families(snapshot: Dict[str, object]) -> Iterator[object]:
     for reason, count in sorted(dict(snapshot.get("dropped_reasons") or {}).items()):
         dropped.add_metric([reason], float(count))
     yield dropped
-    for name, help_text in (("queue_depth", "items waiting in the queue"),
+    for name, help_text in (("enabled", "1 when this process collects, 0 when collection is off"),
+                            ("config_errors", "bad settings refused (collection off); see the log"),
+                            ("queue_depth", "items waiting in the queue"),
                             ("pending_rows", "rows batched or in delivery"),
                             ("spool_bytes", "bytes waiting in the disk spool"),
                             ("write_seconds_mean", "mean seconds per storage write"),

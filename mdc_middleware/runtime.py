@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Dict, List, NamedTuple, Optional
 
+from . import startup
 from .config import Settings, check_writable_directory
 from .metrics import Metrics, merge
 from .sinks import create_sink
@@ -153,8 +154,9 @@ def shutdown(timeout: Optional[float] = None) -> bool:
 
 
 def metrics() -> Dict[str, object]:
-    """Counters summed over the shared writers of this process (see Metrics.COUNTERS)."""
-    return merge([w.snapshot() for w in list(_writers.values()) + _retired])
+    """Counters summed over the shared writers of this process (see Metrics.COUNTERS), with ``enabled`` (1 when
+    something in this process collects) and ``config_errors`` (bad settings refused, collection off)."""
+    return {**merge([w.snapshot() for w in list(_writers.values()) + _retired]), **startup.state}
 
 
 def metrics_of(writer: Writer) -> Dict[str, object]:
@@ -162,7 +164,7 @@ def metrics_of(writer: Writer) -> Dict[str, object]:
     writers = list(_writers.values()) + _retired
     if writer not in writers:
         writers.append(writer)
-    return merge([w.snapshot() for w in writers])
+    return {**merge([w.snapshot() for w in writers]), **startup.state}
 
 
 atexit.register(shutdown)

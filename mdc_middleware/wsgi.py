@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
-from . import prometheus, runtime
+from . import prometheus, runtime, startup
 from .capture import BoundedBody, inputs_in_query
 from .config import Settings
 from .policy import CapturePolicy, RoutePlan
@@ -32,6 +32,7 @@ class WSGIDataCollectionMiddleware:
         self.app = app
         self.settings = settings = Settings.resolve(settings, **overrides)
         self.policy = CapturePolicy(routes, settings, writer)
+        startup.announce(settings, self.policy.route_names)
         self._wanted = tuple((environ_key(name), name) for name in sorted(self.policy.wanted_headers))
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:

@@ -199,12 +199,12 @@ def test_unmatched_routes_and_disabled_collection_pass_through_untouched(setting
 
 def test_explicit_collect_inside_a_request_shares_its_request_id(settings, data_dir):
     with TestClient(make_app(settings=settings, routes=["/nothing"])) as client:
-        client.post("/explicit", json={}, headers={"x-ms-request-id": "abc"})  # not captured, no context
+        client.post("/explicit", json={}, headers={"x-ms-request-id": "abc"})  # not captured: found in the scope
     with TestClient(make_app(settings=settings, routes=["/explicit"])) as client:
         response = client.post("/explicit", json={}, headers={"x-ms-request-id": "abc"})
     assert response.json() == {"result": ["abc"]}
     got = rows(data_dir, "inputs", model="explicit")
-    assert got["$aml_request_id"].tolist() == ["", "abc"]
+    assert got["$aml_request_id"].tolist() == ["abc", "abc"]
 
 
 def test_chunked_request_body_across_many_messages(settings, data_dir):

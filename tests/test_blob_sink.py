@@ -285,3 +285,30 @@ def test_account_url_without_credential_fails_at_start_up(azurite):
         from mdc_middleware.sinks.blob import client_factory
 
         client_factory(Settings.from_env({}, storage_account_url=azurite.account_url))
+
+
+def test_appends_that_meet_another_writers_rows_are_counted_as_conflicts(azurite, container_name):
+    first, second = sink_for(azurite.connection_string, container_name), sink_for(azurite.connection_string,
+                                                                                   container_name)
+    for batch in range(3):  # each learns the file's end, then the other appends past it
+        first.append("f/2026/01/01", "data", HEADER, lines(f"a{batch}-", 2))
+        second.append("f/2026/01/01", "data", HEADER, lines(f"b{batch}-", 2))
+    assert first.metrics.snapshot()["storage_conflicts"] == second.metrics.snapshot()["storage_conflicts"] == 2
+    assert first.metrics.snapshot()["storage_retries"] == 0
+
+
+def test_the_first_storage_failure_is_logged_at_once_with_host_and_cause(caplog):
+    from tests.conftest import free_port
+
+    port = free_port()  # nothing listens there
+    conn = connection_string(port)
+    sink = sink_for(conn, "c")
+    sink.description = f"http://127.0.0.1:{port}/{ACCOUNT}"
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="mdc_middleware"), pytest.raises(SinkError) as failure:
+        sink.append("f/2026/01/01", "data", HEADER, lines("x", 1), deadline=time.monotonic() + 3)
+    warnings = [r.getMessage() for r in caplog.records if "retrying until the retry deadline" in r.getMessage()]
+    assert len(warnings) == 1, caplog.text  # once, not once per retry
+    assert f"127.0.0.1:{port}" in warnings[0] and "connection refused" in warnings[0]
+    assert caplog.records[0].created - (time.time() - (time.monotonic() - started)) < 2.0
+    assert "connection refused" in str(failure.value) and "_Moved" not in caplog.text

@@ -42,3 +42,40 @@ def test_model_in_path():
 def test_routes_given_as_text_may_name_their_methods(text, methods, pattern):
     (route,) = RouteTable(text).routes
     assert (route.methods, route.pattern) == (methods, pattern)
+
+
+def test_glob_routes_match_as_fnmatch_does():
+    """The linear-time matcher agrees with fnmatch on every pattern of stars, ? and text it is given."""
+    import fnmatch
+    import random
+
+    from mdc_middleware.routes import _matcher
+
+    rng = random.Random(0)
+    for _ in range(5000):
+        pattern = "".join(rng.choice("ab/*?") for _ in range(rng.randint(1, 7)))
+        path = "".join(rng.choice("ab/") for _ in range(rng.randint(0, 9)))
+        assert (_matcher(pattern).match(path) is not None) == fnmatch.fnmatchcase(path, pattern), (pattern, path)
+
+
+def test_placeholders_take_one_segment_and_name_it():
+    from mdc_middleware.routes import _matcher
+
+    matcher = _matcher("/v2/*/models/{model}/*/predict")
+    assert matcher.match("/v2/a/b/models/m1/x/y/predict") == {"model": "m1"}
+    assert matcher.match("/v2/a/models/m1/predict") is None
+    assert _matcher("/a/{m}.json").match("/a/b.c.json") == {"m": "b.c"}
+    assert _matcher("/a/{m}/b").match("/a/x/y/b") is None
+
+
+def test_a_client_controlled_long_path_is_not_matched_against_globs():
+    """60 KB paths (the hostile corpus's) are never run through a glob: no capture, and no cache entry."""
+    from mdc_middleware import Settings
+    from mdc_middleware.policy import CapturePolicy
+    from mdc_middleware.routes import MAX_MATCHED_PATH
+
+    policy = CapturePolicy(["/v2/*/models/{model}/*/predict"], Settings.from_env({}), writer=None)
+    long_path = "/v2/" + "models/x/" * 6000 + "q/predict"
+    assert len(long_path) > MAX_MATCHED_PATH
+    assert policy._plan_for("POST", long_path) is None and not policy._by_path
+    assert policy._plan_for("POST", "/v2/a/models/m/b/predict") is not None

@@ -47,11 +47,45 @@ class _Moved(Exception):
 
 
 def describe(exc: BaseException) -> str:
-    """A short, secret-free description: class, status and service error code, never the message."""
-    if isinstance(exc, HttpResponseError):
-        code = getattr(exc, "error_code", None)
-        return f"{type(exc).__name__} (HTTP {exc.status_code}{', ' + str(code) if code else ''})"
+    """A short, secret-free description of what went wrong, for a person: the cause (connection refused,
+    DNS, TLS, authentication, a timeout), or the HTTP status and service error code. Never the exception's
+    message (it may quote a URL with a SAS), never an internal class name."""
+    if isinstance(exc, _Moved):
+        return "the file changed under us (another replica appended, or it filled up) until the deadline"
+    if isinstance(exc, HttpResponseError) and exc.status_code is not None:
+        code = _error_code(exc)
+        if exc.status_code in (401, 403):
+            return (f"authentication or permission refused (HTTP {exc.status_code}{', ' + code if code else ''}): "
+                    "check the account key, SAS or role")
+        return f"HTTP {exc.status_code}{' ' + code if code else ''}"
+    text = _exception_chain_text(exc)
+    for needles, cause in _CAUSES:
+        if any(needle in text for needle in needles):
+            return cause
     return type(exc).__name__
+
+
+_CAUSES = (
+    (("connection refused", "errno 111"), "connection refused (nothing listens at that address and port)"),
+    (("name or service not known", "temporary failure in name resolution", "nodename nor servname",
+      "getaddrinfo failed", "no address associated"), "DNS lookup failed (check the account name or endpoint)"),
+    (("certificate", "ssl", "tls"), "TLS handshake failed (check the endpoint's certificate and https)"),
+    (("timed out", "timeout"), "timed out"),
+    (("connection reset", "reset by peer", "connection aborted", "remote end closed", "broken pipe"),
+     "connection reset"),
+)
+
+
+def _exception_chain_text(exc: BaseException) -> str:
+    """The messages of an exception and those it wraps, lower-cased: searched for a cause, never shown."""
+    parts, seen = [], set()
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen and len(seen) < 10:
+        seen.add(id(current))
+        parts.append(f"{type(current).__name__} {current}")
+        inner = getattr(current, "inner_exception", None) or getattr(current, "exc_value", None)
+        current = inner if isinstance(inner, BaseException) else (current.__cause__ or current.__context__)
+    return " ".join(parts).lower()
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -115,6 +149,7 @@ class BlobSink:
         self._may_create = True
         self._files: Dict[Tuple[str, str, str], _OpenFile] = {}
         self._last_attempt: Optional[Tuple[str, int]] = None
+        self._trouble: Dict[str, float] = {}  # cause → when last logged
 
     def __repr__(self) -> str:
         return f"BlobSink({self.description}, container={self.container_name!r})"
@@ -122,7 +157,7 @@ class BlobSink:
     @classmethod
     def from_settings(cls, settings: Settings, metrics: Optional[Metrics] = None, **options: Any) -> "BlobSink":
         return cls(client_factory(settings), settings.container, metrics=metrics,
-                   description=settings.storage_account_url.split("?", 1)[0] or "connection string", **options)
+                   description=settings.storage_endpoint, **options)
 
     # ---- the Sink interface ---------------------------------------------------------------------
     def append(self, folder: str, stem: str, header: str, payload: bytes,
@@ -145,6 +180,7 @@ class BlobSink:
                     raise
                 hint = None
                 delivered += len(block)
+            self._report_recovery()
 
     def _hinted_block_landed(self, hint: Tuple[str, int], block: bytes) -> bool:
         def check() -> bool:
@@ -181,7 +217,7 @@ class BlobSink:
             exc = state.outcome.exception() if state.outcome else None
             if exc is not None and not isinstance(exc, _Moved):
                 self.metrics.add("storage_retries")
-                logger.debug("mdc: retrying after %s", describe(exc))
+                self._report_trouble(exc)
 
         try:
             for attempt in Retrying(retry=retry_if_exception(is_transient), stop=out_of_time,
@@ -196,6 +232,21 @@ class BlobSink:
             raise SinkError(f"{self.description}: {describe(exc)}"
                             + (" (retry deadline passed)" if transient else "") + _permissions_hint(exc),
                             permanent=not transient) from None
+
+    def _report_trouble(self, exc: BaseException) -> None:
+        """The first failure of a streak is logged at once (not after the retry deadline), naming where and
+        why; the same cause again at most once a minute."""
+        cause = describe(exc)
+        now = time.monotonic()
+        if self._trouble.get(cause, -1e9) + 60.0 <= now:
+            self._trouble[cause] = now
+            logger.warning("mdc: storage at %s: %s; retrying until the retry deadline, rows are kept",
+                           self.description, cause)
+
+    def _report_recovery(self) -> None:
+        if self._trouble:
+            self._trouble.clear()
+            logger.warning("mdc: storage at %s answers again", self.description)
 
     # ---- the work -------------------------------------------------------------------------------
     def _container_client(self) -> ContainerClient:
@@ -244,6 +295,7 @@ class BlobSink:
                 if self._landed(blob, position, block):
                     self._advance(key, current, position + len(block), None)
                     return
+                self.metrics.add("storage_conflicts")  # another writer appended first: read the end, try again
                 properties = blob.get_blob_properties()
                 current.size, current.blocks = properties.size, properties.append_blob_committed_block_count or 0
                 raise _Moved() from None

@@ -1,0 +1,88 @@
+"""What an operator sees at start-up: one line saying whether collection works and where data goes, and a
+bad setting reported once, loudly, without ever becoming the app's errors.
+
+The line goes to our logger (``mdc_middleware``) at INFO. Servers configure their own loggers, not ours: when
+nothing would print it (no handler anywhere up the logger's chain, or INFO filtered out), it is written to
+stderr as well, once per process and destination, so a person starting the server always sees it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from typing import Dict, Optional, Sequence
+
+from .config import ConfigError, Settings
+
+logger = logging.getLogger("mdc_middleware")
+
+_lock = threading.Lock()
+_announced: set = set()
+state: Dict[str, object] = {"enabled": 0, "config_errors": 0}  # read by runtime.metrics()
+
+
+def describe(settings: Settings, routes: Sequence[str] = ()) -> str:
+    """The start-up line: on or off, where rows go (no secret), what is captured, how it is written."""
+    if not settings.enabled:
+        return ("mdc: collection is OFF (set MDC_ENABLED=true or AML_MODEL_DC_STORAGE_ENABLED=true to collect); "
+                "requests pass through untouched")
+    if settings.uses_blob_storage:
+        where = f"Azure Blob Storage {settings.storage_endpoint}, container {settings.container!r}"
+    else:
+        where = f"local folder {os.path.abspath(os.path.join(settings.local_dir, settings.container))}"
+    journal = settings.resolved_spool_dir
+    parts = [f"mdc: collection is ON (pid {os.getpid()}): writing {settings.format.upper()} to {where}",
+             f"routes {', '.join(routes) if routes else 'every POST'}" if routes is not None else "",
+             f"sample rate {settings.sample_rate:g}" if settings.sample_rate < 1 else "",
+             f"encoder {settings.encoder}",
+             f"journal and spool {journal}" if journal else "no journal (MDC_SPOOL_DIR unset: a killed process "
+             f"loses up to {settings.flush_interval:g} s of rows)",
+             f"flush every {settings.flush_interval:g} s"]
+    return "; ".join(p for p in parts if p)
+
+
+def announce(settings: Settings, routes: Optional[Sequence[str]] = None) -> None:
+    """Log the start-up line once per process and destination (a forked worker says it again)."""
+    key = (os.getpid(), settings.sink_key(), tuple(routes) if routes is not None else None, settings.enabled)
+    with _lock:
+        if key in _announced:
+            return
+        _announced.add(key)
+        if settings.enabled:
+            state["enabled"] = 1
+    _emit(logging.INFO, describe(settings, routes))
+
+
+def refuse(error: ConfigError, where: str) -> None:
+    """A setting that cannot work: said once per process and message, loudly; counted. ``where``: what
+    happens now, in a sentence."""
+    message = f"mdc: collection is OFF because of a bad setting: {error}. {where} Fix the setting and restart."
+    with _lock:
+        state["config_errors"] = int(state["config_errors"]) + 1  # type: ignore[call-overload]
+        key = (os.getpid(), str(error))
+        if key in _announced:
+            return
+        _announced.add(key)
+    _emit(logging.ERROR, message)
+
+
+def _emit(level: int, message: str) -> None:
+    logger.log(level, message)
+    if not _printed(level):
+        print(message, file=sys.stderr, flush=True)
+
+
+def _printed(level: int) -> bool:
+    """Whether a record of this level on our logger reaches a handler (Python's last resort prints WARNING
+    and up when there is none)."""
+    if not logger.isEnabledFor(level):
+        return False
+    current: Optional[logging.Logger] = logger
+    while current is not None:
+        if any(level >= handler.level for handler in current.handlers):
+            return True
+        if not current.propagate:
+            return False
+        current = current.parent
+    return level >= logging.WARNING
