@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
 
 from .handoff import HandoffQueue
+from .memory import MemoryReleaser
 from .metrics import Metrics
 from .paths import Target
 from .capture import Capture, RawCapture, body_bytes, plan_by_id, warn_once
@@ -143,6 +144,7 @@ class Writer:
         self._oldest_pending: Optional[float] = None
         self._last_pause = 0.0
         self._generation: Optional[Generation] = None  # the journal segment of the rows pending now
+        self._memory = MemoryReleaser()
         self._unjournaled_since: Optional[float] = None
         self._column_sets: Dict[Tuple[Target, str], set] = {}  # (target, day folder) → headers written there
         # delivery state, shared under _cond
@@ -295,6 +297,8 @@ class Writer:
         """Take one item (or time out) and seal batches that are due; True when told to stop."""
         timeout = (self.flush_interval if self._oldest_pending is None
                    else max(0.0, self._oldest_pending + self.flush_interval - time.monotonic()))
+        if self._memory.pending:  # look again once the work has settled, to give its memory back
+            timeout = min(timeout, self._memory.SETTLE)
         try:
             item, nbytes = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
             self._bytes_out += nbytes  # it leaves the queue's byte bound here, whatever happens to it next
@@ -306,7 +310,9 @@ class Writer:
             return item.stop
         if type(item) is tuple:  # a captured request: take the run of them waiting behind it too
             run = self._queue.pop_run(tuple, _CAPTURE_RUN - 1, _CAPTURE_RUN_BYTES - nbytes)
-            self._bytes_out += sum(nbytes for _, nbytes in run)
+            run_bytes = nbytes + sum(nbytes for _, nbytes in run)
+            self._bytes_out += run_bytes - nbytes
+            self._memory.worked_through(run_bytes)
             captures = [item, *(capture for capture, _ in run)]
             if self._past_stop_deadline():
                 for _ in captures:  # no time left to encode them: counted, never lost silently
@@ -322,6 +328,8 @@ class Writer:
         if self._unjournaled_since is not None and (
                 not self._queue.qsize() or time.monotonic() - self._unjournaled_since >= JOURNAL_INTERVAL):
             self._write_journal()
+        if not self._queue.qsize():
+            self._memory.release_if_due()
         if self._pending_rows and (
                 self._pending_rows >= self.batch_rows or self._pending_bytes >= self.batch_bytes
                 or time.monotonic() - (self._oldest_pending or 0.0) >= self.flush_interval):
