@@ -32,6 +32,7 @@ from multiprocessing.connection import Connection, Pipe
 from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 
 from .capture import Capture, RawCapture, plan_by_id
+from .backoff import Backoff
 from .encoder import Encoded, encode_captures
 from .metrics import Metrics
 
@@ -54,11 +55,18 @@ class EncoderProcess:
         self.metrics = metrics
         self.batch_timeout = batch_timeout
         self.start_timeout = start_timeout
-        self.first_backoff = first_backoff
+        self._backoff = Backoff(first_backoff, _MAX_BACKOFF)  # between helpers that failed
         self._unpicklable: Set[int] = set()      # plans encoded in-process, e.g. for a lambda in their rules
-        self._failures = 0
-        self._next_start = 0.0
         self._reset()
+
+    @property
+    def first_backoff(self) -> float:
+        """Seconds before starting a helper again after the first failure (doubling after each)."""
+        return self._backoff.first
+
+    @first_backoff.setter
+    def first_backoff(self, seconds: float) -> None:
+        self._backoff.first = seconds
 
     def _reset(self) -> None:
         self._process: Optional[subprocess.Popen] = None
@@ -75,7 +83,7 @@ class EncoderProcess:
     def available(self) -> bool:
         """True when a helper is ready for a batch; starts one when none runs and the backoff allows."""
         if self._process is None:
-            if time.monotonic() >= self._next_start:
+            if self._backoff.ready():
                 self._start()
             return False
         if self._ready:
@@ -86,7 +94,7 @@ class EncoderProcess:
                 self._ready = pickle.loads(self._conn.recv_bytes()) == ("ready",)
                 if not self._ready:
                     raise ValueError("unexpected first message")
-                self._failures = 0
+                self._backoff.succeeded()
                 logger.debug("mdc: encoder process %d ready", self._process.pid)
             elif time.monotonic() - self._started > self.start_timeout or self._process.poll() is not None:
                 raise TimeoutError("the helper did not start")
@@ -173,11 +181,9 @@ class EncoderProcess:
 
     def _fail(self, exc: BaseException) -> None:
         self.metrics.add("encoder_failures")
-        self._failures += 1
-        backoff = min(_MAX_BACKOFF, self.first_backoff * 2 ** min(self._failures - 1, 6))
+        backoff = self._backoff.failed()
         logger.warning("mdc: the encoder process failed (%s: %s); encoding in the server process, next try in %.0f s",
                        type(exc).__name__, exc, backoff)
-        self._next_start = time.monotonic() + backoff
         self.close()
 
     def close(self, timeout: float = 2.0) -> None:
@@ -198,8 +204,7 @@ class EncoderProcess:
         if self._conn is not None:
             self._conn.close()
         self._reset()
-        self._failures = 0
-        self._next_start = 0.0
+        self._backoff.succeeded()
 
 
 def _serve(conn: Connection) -> None:

@@ -267,7 +267,9 @@ def test_a_run_of_captures_stops_at_another_kind_at_the_count_and_at_the_bytes()
 def test_captures_are_encoded_in_runs_bounded_by_count_and_by_body_bytes():
     """Between two pauses the batcher encodes at most 16 captures or about 8 KiB of their bodies, in order;
     a reason (a str) in place of a body counts for nothing."""
-    from mdc_middleware.writer import _ENCODE_CHUNK, _ENCODE_CHUNK_BYTES, _chunks
+    from mdc_middleware.capture_encoding import ENCODE_CHUNK as _ENCODE_CHUNK
+    from mdc_middleware.capture_encoding import ENCODE_CHUNK_BYTES as _ENCODE_CHUNK_BYTES
+    from mdc_middleware.capture_encoding import _chunks
 
     small = [(0, b"x" * 10, (), b"y" * 10, "", "", f"id-{i}", "", 0.0) for i in range(40)]
     large = [(0, b"x" * 3000, (), "body_too_large", "", "", f"big-{i}", "", 0.0) for i in range(7)]
