@@ -26,6 +26,12 @@ from .analysis.read import inventory, read_collected
 from .analysis.source import describe_source, open_source
 
 EXIT_DRIFT = 3
+
+
+class _NotCompared(click.ClickException):
+    """Nothing could be compared: no verdict (exit 2), never "no drift"."""
+
+    exit_code = 2
 _DATE = click.DateTime(formats=["%Y-%m-%d"])
 
 
@@ -64,11 +70,32 @@ class _Context:
              as_text: bool = True) -> pd.DataFrame:
         from tqdm import tqdm
 
+        if start is not None and end is not None and start > end:
+            raise click.UsageError(f"--from {start:%Y-%m-%d} is after --to {end:%Y-%m-%d}")
+
         def progress(files):
             return tqdm(files, desc=f"reading {designation}", unit="file", file=sys.stderr, disable=None)
 
-        return read_collected(self.source, designation, model=model, version=version, start=_day(start),
-                              end=_day(end), as_text=as_text, progress=progress)
+        frame = read_collected(self.source, designation, model=model, version=version, start=_day(start),
+                               end=_day(end), as_text=as_text, progress=progress)
+        if frame.empty:
+            self.check_names(designation, model, version)
+        return frame
+
+    def check_names(self, designation: Optional[str], model: Optional[str], version: Optional[str]) -> None:
+        """A designation, model or version that is nowhere in the data is a typo: say what there is (exit 1)."""
+        entries = inventory(self.source)
+        where = describe_source(self.source)
+        if not entries:
+            raise click.ClickException(f"no collected data in {where}")
+        for label, wanted, present in (
+                ("designation", designation, {e.designation for e in entries}),
+                ("model", model, {e.model for e in entries if designation in (None, e.designation)}),
+                ("version", version, {e.version for e in entries if model in (None, e.model)
+                                      and designation in (None, e.designation)})):
+            if wanted is not None and str(wanted) not in present and "" not in present:
+                raise click.ClickException(f"no {label} {wanted!r} in {where}; there is: "
+                                           f"{', '.join(sorted(present)) or 'none'}")
 
 
 def _take_source_option(ctx: click.Context, param: click.Parameter, value: Any) -> None:
@@ -107,10 +134,47 @@ def _source_options(function):
     return function
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Storage and file errors end in one line saying what happened and what to check (``--debug``: the
+    traceback); a missing extra names its pip command."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                raise
+            raise click.ClickException(_explain(exc, ctx.find_object(_Context))) from None
+
+
+def _explain(exc: Exception, context: Optional["_Context"]) -> str:
+    where = describe_source(context._source) if context is not None and context._source is not None else "storage"
+    if isinstance(exc, ModuleNotFoundError):
+        extra = "analysis" if exc.name in ("scipy", "matplotlib") else "cli"
+        return f"this needs {exc.name}: pip install 'mdc-middleware[{extra}]'"
+    try:
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+    except ImportError:  # pragma: no cover
+        AzureError = ResourceNotFoundError = ()  # type: ignore[misc,assignment]
+    if isinstance(exc, ResourceNotFoundError) and "ContainerNotFound" in str(getattr(exc, "error_code", "")):
+        return f"{where}: the container does not exist; check MDC_CONTAINER (or the container in --account-url)"
+    if isinstance(exc, AzureError):
+        from .sinks.blob import describe
+
+        return (f"could not read {where}: {describe(exc)}. Check the account URL or connection string, the "
+                "key or SAS (it needs read and list), and that the storage is reachable. --debug shows more.")
+    if isinstance(exc, OSError):
+        return f"could not read {where}: {exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc} (--debug shows the traceback)"
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @_source_options
+@click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 @click.pass_context
-def main(ctx: click.Context) -> None:
+def main(ctx: click.Context, debug: bool) -> None:
     """Read back what mdc-middleware (or Azure ML's ModelDataCollector) collected."""
     ctx.ensure_object(_Context)
 
@@ -126,6 +190,8 @@ def ls_command(context: _Context, model: Optional[str], version: Optional[str], 
                as_json: bool) -> None:
     """Models, versions, designations and the days present."""
     entries = inventory(context.source, model=model, version=version, designation=designation)
+    if not entries and (model or version or designation):
+        context.check_names(designation, model, version)
     if as_json:
         for entry in entries:
             row = dict(entry.__dict__, first_day=entry.first_day.isoformat(), last_day=entry.last_day.isoformat())
@@ -136,6 +202,16 @@ def ls_command(context: _Context, model: Optional[str], version: Optional[str], 
         return
     table = pd.DataFrame([entry.__dict__ for entry in entries])
     click.echo(table.to_string(index=False))
+
+
+OUTPUTS = (".csv", ".parquet")
+
+
+def _check_output(output: Optional[str]) -> None:
+    """Before any reading: an output the command cannot write is a usage error."""
+    if output not in (None, "-") and not str(output).lower().endswith(OUTPUTS):
+        raise click.UsageError(f"-o {output}: the output is written as CSV (.csv) or Parquet (.parquet); "
+                               "'-' or none for CSV on stdout")
 
 
 def _write(frame: pd.DataFrame, output: Optional[str]) -> None:
@@ -152,7 +228,7 @@ def _write(frame: pd.DataFrame, output: Optional[str]) -> None:
         try:
             frame.to_parquet(output, index=False)
         except ImportError as exc:
-            raise click.ClickException(f"Parquet needs pyarrow: {exc}") from None
+            raise click.ClickException(f"Parquet needs pyarrow: pip install 'mdc-middleware[cli]' ({exc})") from None
     else:
         with open(output, "w", encoding="utf-8", newline="") as file:
             frame.to_csv(RowsEndingInNewline(file.write), index=False, lineterminator="\r\n")
@@ -167,7 +243,8 @@ def _write(frame: pd.DataFrame, output: Optional[str]) -> None:
 def read_command(context: _Context, designation: str, model: Optional[str], version: Optional[str],
                  start: Any, end: Any, output: Optional[str]) -> None:
     """Rows of one designation, every data*.csv of each day, as CSV or Parquet."""
-    parquet = bool(output and output.endswith(".parquet"))
+    _check_output(output)
+    parquet = bool(output and output.lower().endswith(".parquet"))
     frame = context.read(designation, model, version, start, end, as_text=not parquet)
     _write(frame, output)
     click.echo(f"{len(frame)} rows", err=True)
@@ -185,7 +262,8 @@ def join_command(context: _Context, model: Optional[str], version: Optional[str]
     """Inputs beside their predictions, on the correlation id; redelivered rows removed."""
     from .analysis.join import join_predictions
 
-    parquet = bool(output and output.endswith(".parquet"))
+    _check_output(output)
+    parquet = bool(output and output.lower().endswith(".parquet"))
     inputs = context.read("inputs", model, version, start, end, as_text=not parquet)
     predictions = context.read("predictions", model, version, start, end, as_text=not parquet)
     result = join_predictions(inputs, predictions, how=how)
@@ -240,26 +318,37 @@ def tail_command(context: _Context, designation: str, model: Optional[str], vers
 @click.option("--threshold", type=float, default=30.0, show_default=True,
               help="Drift magnitude (0-100), overall or on any day, at which the exit code is 3.")
 @click.option("--psi-threshold", type=float, default=0.2, show_default=True,
-              help="PSI at which a feature is reported as drifted.")
+              help="PSI at which a feature has drifted.")
+@click.option("--drift-share", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Share of the compared features that must drift for the exit code 3.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write the HTML report here.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the JSON summary here ('-': stdout).")
 @click.pass_obj
 def drift_command(context: _Context, baseline: str, model: Optional[str], version: Optional[str], start: Any,
                   end: Any, designation: str, features: Optional[str], threshold: float, psi_threshold: float,
-                  html_path: Optional[str], json_path: Optional[str]) -> None:
-    """Drift of collected inputs from a training baseline; exit code 3 when over the threshold."""
+                  drift_share: float, html_path: Optional[str], json_path: Optional[str]) -> None:
+    """Drift of collected data from a training baseline: exit code 3 on drift, 2 when nothing could be
+    compared (no feature in common, an empty or unreadable baseline), 1 on other errors."""
     from .analysis.drift import compute_drift
 
-    base = pd.read_parquet(baseline) if baseline.endswith(".parquet") else pd.read_csv(baseline)
+    try:
+        import scipy  # noqa: F401
+    except ImportError:
+        raise click.ClickException("mdc drift needs scipy and matplotlib: pip install 'mdc-middleware[analysis]'")
+    try:
+        base = pd.read_parquet(baseline) if baseline.endswith(".parquet") else pd.read_csv(baseline)
+    except Exception as exc:  # a binary file, an empty one, a broken CSV
+        raise _NotCompared(f"--baseline {baseline}: not a readable CSV or Parquet file ({type(exc).__name__})")
     target = context.read(designation, model, version, start, end, as_text=False)
     if target.empty:
         raise click.ClickException(f"no collected {designation} rows in {describe_source(context.source)} "
                                    "for these filters")
     chosen = [f.strip() for f in features.split(",")] if features else None
     try:
-        result = compute_drift(base, target, features=chosen, threshold=threshold, psi_threshold=psi_threshold)
+        result = compute_drift(base, target, features=chosen, threshold=threshold, psi_threshold=psi_threshold,
+                               drift_share=drift_share)
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise _NotCompared(f"--baseline {baseline}: {exc}") from None
     summary = json.dumps(result.to_dict(), indent=2)
     if json_path == "-":
         click.echo(summary)
@@ -268,14 +357,18 @@ def drift_command(context: _Context, baseline: str, model: Optional[str], versio
     if html_path:
         from .analysis.report import render_html
 
-        Path(html_path).write_text(render_html(result, base, target), encoding="utf-8")
-    verdict = "DRIFT" if result.drifted else "ok"
+        about = {"source": describe_source(context.source), "designation": designation,
+                 "model": model or "all", "version": version or "all", "baseline": baseline}
+        Path(html_path).write_text(render_html(result, base, target, about=about), encoding="utf-8")
+    drifted, compared = result.drifted_features, result.compared_features
     worst = max(result.days, key=lambda day: day.magnitude, default=None)
-    click.echo(f"drift magnitude {result.overall.magnitude:.1f}"
+    click.echo(f"{'DRIFT' if result.drifted else 'no drift'}: {len(drifted)} of {len(compared)} features drifted"
+               + (f" ({', '.join(drifted)})" if drifted else "")
+               + f"; magnitude {result.overall.magnitude:.1f}"
                + (f", worst day {worst.label} {worst.magnitude:.1f}" if worst else "")
-               + f" (threshold {threshold:g}): {verdict}; "
-               f"{result.overall.rows} rows over {len(result.days)} day(s); features over PSI "
-               f"{psi_threshold:g}: {', '.join(result.drifted_features) or 'none'}", err=json_path == "-")
+               + f"; {result.overall.rows:,} rows over {len(result.days)} day(s). Drift: a feature at PSI "
+               f"{psi_threshold:g} or distance {threshold / 100:g}; {drift_share:.0%} of the features, or magnitude "
+               f"{threshold:g}", err=json_path == "-")
     if result.drifted:
         sys.exit(EXIT_DRIFT)
 

@@ -14,11 +14,11 @@ import json
 import logging
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
-from .capture import Capture
+from .capture import Capture, warn_once
 from .metrics import Metrics
 from .paths import Target
-from .records import (META_COLUMNS, CsvLines, Record, default_prefix, encode, header_line, infer_columns,
-                      plain_lines)
+from .records import (META_COLUMNS, CsvLines, Record, default_prefix, encode, header_line, infer_columns, is_reserved,
+                      plain_lines, unreserved)
 
 logger = logging.getLogger("mdc_middleware")
 
@@ -78,6 +78,7 @@ def encode_captures(captures: Iterable[Capture], metrics: Metrics, neutralize_fo
                      and bool(record.columns))
             if small:
                 columns = tuple(record.columns)  # what _rows_text gives, with no rules to apply
+                _count_reserved(columns, len(record.data), metrics)
             else:
                 written = _rows_text(record, metrics, neutralize_formulas)
                 if written is None:
@@ -168,6 +169,7 @@ def _rows_text(record: Record, metrics: Metrics, neutralize_formulas: bool
                ) -> Optional[Tuple[Tuple[str, ...], int, str]]:
     """(columns, rows, CSV text) of a record, or None when it had to be withheld (counted with a reason)."""
     columns = record.columns or infer_columns(record.data, default_prefix(record.target.designation))
+    _count_reserved(columns, record.rows, metrics)
     try:
         record, columns = record.with_rules_applied(columns)
     except Exception:  # a redaction function of the app's that raised: withhold, never write unredacted
@@ -188,13 +190,22 @@ def _rows_text(record: Record, metrics: Metrics, neutralize_formulas: bool
     return columns, rows, text
 
 
+def _count_reserved(columns: Sequence[str], rows: int, metrics: Metrics) -> None:
+    renamed = sum(1 for name in columns if is_reserved(name))
+    if renamed:
+        metrics.skip("reserved_name_renamed", renamed)
+        warn_once(("reserved", tuple(columns)), "mdc: a payload or collect() column is named like the correlation "
+                  "columns ($aml_*, $mdc_*); it is written as _<name> (counted as reserved_name_renamed; logged once "
+                  "per set of columns)")
+
+
 # NUL ends a cell without a word in readers written in C: pandas before 3.0 reads "a\0b" as "a". It is written
 # as U+FFFD, the replacement character, and counted (nul_replaced); as one lone surrogate is (a JSON escape).
 _NUL, _REPLACEMENT = "\x00", "\ufffd"
 
 
 def _header(columns: Sequence[str]) -> str:
-    header = header_line(columns)
+    header = header_line(unreserved(columns))
     if not header.isascii():
         header = header.encode("utf-8", "replace").decode("utf-8")  # column names from payload keys
     return header.replace(_NUL, _REPLACEMENT) if _NUL in header else header

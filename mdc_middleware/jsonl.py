@@ -29,7 +29,8 @@ import orjson
 from .encoder import Encoded
 from .metrics import Metrics
 from .paths import COLLECTIONS, Target
-from .records import Record, _json_value, default_prefix, format_timestamp, infer_columns, rows_as_lists
+from .records import (Record, _json_value, default_prefix, format_timestamp, infer_columns, rows_as_lists,
+                      unreserved)
 
 logger = logging.getLogger("mdc_middleware")
 
@@ -50,7 +51,8 @@ def encode_record_jsonl(record: Record, metrics: Metrics, counted: bool) -> Opti
         metrics.drop("field_rules_error", record.rows or 1)
         return None
     try:
-        rows = [dict(zip(columns, (_value(v) for v in row))) for row in rows_as_lists(record.data, columns)]
+        names = unreserved(columns)  # a client's "$aml_…" key never passes for ours when read back
+        rows = [dict(zip(names, (_value(v) for v in row))) for row in rows_as_lists(record.data, columns)]
         if not rows:
             return None
         data = orjson.dumps(rows, default=_json_value, option=_OPTIONS)

@@ -37,6 +37,35 @@ META_COLUMNS: Tuple[str, ...] = (
     CORRELATION_ID, SCORING_TIMESTAMP, BOUNDARY, "$aml_workspace", "$aml_service_name",
     "$aml_model_name", "$aml_model_version", "$aml_request_id",
 )
+# Column names the readers take as ours. A payload or collect() column named like them (a client sending
+# {"$aml_dc_correlation_id": "forged"}) is written under "_" + its name: a header never holds a name twice, and
+# no reader joins on a value a client chose. ($mdc_header_* columns are the middleware's, from MDC_COLLECT_HEADERS.)
+RESERVED_PREFIXES = ("$aml_", "$mdc_")
+OURS = "$mdc_header_"
+
+
+def is_reserved(name: str) -> bool:
+    return name.startswith(RESERVED_PREFIXES) and not name.startswith(OURS)
+
+
+def unreserved(columns: Sequence[str]) -> Tuple[str, ...]:
+    """The names as written in a header: reserved ones prefixed with "_" until they are neither reserved nor
+    taken by another column."""
+    if not any(is_reserved(name) for name in columns):
+        return tuple(columns)
+    taken = set(columns) | set(META_COLUMNS)
+    out = []
+    for name in columns:
+        if is_reserved(name):
+            renamed = "_" + name
+            while renamed in taken:
+                renamed = "_" + renamed
+            taken.add(renamed)
+            name = renamed
+        out.append(name)
+    return tuple(out)
+
+
 LINE_END = "\n"
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")

@@ -261,3 +261,30 @@ def test_a_multipart_body_of_100000_parts_is_skipped_before_it_is_parsed(setting
                       for i in range(MAX_MULTIPART_PARTS)) + b"--b--\r\n"
     (record,) = _parse_multipart(fields, "multipart/form-data; boundary=b", Metrics(), "inputs")
     assert len(record) == MAX_MULTIPART_PARTS
+
+
+def test_a_client_cannot_forge_the_correlation_columns(settings, data_dir):
+    """A body naming our columns: written as _<name>, once each in the header; joins use the real ids."""
+    import pandas as pd
+    from fastapi.testclient import TestClient
+
+    from mdc_middleware.analysis import read_collected
+    from mdc_middleware.analysis.join import join_predictions
+
+    from .test_asgi import make_app
+
+    body = [{"$aml_dc_correlation_id": "forged", "$aml_request_id": "x", "$mdc_row_json": "y", "a": 1}]
+    with TestClient(make_app(settings=settings, routes=["/echo"])) as client:
+        client.post("/echo", json=body)
+    mdc_middleware.flush(10)
+    (path,) = [p for p in data_dir.rglob("*.csv") if "/inputs/" in p.as_posix()]
+    header = path.read_text().splitlines()[0].split(",")
+    assert len(header) == len(set(header))
+    assert {"_$aml_dc_correlation_id", "_$aml_request_id", "_$mdc_row_json"} <= set(header)
+    inputs = read_collected(data_dir, "inputs", as_text=True)
+    assert inputs["$aml_dc_correlation_id"].tolist() != ["forged"] and inputs["_$aml_dc_correlation_id"].tolist() == [
+        "forged"]
+    joined = join_predictions(inputs, read_collected(data_dir, "predictions", as_text=True)).frame
+    assert len(joined) == 1 and joined["$aml_dc_correlation_id"].tolist() == inputs["$aml_dc_correlation_id"].tolist()
+    assert mdc_middleware.metrics()["skipped"]["reserved_name_renamed"] >= 3
+    assert isinstance(inputs, pd.DataFrame)

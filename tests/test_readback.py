@@ -244,7 +244,7 @@ def test_drift_without_collected_rows_is_a_clear_error(data_dir, tmp_path):
     data_dir.mkdir(parents=True)
     pd.DataFrame({"a": [1.0]}).to_csv(tmp_path / "train.csv", index=False)
     result = runner().invoke(main, ["--data", str(data_dir), "drift", "--baseline", str(tmp_path / "train.csv")])
-    assert result.exit_code == 1 and "no collected inputs rows" in result.stderr
+    assert result.exit_code == 1 and "no collected data in" in result.stderr
 
 
 def test_missing_data_folder_is_a_clear_error(tmp_path):
@@ -364,3 +364,69 @@ def test_join_where_nothing_joins_says_so_and_fails(settings, data_dir):
     result = runner().invoke(main, ["--data", str(data_dir), "join", "-o", "-"])
     assert result.exit_code == 1
     assert "no input joined a prediction" in result.stderr and "3 inputs without a prediction" in result.stderr
+
+
+@pytest.fixture
+def small_collection(settings, data_dir):
+    collector = ModelDataCollector("iris", designation="inputs", feature_names=["zip", "x"], settings=settings)
+    for i in range(50):
+        collector.collect([["00501", i * 0.1]])
+    mdc_middleware.flush(10)
+    return data_dir
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["read", "input"], 1, "no designation 'input' in"),
+    (["read", "inputs", "--model", "irs"], 1, "no model 'irs' in"),
+    (["read", "inputs", "--version", "2"], 1, "no version '2' in"),
+    (["ls", "--designation", "input"], 1, "there is: inputs"),
+    (["read", "inputs", "--from", "2026-12-07", "--to", "2026-12-01"], 2, "is after --to"),
+    (["read", "inputs", "-o", "x.xlsx"], 2, "CSV (.csv) or Parquet (.parquet)"),
+])
+def test_cli_typos_and_impossible_requests_fail_saying_what_exists(small_collection, args, code, message):
+    result = runner().invoke(main, ["--data", str(small_collection), *args])
+    assert result.exit_code == code, result.output
+    assert message in (result.stderr if code else result.output) or message in result.output
+
+
+def test_drift_with_nothing_to_compare_is_an_error_not_ok(small_collection, tmp_path):
+    (tmp_path / "base.csv").write_text("q,r\n1,2\n")
+    (tmp_path / "binary.csv").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "empty.csv").write_text("zip,x\n")
+    for baseline, message in (("base.csv", "share no feature"), ("binary.csv", "not a readable CSV"),
+                              ("empty.csv", "the baseline has no rows")):
+        result = runner().invoke(main, ["--data", str(small_collection), "drift", "--baseline",
+                                        str(tmp_path / baseline)])
+        assert result.exit_code == 2, (baseline, result.output)
+        assert message in result.stderr and "Traceback" not in result.output
+
+
+def test_a_storage_failure_is_one_line_naming_where_and_why():
+    from .conftest import free_port
+
+    port = free_port()
+    connection = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+                  f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;")
+    result = runner().invoke(main, ["--connection-string", connection, "read", "inputs"])
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "connection refused" in lines[0], result.stderr
+
+
+def test_parquet_keeps_every_value_as_collected(settings, data_dir, tmp_path):
+    """Leading zeros, a version like 1.10, empty request ids, and the timestamp as a UTC time."""
+    collector = ModelDataCollector("m", designation="inputs", feature_names=["zip", "x", "n"],
+                                   settings=settings.replace(model_version="1.10"))
+    collector.collect([["00501", 1.5, 3], ["02134", 0.1, None]])
+    mdc_middleware.flush(10)
+    out = tmp_path / "x.parquet"
+    result = runner().invoke(main, ["--data", str(data_dir), "read", "inputs", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_parquet(out)
+    assert frame["zip"].tolist() == ["00501", "02134"]
+    assert frame["x"].tolist() == [1.5, 0.1]
+    assert frame["n"].tolist()[0] == 3 and pd.isna(frame["n"].tolist()[1])
+    assert set(frame["$aml_model_version"]) == {"1.10"} and set(frame["$aml_request_id"]) == {""}
+    assert str(frame["$aml_dc_scoring_timestamp"].dtype).startswith("datetime64") and \
+        str(frame["$aml_dc_scoring_timestamp"].dt.tz) == "UTC"
+    assert frame["$aml_dc_boundary"].tolist() == [1440, 1440]

@@ -7,6 +7,12 @@ distribution) to 100 (completely separable), but is computed from the features t
 from a trained classifier, so it is deterministic and explains itself: it is 100 × the mean per-feature
 distance (the KS statistic for numeric features, total variation distance for categorical ones; both
 are 0 for equal distributions and 1 for disjoint ones).
+
+The verdict follows from the features it shows, as Evidently's dataset drift does: a feature has drifted when
+its PSI reaches ``psi_threshold`` (0.2, the usual "significant shift") or its distance reaches
+``threshold`` / 100; the data has drifted when at least ``drift_share`` of the compared features (half, by
+default) have, or the magnitude reaches ``threshold``, on the whole range or on any one day. Nothing compared
+(no feature in common, an empty baseline) is an error, never "no drift".
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ class FeatureDrift:
     chi2_pvalue: Optional[float] = None
     wasserstein: Optional[float] = None
     wasserstein_normalized: Optional[float] = None  # in baseline standard deviations
+    drifted: bool = False
 
 
 @dataclass
@@ -47,6 +54,11 @@ class DriftWindow:
     magnitude: float
     features: List[FeatureDrift] = field(default_factory=list)
 
+    @property
+    def drifted_share(self) -> float:
+        """The share of compared features that drifted here."""
+        return sum(f.drifted for f in self.features) / len(self.features) if self.features else 0.0
+
 
 @dataclass
 class DriftResult:
@@ -56,26 +68,42 @@ class DriftResult:
     overall: DriftWindow
     days: List[DriftWindow]
     skipped_features: Dict[str, str]
+    drift_share: float = 0.5
+
+    def window_drifted(self, window: DriftWindow) -> bool:
+        return bool(window.features) and (window.drifted_share >= self.drift_share
+                                          or window.magnitude >= self.threshold)
 
     @property
     def drifted(self) -> bool:
-        """Over the threshold on the whole range or on any one day: a shift that started yesterday
-        must alert even while older days still dilute the overall figure."""
-        return any(window.magnitude >= self.threshold for window in [self.overall, *self.days])
+        """Drifted on the whole range or on any one day: a shift that started yesterday must alert even while
+        older days still dilute the overall figures."""
+        return any(self.window_drifted(window) for window in [self.overall, *self.days])
 
     @property
     def drifted_features(self) -> List[str]:
-        """Features at or over the PSI threshold on the whole range or on any day."""
+        """Features that drifted on the whole range or on any day."""
         names: Dict[str, None] = {}
         for window in [self.overall, *self.days]:
-            names.update((f.feature, None) for f in window.features if f.psi >= self.psi_threshold)
+            names.update((f.feature, None) for f in window.features if f.drifted)
         return list(names)
+
+    @property
+    def compared_features(self) -> List[str]:
+        return [f.feature for f in self.overall.features]
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["drifted"] = self.drifted
         out["drifted_features"] = self.drifted_features
+        for window, data in zip([self.overall, *self.days], [out["overall"], *out["days"]]):
+            data["drifted_share"] = window.drifted_share
+            data["drifted"] = self.window_drifted(window)
         return _finite(out)
+
+
+class NothingCompared(ValueError):
+    """No feature could be compared: no verdict can be given."""
 
 
 def _finite(value):
@@ -90,8 +118,11 @@ def _finite(value):
 
 
 def compute_drift(baseline: pd.DataFrame, target: pd.DataFrame, *, features: Optional[Sequence[str]] = None,
-                  threshold: float = 30.0, psi_threshold: float = 0.2, bins: int = 10) -> DriftResult:
-    """Drift of ``target`` (collected inputs) from ``baseline`` over the whole range and per day."""
+                  threshold: float = 30.0, psi_threshold: float = 0.2, bins: int = 10,
+                  drift_share: float = 0.5) -> DriftResult:
+    """Drift of ``target`` (collected inputs) from ``baseline`` over the whole range and per day.
+
+    Raises ``NothingCompared`` when no feature could be compared (none in common, or none with values)."""
     skipped: Dict[str, str] = {}
     if features is None:
         features = [c for c in baseline.columns if c in target.columns and c not in META_COLUMNS]
@@ -108,18 +139,37 @@ def compute_drift(baseline: pd.DataFrame, target: pd.DataFrame, *, features: Opt
             skipped[name] = "no values in the baseline"
         else:
             profiles[name] = profile
-    overall = _window("overall", target, profiles)
+    def drifted(feature: FeatureDrift) -> FeatureDrift:
+        feature.drifted = bool(feature.psi >= psi_threshold or 100.0 * feature.distance >= threshold)
+        return feature
+
+    overall = _window("overall", target, profiles, drifted)
+    if not overall.features:
+        data = [c for c in target.columns if c not in META_COLUMNS]
+        base = [c for c in baseline.columns if c not in META_COLUMNS]
+        if not len(baseline):
+            raise NothingCompared("nothing to compare: the baseline has no rows")
+        if not profiles:
+            raise NothingCompared(f"nothing to compare: the baseline's columns ({_names(base)}) and the collected "
+                                  f"data's ({_names(data)}) share no feature with values")
+        raise NothingCompared("nothing to compare: the collected data has no values in the features it shares "
+                              f"with the baseline ({_names(list(profiles))})")
     days = []
     if SCORING_TIMESTAMP in target.columns and len(target):
         stamps = pd.to_datetime(target[SCORING_TIMESTAMP], utc=True, errors="coerce")
         for day, rows in target.groupby(stamps.dt.date):
-            days.append(_window(day.isoformat() if isinstance(day, dt.date) else str(day), rows, profiles))
-    return DriftResult(len(baseline), threshold, psi_threshold, overall, days, skipped)
+            days.append(_window(day.isoformat() if isinstance(day, dt.date) else str(day), rows, profiles, drifted))
+    return DriftResult(len(baseline), threshold, psi_threshold, overall, days, skipped, drift_share)
 
 
-def _window(label: str, frame: pd.DataFrame, profiles: Dict[str, "_Profile"]) -> DriftWindow:
+def _names(columns: Sequence[str], most: int = 8) -> str:
+    shown = ", ".join(str(c) for c in list(columns)[:most])
+    return (shown + f", … {len(columns) - most} more" if len(columns) > most else shown) or "none"
+
+
+def _window(label: str, frame: pd.DataFrame, profiles: Dict[str, "_Profile"], judge) -> DriftWindow:
     drifts = [profile.compare(name, frame[name]) for name, profile in profiles.items()]
-    drifts = [d for d in drifts if d is not None]
+    drifts = [judge(d) for d in drifts if d is not None]
     magnitude = 100.0 * float(np.mean([d.distance for d in drifts])) if drifts else 0.0
     return DriftWindow(label, len(frame), round(magnitude, 3), drifts)
 

@@ -134,7 +134,7 @@ def read_collected(source: Source, designation: Optional[str] = None, *, model: 
     ``as_text`` keeps every cell exactly as written (strings, empty cells as ""), for byte-exact checks.
     ``progress`` wraps the list of files (e.g. ``tqdm``) to show downloads as they go.
     """
-    options = dict(dtype=str, keep_default_na=False) if as_text else {}
+    options = dict(dtype=str, keep_default_na=False)  # typed below, column by column, never by guessing
     frames = []
     files = list_data_files(source, designation=designation, model=model, version=version, start=start, end=end)
     for name, _ in (progress(files) if progress else files):
@@ -143,13 +143,13 @@ def read_collected(source: Source, designation: Optional[str] = None, *, model: 
         else:
             handle = name
         if str(name).endswith(JSONL):
-            frames.append(read_jsonl(handle, as_text, model, version))
+            frames.append(read_jsonl(handle, True, model, version))
         else:
             frames.append(pd.read_csv(handle, **options))
     if not frames:
         return pd.DataFrame()
     frame = pd.concat(frames, ignore_index=True)
-    return frame.fillna("") if as_text else frame
+    return frame.fillna("") if as_text else typed(frame.fillna(""))
 
 
 _JSONL_META = (("correlationid", "$aml_dc_correlation_id"), ("time", "$aml_dc_scoring_timestamp"),
@@ -188,3 +188,55 @@ def _text_cell(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value, separators=(",", ":"))
     return str(value)
+
+
+_TEXT_COLUMNS = ("$aml_dc_correlation_id", "$aml_request_id", "$aml_workspace", "$aml_service_name",
+                 "$aml_model_name", "$aml_model_version")
+
+
+def typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Cells read as text (``dtype=str``), typed without changing a value.
+
+    The ``$aml_*`` columns by what they are: the scoring timestamp a UTC datetime, the boundary an integer, ids
+    and names (the model version ``1.10`` too) text. Any other column becomes numbers only when every cell
+    reads back as exactly the text written (``501`` does; ``00501``, ``+3``, ``1.10`` and ``1e3`` do not, and
+    stay text), empty cells as missing: so a Parquet written from it holds the values collected.
+    """
+    out = {}
+    for name in frame.columns:
+        column = frame[name]
+        if name == "$aml_dc_scoring_timestamp":
+            out[name] = _utc_times(column)
+        elif name == "$aml_dc_boundary":
+            out[name] = pd.to_numeric(column.replace("", None)).astype("Int64")
+        elif name in _TEXT_COLUMNS:
+            out[name] = column.astype(str)
+        else:
+            out[name] = _numbers_if_exact(column)
+    return pd.DataFrame(out, index=frame.index)
+
+
+def _utc_times(column: pd.Series) -> pd.Series:
+    try:
+        return pd.to_datetime(column.replace("", None), utc=True, format="ISO8601")
+    except (TypeError, ValueError):  # pandas before 2.0 has no "ISO8601" format, and needs none
+        return pd.to_datetime(column.replace("", None), utc=True)
+
+
+def _numbers_if_exact(column: pd.Series) -> pd.Series:
+    present = column[column != ""]
+    if present.empty:
+        return column
+    try:
+        numbers = pd.to_numeric(present)
+    except (ValueError, TypeError):
+        return column
+    if numbers.dtype.kind in "iu":
+        if (numbers.astype(str) != present).any():
+            return column
+        return pd.to_numeric(column.replace("", None)).astype("Int64") if len(present) < len(column) else numbers
+    if numbers.dtype.kind == "f":
+        if (numbers.map(repr) != present).any():
+            return column
+        return pd.to_numeric(column.replace("", None)).astype("float64")
+    return column

@@ -5,9 +5,10 @@ One file, no external assets, so it can be attached to a CI run or mailed as it 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import html
 import io
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import pandas as pd
@@ -18,32 +19,66 @@ _MAX_HISTOGRAMS = 12
 
 
 def render_html(result: DriftResult, baseline: pd.DataFrame, target: pd.DataFrame, *,
-                title: str = "Data drift report") -> str:
+                title: str = "Data drift report", about: Optional[Dict[str, str]] = None) -> str:
+    """The report: the verdict and the drifted features first, what the numbers mean and what to do, then
+    per-feature and per-day tables and figures. ``about``: what was compared (model, version, source, …),
+    shown under the title with the time the report was made."""
     figures = [("Drift magnitude per day", _magnitude_figure(result)),
                ("PSI per feature and day", _psi_figure(result)),
                ("Distributions: baseline vs collected", _histograms(result, baseline, target))]
-    verdict = "DRIFT" if result.drifted else "no drift"
+    drifted = result.drifted_features
+    compared = result.compared_features
+    facts = dict(about or {})
+    if result.days:
+        facts.setdefault("days", f"{result.days[0].label} to {result.days[-1].label} (UTC)")
+    facts["rows"] = f"{result.overall.rows:,} collected, {result.baseline_rows:,} in the baseline"
+    facts["generated"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    if result.drifted:
+        verdict = (f"<p class='verdict bad'>DRIFT: {len(drifted)} of {len(compared)} features drifted "
+                   f"({_share(result)}), on the whole range or on a day.</p>"
+                   f"<p>Drifted: <b>{html.escape(', '.join(drifted))}</b>. What to do: look at their distributions "
+                   "below; if the change is real (new customers, a new season, an upstream change) rather than a "
+                   "broken feed, retrain on recent collected data, or check the pipeline that feeds the model.</p>")
+    else:
+        verdict = (f"<p class='verdict good'>No drift: {len(drifted)} of {len(compared)} features drifted "
+                   f"({_share(result)}).</p>")
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-        "th{background:#f3f3f3}.drift{background:#fdd}img{max-width:100%}</style></head><body>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1100px;color:#222}"
+        "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}.drift{background:#fdd}"
+        ".verdict{font-size:1.3em;font-weight:bold;padding:.4em .6em;border-radius:4px}"
+        ".bad{background:#fdd;color:#900}.good{background:#dfd;color:#060}"
+        "dl{display:grid;grid-template-columns:max-content auto;gap:2px 12px}dt{color:#666}dd{margin:0}"
+        "img{max-width:100%}.note{color:#555;font-size:.9em}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        f"<p><b>Overall drift magnitude: {result.overall.magnitude:.1f}</b> / 100 "
-        f"(threshold {result.threshold:g}, on the whole range or any day): <b>{verdict}</b>. "
-        f"Baseline {result.baseline_rows} rows, collected {result.overall.rows} rows over "
-        f"{len(result.days)} day(s).</p>",
-        "<h2>Features over the whole range</h2>",
-        _feature_table(result.overall.features, result.psi_threshold),
+        "<dl>" + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in facts.items())
+        + "</dl>",
+        verdict,
+        "<p class='note'>How to read it. <b>PSI</b> (population stability index) compares how the values fall "
+        f"into the baseline's deciles: under 0.1 little change, 0.1–0.2 some, {result.psi_threshold:g} and more "
+        "a significant shift. <b>KS</b> is the largest gap between the two cumulative distributions (0 to 1); "
+        "its p-value is tiny for any difference once there are thousands of rows, so read the statistic. "
+        "<b>Wasserstein</b> is how far values moved, in the feature's own units (normalised: in baseline "
+        "standard deviations). <b>Distance</b> is KS for numbers and total variation for categories, 0 to 1; "
+        f"the <b>magnitude</b> is 100 × their mean. A feature has drifted when its PSI reaches "
+        f"{result.psi_threshold:g} or its distance reaches {result.threshold / 100:g}; the data has drifted when "
+        f"at least {result.drift_share:.0%} of the features have, or the magnitude reaches {result.threshold:g}, "
+        "on the whole range or on any day.</p>",
+        f"<h2>Features over the whole range (magnitude {result.overall.magnitude:.1f} / 100)</h2>",
+        _feature_table(result.overall.features),
     ]
     if result.skipped_features:
         skipped = ", ".join(f"{html.escape(k)} ({html.escape(v)})" for k, v in result.skipped_features.items())
         parts.append(f"<p>Not compared: {skipped}</p>")
-    parts.append("<h2>Per day</h2><table><tr><th>day</th><th>rows</th><th>magnitude</th></tr>")
+    parts.append("<h2>Per day</h2><table><tr><th>day</th><th>rows</th><th>features drifted</th>"
+                 "<th>magnitude</th></tr>")
     for day in result.days:
-        css = " class='drift'" if day.magnitude >= result.threshold else ""
-        parts.append(f"<tr{css}><td>{day.label}</td><td>{day.rows}</td><td>{day.magnitude:.1f}</td></tr>")
+        css = " class='drift'" if result.window_drifted(day) else ""
+        parts.append(f"<tr{css}><td>{day.label}</td><td>{day.rows:,}</td>"
+                     f"<td>{sum(f.drifted for f in day.features)} of {len(day.features)}</td>"
+                     f"<td>{day.magnitude:.1f}</td></tr>")
     parts.append("</table>")
     for caption, png in figures:
         if png:
@@ -52,18 +87,40 @@ def render_html(result: DriftResult, baseline: pd.DataFrame, target: pd.DataFram
     return "\n".join(parts)
 
 
-def _feature_table(features: List[FeatureDrift], psi_threshold: float) -> str:
-    def number(value: Optional[float]) -> str:
-        return "" if value is None else f"{value:.4g}"
+def _share(result: DriftResult) -> str:
+    return f"threshold: {result.drift_share:.0%} of the features, or magnitude {result.threshold:g}"
 
-    rows = ["<table><tr><th>feature</th><th>kind</th><th>rows</th><th>PSI</th><th>KS</th><th>KS p</th>"
-            "<th>chi²</th><th>chi² p</th><th>Wasserstein</th><th>distance</th></tr>"]
-    for f in sorted(features, key=lambda f: -f.distance):
-        css = " class='drift'" if f.psi >= psi_threshold else ""
-        rows.append(f"<tr{css}><td>{html.escape(f.feature)}</td><td>{f.kind}</td><td>{f.rows}</td>"
-                    f"<td>{number(f.psi)}</td><td>{number(f.ks_statistic)}</td><td>{number(f.ks_pvalue)}</td>"
-                    f"<td>{number(f.chi2_statistic)}</td><td>{number(f.chi2_pvalue)}</td>"
-                    f"<td>{number(f.wasserstein)}</td><td>{number(f.distance)}</td></tr>")
+
+def _number(value: Optional[float]) -> str:
+    """Readable: 0.4312, 1.02e-05 as 0.00001, p-values under 0.0001 as < 0.0001, large counts with separators."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return ""
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if value != 0 and abs(value) < 1e-4:
+        return "&lt; 0.0001" if value > 0 else "&gt; -0.0001"
+    return f"{value:.4f}".rstrip("0").rstrip(".") if abs(value) < 10 else f"{value:.2f}"
+
+
+def _feature_table(features: List[FeatureDrift]) -> str:
+    numeric = any(f.kind == "numeric" for f in features)
+    categorical = any(f.kind == "categorical" for f in features)
+    head = ["feature", "kind", "rows", "drifted", "PSI", "distance"]
+    if numeric:
+        head += ["KS", "KS p", "Wasserstein", "Wasserstein (std)"]
+    if categorical:
+        head += ["chi²", "chi² p"]
+    rows = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
+    for f in sorted(features, key=lambda f: (not f.drifted, -f.psi)):
+        cells = [html.escape(f.feature), f.kind, f"{f.rows:,}", "yes" if f.drifted else "no", _number(f.psi),
+                 _number(f.distance)]
+        if numeric:
+            cells += [_number(f.ks_statistic), _number(f.ks_pvalue), _number(f.wasserstein),
+                      _number(f.wasserstein_normalized)]
+        if categorical:
+            cells += [_number(f.chi2_statistic), _number(f.chi2_pvalue)]
+        css = " class='drift'" if f.drifted else ""
+        rows.append(f"<tr{css}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     rows.append("</table>")
     return "".join(rows)
 
@@ -97,7 +154,8 @@ def _magnitude_figure(result: DriftResult) -> str:
     axis.bar(labels, values, color=colors)
     axis.axhline(result.threshold, color="#d62728", linestyle="--", label=f"threshold {result.threshold:g}")
     axis.set_ylim(0, 100)
-    axis.set_ylabel("drift magnitude")
+    axis.set_ylabel("drift magnitude (0-100)")
+    axis.set_xlabel("day (UTC)")
     axis.legend(loc="upper left")
     axis.tick_params(axis="x", rotation=45)
     return _png(figure)
@@ -112,8 +170,10 @@ def _psi_figure(result: DriftResult) -> str:
     for name in names:
         series = [next((f.psi for f in day.features if f.feature == name), np.nan) for day in result.days]
         axis.plot([d.label for d in result.days], series, marker="o", label=name)
-    axis.axhline(result.psi_threshold, color="#d62728", linestyle="--", linewidth=1)
+    axis.axhline(result.psi_threshold, color="#d62728", linestyle="--", linewidth=1,
+                 label=f"drift at PSI {result.psi_threshold:g}")
     axis.set_ylabel("PSI")
+    axis.set_xlabel("day (UTC)")
     axis.tick_params(axis="x", rotation=45)
     if len(names) <= 12:
         axis.legend(fontsize="small", ncol=2)
@@ -127,7 +187,7 @@ def _histograms(result: DriftResult, baseline: pd.DataFrame, target: pd.DataFram
     plt = _pyplot()
     columns = min(3, len(features))
     rows = -(-len(features) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 2.8 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False)
     for axis, feature in zip(axes.flat, features):
         if feature.kind == "numeric":
             base = pd.to_numeric(baseline[feature.feature], errors="coerce").dropna()
@@ -140,8 +200,12 @@ def _histograms(result: DriftResult, baseline: pd.DataFrame, target: pd.DataFram
             seen = target[feature.feature].dropna().astype(str).value_counts(normalize=True)
             table = pd.concat([base, seen], axis=1, keys=["baseline", "collected"]).fillna(0).head(15)
             table.plot.bar(ax=axis, alpha=0.7)
-        axis.set_title(f"{feature.feature} (PSI {feature.psi:.2f})", fontsize="small")
+        axis.set_title(f"{feature.feature}\nPSI {feature.psi:.2f}{' - drifted' if feature.drifted else ''}",
+                       fontsize="small", color="#900" if feature.drifted else "#222")
+        axis.set_xlabel(feature.feature if feature.kind == "numeric" else "category", fontsize="x-small")
+        axis.set_ylabel("density" if feature.kind == "numeric" else "share", fontsize="x-small")
         axis.legend(fontsize="x-small")
     for axis in list(axes.flat)[len(features):]:
         axis.set_visible(False)
+    figure.tight_layout()
     return _png(figure)
