@@ -150,7 +150,7 @@ def _magnitude_figure(result: DriftResult) -> str:
     figure, axis = plt.subplots(figsize=(8, 3))
     labels = [d.label for d in result.days]
     values = [d.magnitude for d in result.days]
-    colors = ["#d62728" if v >= result.threshold else "#1f77b4" for v in values]
+    colors = ["#d62728" if result.window_drifted(day) else "#1f77b4" for day in result.days]  # red: drifted
     axis.bar(labels, values, color=colors)
     axis.axhline(result.threshold, color="#d62728", linestyle="--", label=f"threshold {result.threshold:g}")
     axis.set_ylim(0, 100)
