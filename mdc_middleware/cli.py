@@ -373,5 +373,38 @@ def drift_command(context: _Context, baseline: str, model: Optional[str], versio
         sys.exit(EXIT_DRIFT)
 
 
+@main.command("quality")
+@_source_options
+@_filters
+@click.option("--key", help="A column the inputs and the labels share (LoanNumber, CustomerId), when labels were "
+                            "not collected with their request's correlation values.")
+@click.option("--prediction", help="The predictions' column to score (default: their only data column).")
+@click.option("--label", help="The labels' column (default: their only data column).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the result here ('-': stdout).")
+@click.pass_obj
+def quality_command(context: _Context, model: Optional[str], version: Optional[str], start: Any, end: Any,
+                    key: Optional[str], prediction: Optional[str], label: Optional[str],
+                    json_path: Optional[str]) -> None:
+    """Model quality per day: predictions against the labels collected later (designation 'labels')."""
+    from .analysis.quality import model_quality
+
+    predictions = context.read("predictions", model, version, start, end, as_text=False)
+    labels = context.read("labels", model, version, None, None, as_text=False)
+    inputs = context.read("inputs", model, version, start, end, as_text=False) if key else pd.DataFrame()
+    try:
+        result = model_quality(inputs, predictions, labels, key=key, prediction=prediction, label=label)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if json_path == "-":
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    elif json_path:
+        Path(json_path).write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+    table = pd.DataFrame([{"day": w.label, "rows": w.rows, **w.metrics} for w in [*result.days, result.overall]])
+    click.echo(f"{result.task}: {result.prediction_column!r} against {result.label_column!r}, "
+               f"{result.joined_rows:,} predictions with a label, {result.predictions_without_label:,} without",
+               err=json_path == "-")
+    click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"), err=json_path == "-")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

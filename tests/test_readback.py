@@ -430,3 +430,56 @@ def test_parquet_keeps_every_value_as_collected(settings, data_dir, tmp_path):
     assert str(frame["$aml_dc_scoring_timestamp"].dtype).startswith("datetime64") and \
         str(frame["$aml_dc_scoring_timestamp"].dt.tz) == "UTC"
     assert frame["$aml_dc_boundary"].tolist() == [1440, 1440]
+
+
+def collect_with_labels(settings, labelled_by_key=False):
+    """40 one-row requests over two days; the model is right on the first day, wrong on half the second."""
+    inputs = ModelDataCollector("m", designation="inputs", feature_names=["loan", "x"], settings=settings)
+    predictions = ModelDataCollector("m", designation="predictions", feature_names=["approved"], settings=settings)
+    labels = ModelDataCollector("m", designation="labels", feature_names=["loan", "outcome"] if labelled_by_key
+                                else ["outcome"], settings=settings)
+    for i in range(40):
+        day = 0 if i < 20 else 1
+        with mock_time(dt.datetime(2026, 11, 2 + day, 12, tzinfo=dt.timezone.utc).timestamp() + i):
+            ids = inputs.collect([[f"L{i:03d}", i]])
+            predictions.collect(predictions.add_correlations([["yes" if i % 2 else "no"]], ids))
+        truth = ("yes" if i % 2 else "no") if day == 0 or i % 4 < 2 else ("no" if i % 2 else "yes")
+        if labelled_by_key:
+            labels.collect([[f"L{i:03d}", truth]])
+        else:
+            labels.collect(labels.add_correlations([[truth]], ids))
+    mdc_middleware.flush(10)
+
+
+def mock_time(epoch):
+    from unittest import mock
+
+    return mock.patch("time.time", return_value=epoch)
+
+
+@pytest.mark.parametrize("by_key", [False, True])
+def test_quality_per_day_from_labels_collected_later(settings, data_dir, by_key):
+    collect_with_labels(settings, labelled_by_key=by_key)
+    args = ["--data", str(data_dir), "quality", "--json", "-"] + (["--key", "loan", "--label", "outcome"] if by_key
+                                                                   else [])
+    result = runner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["task"] == "classification" and summary["joined_rows"] == 40
+    assert [d["label"] for d in summary["days"]] == ["2026-11-02", "2026-11-03"]
+    assert summary["days"][0]["metrics"]["accuracy"] == 1.0
+    assert summary["days"][1]["metrics"]["accuracy"] == 0.5
+    assert summary["overall"]["metrics"]["accuracy"] == 0.75
+
+
+def test_quality_of_a_regression_and_when_nothing_joins(settings, data_dir):
+    from mdc_middleware.analysis.quality import model_quality
+
+    predictions = pd.DataFrame({"y": [1.0, 2.0, 4.0], CORRELATION_ID: ["a", "b", "c"],
+                                "$aml_dc_scoring_timestamp": ["2026-11-02T00:00:00Z"] * 3})
+    labels = pd.DataFrame({"truth": [1.5, 2.0, 3.0], CORRELATION_ID: ["a", "b", "c"]})
+    result = model_quality(pd.DataFrame(), predictions, labels)
+    assert result.task == "regression"
+    assert result.overall.metrics == pytest.approx({"mae": 0.5, "rmse": (1.25 / 3) ** 0.5, "bias": 1 / 6})
+    with pytest.raises(ValueError, match="no prediction joined a label"):
+        model_quality(pd.DataFrame(), predictions, labels.assign(**{CORRELATION_ID: ["x", "y", "z"]}))

@@ -85,10 +85,11 @@ def collect_iris(folder: Path) -> None:
     collector = mdc_middleware.ModelDataCollector("iris", designation="inputs", model_version="1",
                                                   feature_names=["sepal_length", "sepal_width"])
     predictions = mdc_middleware.ModelDataCollector("iris", designation="predictions", model_version="1")
+    labels = mdc_middleware.ModelDataCollector("iris", designation="labels", model_version="1")
     for i in range(30):
         ids = collector.collect([[5.0 + i / 10, 3.0]])
-        predictions.add_correlations(["setosa"], ids)
         predictions.collect(predictions.add_correlations(["setosa"], ids))
+        labels.collect(labels.add_correlations(["setosa" if i % 3 else "versicolor"], ids))
     mdc_middleware.flush(10)
     pd.DataFrame({"sepal_length": np.linspace(4, 8, 50), "sepal_width": np.linspace(2, 4, 50)}).to_csv(
         folder / "train.csv", index=False)
