@@ -22,7 +22,7 @@ from .journal import JOURNAL_INTERVAL, Generation, Journal
 from .jsonl import encode_record_jsonl
 from .memory import MemoryReleaser
 from .metrics import Metrics
-from .paths import Target
+from .paths import JSONL, Target
 from .records import Record, give_way
 from .spool import Batch
 
@@ -88,7 +88,10 @@ class Batcher:
 
     def __init__(self, items: HandoffQueue, delivery: Delivery, encoder: CaptureEncoder, metrics: Metrics,
                  stop: StopDeadline, limits: BatchLimits, pacer: "Pacer", *, neutralize_formulas: bool = True,
-                 max_column_sets: int = MAX_COLUMN_SETS, journal: Optional[Journal] = None) -> None:
+                 max_column_sets: int = MAX_COLUMN_SETS, journal: Optional[Journal] = None,
+                 stem_suffix: str = "") -> None:
+        """:param stem_suffix: added to every file's stem (``data`` → ``data-<host>-<pid>``): files of this
+            process's own."""
         self.items = items
         self.delivery = delivery
         self.encoder = encoder
@@ -99,6 +102,7 @@ class Batcher:
         self.neutralize_formulas = neutralize_formulas
         self.max_column_sets = max_column_sets
         self.journal = journal
+        self.stem_suffix = stem_suffix
         self.bytes_out = 0
         self._pending: Dict[Tuple[Target, str, str], _Pending] = {}
         self.pending_rows = 0
@@ -199,7 +203,7 @@ class Batcher:
         batches = []
         for pending in self._pending.values():
             if pending.journaled_chunks < len(pending.chunks):
-                batches.append(Batch(pending.folder, pending.target.file_stem, pending.header,
+                batches.append(Batch(pending.folder, self._stem(pending.target), pending.header,
                                      b"".join(pending.chunks[pending.journaled_chunks:]),
                                      pending.rows - pending.journaled_rows))
                 pending.journaled_chunks, pending.journaled_rows = len(pending.chunks), pending.rows
@@ -242,9 +246,17 @@ class Batcher:
         generation, self._generation = self._generation, None
         self.pending_rows = self._pending_bytes = 0
         self._oldest_pending = None
-        batches = [Batch(p.folder, p.target.file_stem, p.header, b"".join(p.chunks), p.rows, generation=generation)
+        batches = [Batch(p.folder, self._stem(p.target), p.header, b"".join(p.chunks), p.rows, generation=generation)
                    for p in pending.values()]  # bytes already: joining megabytes is a copy, not an encoding
         if generation is not None:
             generation.seal(len(batches))
         for batch in batches:
             self.delivery.hand_over(batch)
+
+    def _stem(self, target: Target) -> str:
+        """The file stem rows of ``target`` go to: the target's, or with this process's suffix."""
+        if not self.stem_suffix:
+            return target.file_stem
+        if target.file_stem.endswith(JSONL):
+            return target.file_stem[:-len(JSONL)] + self.stem_suffix + JSONL
+        return target.file_stem + self.stem_suffix

@@ -113,6 +113,7 @@ _ENV: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "spool_max_bytes": (("MDC_SPOOL_MAX_BYTES",), _positive(int)),
     "spool_drop": (("MDC_SPOOL_DROP",), lambda v: v.strip().lower()),
     "encoder": (("MDC_ENCODER",), lambda v: v.strip().lower()),
+    "file_per_writer": (("MDC_FILE_PER_WRITER",), _parse_bool),
     "spool_fsync": (("MDC_SPOOL_FSYNC",), _parse_bool),
     "metrics_path": (("MDC_METRICS_PATH",), _text),
     "shutdown_deadline": (("MDC_SHUTDOWN_DEADLINE_SECONDS",), _positive(float)),
@@ -130,6 +131,7 @@ _ENV: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
 
 _SECRETS = ("storage_connection_string", "storage_sas_token")
 _FLAGS = ("enabled", "debug", "storage_managed_identity", "echo_request_id", "neutralize_formulas", "record_unparsed",
+          "file_per_writer",
           "spool_fsync")
 _WHOLE_NUMBERS = ("max_body_bytes", "unparsed_max_bytes", "batch_rows", "batch_bytes", "queue_size", "queue_max_bytes",
                   "spool_max_bytes")
@@ -181,6 +183,7 @@ class Settings:
     queue_size: int = 10_000
     queue_max_bytes: int = 256 << 20
     encoder: str = "thread"      # "process": parse and encode captured requests in a helper process
+    file_per_writer: bool = False  # each process appends to files of its own (data-<host>-<pid>.csv): no contention
     spool_dir: str = ""          # "": ./mdc-spool with blob storage, none with the local sink; "off": none
     spool_max_bytes: int = 1 << 30
     spool_drop: str = "oldest"
@@ -277,7 +280,7 @@ class Settings:
                 self.storage_managed_identity, self.container, str(Path(self.local_dir).resolve()),
                 self.batch_rows, self.batch_bytes, self.flush_interval, self.queue_size,
                 self.queue_max_bytes, self.resolved_spool_dir, self.spool_max_bytes, self.spool_drop, self.spool_fsync,
-                self.retry_deadline, self.neutralize_formulas, self.encoder)
+                self.retry_deadline, self.neutralize_formulas, self.encoder, self.file_per_writer)
 
     @property
     def storage_endpoint(self) -> str:

@@ -70,7 +70,7 @@ def writer_for(settings: Settings) -> Writer:
                             queue_size=settings.queue_size, queue_max_bytes=settings.queue_max_bytes,
                             retry_deadline=settings.retry_deadline,
                             neutralize_formulas=settings.neutralize_formulas, encoder=settings.encoder,
-                            journal=journal)
+                            journal=journal, file_per_writer=settings.file_per_writer)
             _writers[key] = writer
             _shutdown_deadline[key] = settings.shutdown_deadline
         return writer

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import re
+import socket
 import threading
 import time
 import weakref
@@ -36,6 +38,13 @@ logger = logging.getLogger("mdc_middleware")
 _live_writers: "weakref.WeakSet[Writer]" = weakref.WeakSet()
 
 
+def writer_suffix() -> str:
+    """What names this process's own files: ``-<host>-<pid>`` (a pod's host name is unique among replicas;
+    a forked worker gets its own). Characters a blob or file name could not hold become ``-``."""
+    host = re.sub(r"[^A-Za-z0-9.-]+", "-", socket.gethostname())[-40:].strip("-.") or "host"
+    return f"-{host}-{os.getpid()}"
+
+
 class Writer:
     """Owns the queue, the batcher and delivery of one sink (and, optionally, a spool and a journal)."""
 
@@ -43,7 +52,8 @@ class Writer:
                  flush_interval: float = 5.0, queue_size: int = 10_000, queue_max_bytes: int = 256 << 20,
                  retry_deadline: float = 60.0, neutralize_formulas: bool = True, spool: Optional[Spool] = None,
                  metrics: Optional[Metrics] = None, encoder: str = "thread",
-                 max_column_sets: int = MAX_COLUMN_SETS, journal: Optional[Journal] = None) -> None:
+                 max_column_sets: int = MAX_COLUMN_SETS, journal: Optional[Journal] = None,
+                 file_per_writer: bool = False) -> None:
         """:param sink: where batches are appended (``sinks.LocalSink``, ``sinks.blob.BlobSink``).
         :param queue_size: queued items (``collect()`` calls, captured requests) at the most; more are dropped
             and counted. ``queue_max_bytes`` bounds their bytes the same way.
@@ -51,6 +61,8 @@ class Writer:
         :param journal: the write-ahead journal (in the spool's directory); every row is written to it
             within ``JOURNAL_INTERVAL`` of its encoding and stays there until storage or the spool took it.
         :param encoder: where captured requests are parsed and encoded: ``thread`` or ``process``.
+        :param file_per_writer: append to files of this process's own (``data-<host>-<pid>.csv`` beside the
+            day's others) instead of the day's shared ``data.csv``: replicas never contend for one blob.
         """
         if not 0 < flush_interval < float("inf"):  # 0 or NaN: the batcher would never wait, and spin on a core
             raise ValueError(f"flush_interval: expected a finite number of seconds > 0, got {flush_interval!r}")
@@ -63,6 +75,7 @@ class Writer:
         self.retry_deadline = retry_deadline
         self.neutralize_formulas = neutralize_formulas
         self.max_column_sets = max_column_sets
+        self.file_per_writer = file_per_writer
         self.metrics = metrics or Metrics()
         for part in (sink, spool, journal):  # one set of counters for everything this writer does
             if part is not None and hasattr(part, "metrics"):
@@ -93,7 +106,7 @@ class Writer:
                                    else in_thread)
         self._batcher = Batcher(self._queue, self._delivery, encoder, self.metrics, self._stop, self.limits, pacer,
                                 neutralize_formulas=self.neutralize_formulas, max_column_sets=self.max_column_sets,
-                                journal=self.journal)
+                                journal=self.journal, stem_suffix=writer_suffix() if self.file_per_writer else "")
         self._pid = os.getpid()
 
     @property
