@@ -7,6 +7,9 @@ file and day are bounded. After large payloads, freed memory goes back to the sy
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
 import logging
 import queue
 import time
@@ -22,7 +25,7 @@ from .journal import JOURNAL_INTERVAL, Generation, Journal
 from .jsonl import encode_record_jsonl
 from .memory import MemoryReleaser
 from .metrics import Metrics
-from .paths import JSONL, Target
+from .paths import JSONL, SCHEMA_STEM, Target
 from .records import Record, give_way
 from .spool import Batch
 
@@ -57,6 +60,13 @@ def count_drop(metrics: Metrics, rows: int, reason: str) -> None:
     else:
         metrics.add("captures_dropped")
         metrics.skip(f"capture:{reason}")
+
+
+@functools.lru_cache(maxsize=1024)
+def _schema_target(target: Target) -> Target:
+    """Where the notes on a target's columns go: ``_mdc_schema.jsonl`` in the same folder (no reader of the
+    data's ``data*.csv`` takes it)."""
+    return dataclasses.replace(target, file_stem=SCHEMA_STEM)
 
 
 class Pacer:
@@ -112,6 +122,7 @@ class Batcher:
         self._unjournaled_since: Optional[float] = None
         self._memory = MemoryReleaser()
         self._column_sets: Dict[Tuple[Target, str], set] = {}  # (target, folder) → headers written there
+        self._text_noted: Dict[Tuple[Target, str], frozenset] = {}  # (target, folder) → text columns noted
 
     def run(self) -> None:
         self.encoder.start()
@@ -181,6 +192,8 @@ class Batcher:
         if encoded is None:
             return
         encoded = self._within_column_sets(encoded)
+        if encoded.text:
+            self._note_text_columns(encoded)
         key = (encoded.target, encoded.folder, encoded.header)
         pending = self._pending.get(key)
         if pending is None:
@@ -194,6 +207,19 @@ class Batcher:
             self._oldest_pending = time.monotonic()
         if self.journal is not None and self._unjournaled_since is None:
             self._unjournaled_since = time.monotonic()
+
+    def _note_text_columns(self, encoded: Encoded) -> None:
+        """Beside the data, once per process, folder and new column: which columns held text. A CSV cell cannot
+        say that "00501" or "12345" was sent as text; the readers keep such columns as text."""
+        place = (encoded.target, encoded.folder)
+        noted = self._text_noted.get(place, frozenset())
+        if encoded.text <= noted:
+            return
+        if len(self._text_noted) >= 4096:
+            self._text_noted.clear()
+        noted = self._text_noted[place] = noted | encoded.text
+        line = (json.dumps({"text_columns": sorted(noted)}, ensure_ascii=False) + "\n").encode("utf-8")
+        self._append(Encoded(_schema_target(encoded.target), encoded.folder, "", line, 0))
 
     def _write_journal(self) -> None:
         """Write the rows encoded since the last call to the journal, one record per file they go to."""

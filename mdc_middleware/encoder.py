@@ -18,7 +18,7 @@ from .capture import Capture, warn_once
 from .metrics import Metrics
 from .paths import Target
 from .records import (META_COLUMNS, CsvLines, Record, default_prefix, encode, header_line, infer_columns, is_reserved,
-                      plain_lines, unreserved)
+                      plain_lines, text_columns, unreserved)
 
 logger = logging.getLogger("mdc_middleware")
 
@@ -31,6 +31,7 @@ class Encoded(NamedTuple):
     header: str
     payload: bytes
     rows: int
+    text: frozenset = frozenset()  # data columns that held text (sampled: see ``_text_of``)
 
 
 def encode_record(record: Record, metrics: Metrics, neutralize_formulas: bool, counted: bool) -> Optional[Encoded]:
@@ -49,7 +50,7 @@ def encode_record(record: Record, metrics: Metrics, neutralize_formulas: bool, c
     if not rows:
         return None
     return Encoded(record.target, day_folder(record.target, int(record.timestamp // 86_400)),
-                   _header(columns), _utf8([text], metrics), rows)
+                   _header(columns), _utf8([text], metrics), rows, _text_of(record, columns))
 
 
 def encode_captures(captures: Iterable[Capture], metrics: Metrics, neutralize_formulas: bool) -> List[Encoded]:
@@ -92,6 +93,9 @@ def encode_captures(captures: Iterable[Capture], metrics: Metrics, neutralize_fo
             file = files.get(key)
             if file is None:
                 file = files[key] = _File(record.target, columns, key[2])
+            sampled = _text_of(record, columns)
+            if sampled - file.text:
+                file.text = file.text | sampled
             if small:
                 file.small.append(record)
                 if len(file.small) < _SMALL_RUN:
@@ -122,7 +126,7 @@ _PIECE_CHARS = 16 * 1024
 class _File:
     """The rows of a run of captures that go to one file under one header, in the order they came."""
 
-    __slots__ = ("target", "columns", "epoch_day", "rows", "texts", "chars", "small")
+    __slots__ = ("target", "columns", "epoch_day", "rows", "texts", "chars", "small", "text")
 
     def __init__(self, target: Target, columns: Tuple[str, ...], epoch_day: int) -> None:
         self.target = target
@@ -132,6 +136,7 @@ class _File:
         self.texts: List[str] = []
         self.chars = 0
         self.small: List[Record] = []  # small records not written yet
+        self.text: frozenset = frozenset()  # columns seen holding text
 
     def add(self, rows: int, text: str) -> None:
         self.rows += rows
@@ -162,7 +167,7 @@ class _File:
 
     def piece(self, metrics: Metrics) -> Encoded:
         return Encoded(self.target, day_folder(self.target, self.epoch_day), _header(self.columns),
-                       _utf8(self.texts, metrics), self.rows)
+                       _utf8(self.texts, metrics), self.rows, self.text)
 
 
 def _rows_text(record: Record, metrics: Metrics, neutralize_formulas: bool
@@ -188,6 +193,23 @@ def _rows_text(record: Record, metrics: Metrics, neutralize_formulas: bool
         metrics.drop("encode_error", record.rows or 1)
         return None
     return columns, rows, text
+
+
+# Records sampled for text columns per (target, columns): their types are what the first records show, and
+# sampling every record would cost each one a look at its first row.
+_SAMPLED_RECORDS = 8
+_sampled: Dict[Tuple[int, Tuple[str, ...]], int] = {}
+
+
+def _text_of(record: Record, columns: Sequence[str]) -> frozenset:
+    key = (id(record.target), tuple(columns))
+    seen = _sampled.get(key, 0)
+    if seen >= _SAMPLED_RECORDS:
+        return frozenset()
+    if len(_sampled) >= 4096:
+        _sampled.clear()
+    _sampled[key] = seen + 1
+    return text_columns(record.data, columns)
 
 
 def _count_reserved(columns: Sequence[str], rows: int, metrics: Metrics) -> None:

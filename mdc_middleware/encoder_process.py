@@ -135,10 +135,10 @@ class EncoderProcess:
             return [], captures
         self.metrics.absorb(counts, skipped, dropped)
         encoded = []
-        for plan_id, target_index, folder, header, payload, rows in results:
+        for plan_id, target_index, folder, header, payload, rows, text in results:
             plan = plan_by_id(plan_id)
             target = (plan.inputs_target, plan.predictions_target, plan.unparsed_target)[target_index]
-            encoded.append(Encoded(target, folder, header, payload, rows))
+            encoded.append(Encoded(target, folder, header, payload, rows, text))
         done = len(wire)
         if unloadable:
             self._unloadable.update(unloadable)
@@ -244,10 +244,11 @@ def _serve(conn: Connection) -> None:
             key = (plan_id, target_index, encoded.folder, encoded.header)
             group = grouped.get(key)
             if group is None:
-                group = grouped[key] = [[], 0]
+                group = grouped[key] = [[], 0, frozenset()]
             group[0].append(encoded.payload)
             group[1] += encoded.rows
-        results = [(*key, b"".join(payloads), rows) for key, (payloads, rows) in grouped.items()]
+            group[2] = group[2] | encoded.text
+        results = [(*key, b"".join(payloads), rows, text) for key, (payloads, rows, text) in grouped.items()]
         counts, skipped, dropped = metrics.deltas()
         conn.send_bytes(pickle.dumps((results, counts, skipped, dropped, sorted(not_loaded | unloadable)),
                                      pickle.HIGHEST_PROTOCOL))

@@ -21,6 +21,7 @@ MAX_COMPONENT_LENGTH = 128
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f/\\]")
 _FILE_NAME = re.compile(r"^(?P<stem>.+?)(?:_(?P<part>[0-9]+))?(?P<suffix>\.csv|\.jsonl)$")
 JSONL = ".jsonl"
+SCHEMA_STEM = "_mdc_schema.jsonl"  # beside a day's CSV files: which columns held text (analysis.read uses it)
 # Azure ML's current data collector (online endpoints, azureml-ai-monitoring): JSON Lines, a folder per hour.
 JSONL_ROOT = "modelDataCollector"
 COLLECTIONS = {"inputs": "model_inputs", "predictions": "model_outputs"}  # designation → Azure's collection

@@ -360,6 +360,21 @@ def _cell(value: Any, neutralize: bool) -> Any:
 _PANDAS_MISSING = ("NAType", "NaTType")  # pd.NA and pd.NaT, named: this module does not import pandas
 
 
+def text_columns(data: Any, columns: Sequence[str]) -> frozenset:
+    """The columns whose value in the first row is text (a str), as the collector was given it: what a CSV
+    cell cannot say ("00501" and 501 are both written 00501, and "12345" as 12345)."""
+    if type(data) is FrameSnapshot:
+        return frozenset()  # numbers only
+    if isinstance(data, np.ndarray) and data.dtype.kind not in "USO":
+        return frozenset()
+    try:
+        first = data.head(1) if is_frame(data) else data[:1] if isinstance(data, (list, tuple, np.ndarray)) else data
+        row = next(iter(rows_as_lists(first, columns)), [])
+    except Exception:  # a shape rows_as_lists reads differently: no claim
+        return frozenset()
+    return frozenset(name for name, value in zip(columns, row) if isinstance(value, str))
+
+
 def rows_as_lists(data: Any, columns: Sequence[str]) -> Iterable[List[Any]]:
     """Rows in ``columns`` order; dict rows are aligned by name, missing cells left empty."""
     if type(data) is FrameSnapshot:

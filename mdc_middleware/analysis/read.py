@@ -149,7 +149,10 @@ def read_collected(source: Source, designation: Optional[str] = None, *, model: 
     if not frames:
         return pd.DataFrame()
     frame = pd.concat(frames, ignore_index=True)
-    return frame.fillna("") if as_text else typed(frame.fillna(""))
+    if as_text:
+        return frame.fillna("")
+    notes = text_columns_noted(source, {_folder_of(name) for name, _ in files})
+    return typed(frame.fillna(""), notes)
 
 
 _JSONL_META = (("correlationid", "$aml_dc_correlation_id"), ("time", "$aml_dc_scoring_timestamp"),
@@ -194,14 +197,42 @@ _TEXT_COLUMNS = ("$aml_dc_correlation_id", "$aml_request_id", "$aml_workspace", 
                  "$aml_model_name", "$aml_model_version")
 
 
-def typed(frame: pd.DataFrame) -> pd.DataFrame:
+def _folder_of(name: Any) -> str:
+    return Path(name).parent.as_posix() if not isinstance(name, str) else name.rsplit("/", 1)[0]
+
+
+def text_columns_noted(source: Source, folders: Iterable[str]) -> Optional[set]:
+    """The columns the writer noted as text (``_mdc_schema*.jsonl`` beside the data) in these folders; None
+    when no folder has notes (files of Azure's collector, or of an older writer)."""
+    found: Optional[set] = None
+    for folder in folders:
+        if _is_container(source):
+            names: List[Any] = [b.name for b in source.list_blobs(name_starts_with=f"{folder}/_mdc_schema")]
+            texts = [source.download_blob(n).readall().decode("utf-8", "replace") for n in names]
+        else:
+            texts = [p.read_text(encoding="utf-8", errors="replace") for p in Path(folder).glob("_mdc_schema*.jsonl")]
+        for text in texts:
+            found = found if found is not None else set()
+            for line in text.splitlines():
+                try:
+                    found.update(json.loads(line).get("text_columns", []))
+                except (ValueError, AttributeError):
+                    continue  # a torn line: the conservative typing still applies
+    return found
+
+
+def typed(frame: pd.DataFrame, text: Optional[Iterable[str]] = None) -> pd.DataFrame:
     """Cells read as text (``dtype=str``), typed without changing a value.
 
     The ``$aml_*`` columns by what they are: the scoring timestamp a UTC datetime, the boundary an integer, ids
     and names (the model version ``1.10`` too) text. Any other column becomes numbers only when every cell
     reads back as exactly the text written (``501`` does; ``00501``, ``+3``, ``1.10`` and ``1e3`` do not, and
-    stay text), empty cells as missing: so a Parquet written from it holds the values collected.
+    stay text), empty cells as missing: so a Parquet written from it holds the values collected. With the
+    writer's notes (``text``: the columns it saw sent as text), those stay text whatever they hold and any
+    other column of numbers is read as numbers.
     """
+    noted = text is not None
+    text = set(text or ())
     out = {}
     for name in frame.columns:
         column = frame[name]
@@ -209,10 +240,10 @@ def typed(frame: pd.DataFrame) -> pd.DataFrame:
             out[name] = _utc_times(column)
         elif name == "$aml_dc_boundary":
             out[name] = pd.to_numeric(column.replace("", None)).astype("Int64")
-        elif name in _TEXT_COLUMNS:
+        elif name in _TEXT_COLUMNS or name in text:
             out[name] = column.astype(str)
         else:
-            out[name] = _numbers_if_exact(column)
+            out[name] = _numbers_if_exact(column, exact=not noted)
     return pd.DataFrame(out, index=frame.index)
 
 
@@ -223,7 +254,13 @@ def _utc_times(column: pd.Series) -> pd.Series:
         return pd.to_datetime(column.replace("", None), utc=True)
 
 
-def _numbers_if_exact(column: pd.Series) -> pd.Series:
+def _plain_int(text: str) -> bool:
+    """A whole number as Python writes an int: no sign but '-', no leading zero, no exponent."""
+    digits = text[1:] if text.startswith("-") else text
+    return digits.isdigit() and (digits == "0" or not digits.startswith("0"))
+
+
+def _numbers_if_exact(column: pd.Series, exact: bool = True) -> pd.Series:
     present = column[column != ""]
     if present.empty:
         return column
@@ -231,12 +268,20 @@ def _numbers_if_exact(column: pd.Series) -> pd.Series:
         numbers = pd.to_numeric(present)
     except (ValueError, TypeError):
         return column
+    if not exact and present.str.match(r"^(\+|-?0[0-9])").any():
+        return column  # a leading zero or plus sign is text whatever the notes say: 00501 is no number
+    if not exact and numbers.dtype.kind in "iuf":  # the writer noted no text here: numbers it was sent
+        whole = numbers.dtype.kind in "iu"
+        values = pd.to_numeric(column.replace("", None))
+        return values.astype("Int64") if whole and len(present) < len(column) else values
     if numbers.dtype.kind in "iu":
         if (numbers.astype(str) != present).any():
             return column
         return pd.to_numeric(column.replace("", None)).astype("Int64") if len(present) < len(column) else numbers
-    if numbers.dtype.kind == "f":
-        if (numbers.map(repr) != present).any():
+    if numbers.dtype.kind == "f":  # each cell as Python writes that float, or a whole number as it writes ints
+        as_float = numbers.map(repr) == present
+        as_int = numbers.map(lambda v: v.is_integer() and str(int(v)) == str(v)[:-2]) & present.map(_plain_int)
+        if not (as_float | as_int).all():
             return column
         return pd.to_numeric(column.replace("", None)).astype("float64")
     return column
