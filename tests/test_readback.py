@@ -483,3 +483,24 @@ def test_quality_of_a_regression_and_when_nothing_joins(settings, data_dir):
     assert result.overall.metrics == pytest.approx({"mae": 0.5, "rmse": (1.25 / 3) ** 0.5, "bias": 1 / 6})
     with pytest.raises(ValueError, match="no prediction joined a label"):
         model_quality(pd.DataFrame(), predictions, labels.assign(**{CORRELATION_ID: ["x", "y", "z"]}))
+
+
+def test_the_report_leads_with_a_verdict_that_agrees_with_its_features(tmp_path):
+    from mdc_middleware.analysis.drift import compute_drift
+    from mdc_middleware.analysis.report import render_html
+
+    rng = np.random.default_rng(0)
+    baseline = pd.DataFrame({"a": rng.normal(0, 1, 500), "b": rng.normal(0, 1, 500)})
+    shifted = pd.DataFrame({"a": rng.normal(1.5, 1, 500), "b": rng.normal(1.5, 1, 500),
+                            "$aml_dc_scoring_timestamp": "2026-11-02T00:00:00Z"})
+    result = compute_drift(baseline, shifted)
+    assert result.drifted and result.drifted_features == ["a", "b"] and result.overall.magnitude < 100
+    page = render_html(result, baseline, shifted, about={"model": "iris", "version": "1", "source": "mdc-data"})
+    verdict_at, table_at = page.index("DRIFT: 2 of 2 features drifted"), page.index("<table>")
+    assert verdict_at < table_at  # the verdict first
+    for fact in ("<dt>model</dt><dd>iris</dd>", "<dt>version</dt><dd>1</dd>", "<dt>generated</dt>",
+                 "2026-11-02 to 2026-11-02", "What to do", "How to read it", "&ge; 0.2"):
+        assert fact in page, fact
+    assert "chi²" not in page and "e-0" not in page.split("<img")[0]  # no empty columns, no 1.024e-05
+    calm = compute_drift(baseline, baseline.sample(frac=1, random_state=1))
+    assert not calm.drifted and "No drift: 0 of 2 features drifted" in render_html(calm, baseline, baseline)

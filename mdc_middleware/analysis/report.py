@@ -67,7 +67,7 @@ def render_html(result: DriftResult, baseline: pd.DataFrame, target: pd.DataFram
         f"at least {result.drift_share:.0%} of the features have, or the magnitude reaches {result.threshold:g}, "
         "on the whole range or on any day.</p>",
         f"<h2>Features over the whole range (magnitude {result.overall.magnitude:.1f} / 100)</h2>",
-        _feature_table(result.overall.features),
+        _feature_table(result.overall.features, result),
     ]
     if result.skipped_features:
         skipped = ", ".join(f"{html.escape(k)} ({html.escape(v)})" for k, v in result.skipped_features.items())
@@ -102,18 +102,28 @@ def _number(value: Optional[float]) -> str:
     return f"{value:.4f}".rstrip("0").rstrip(".") if abs(value) < 10 else f"{value:.2f}"
 
 
-def _feature_table(features: List[FeatureDrift]) -> str:
+def _because(feature: FeatureDrift, result: DriftResult) -> str:
+    """Which test decided, as Evidently names its stat test per column."""
+    reasons = []
+    if feature.psi >= result.psi_threshold:
+        reasons.append(f"PSI {_number(feature.psi)} &ge; {result.psi_threshold:g}")
+    if 100 * feature.distance >= result.threshold:
+        reasons.append(f"distance {_number(feature.distance)} &ge; {result.threshold / 100:g}")
+    return ", ".join(reasons) or f"PSI under {result.psi_threshold:g}"
+
+
+def _feature_table(features: List[FeatureDrift], result: DriftResult) -> str:
     numeric = any(f.kind == "numeric" for f in features)
     categorical = any(f.kind == "categorical" for f in features)
-    head = ["feature", "kind", "rows", "drifted", "PSI", "distance"]
+    head = ["feature", "kind", "rows", "drifted", "because", "PSI", "distance"]
     if numeric:
         head += ["KS", "KS p", "Wasserstein", "Wasserstein (std)"]
     if categorical:
         head += ["chi²", "chi² p"]
     rows = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
     for f in sorted(features, key=lambda f: (not f.drifted, -f.psi)):
-        cells = [html.escape(f.feature), f.kind, f"{f.rows:,}", "yes" if f.drifted else "no", _number(f.psi),
-                 _number(f.distance)]
+        cells = [html.escape(f.feature), f.kind, f"{f.rows:,}", "yes" if f.drifted else "no", _because(f, result),
+                 _number(f.psi), _number(f.distance)]
         if numeric:
             cells += [_number(f.ks_statistic), _number(f.ks_pvalue), _number(f.wasserstein),
                       _number(f.wasserstein_normalized)]
