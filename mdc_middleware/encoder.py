@@ -268,7 +268,8 @@ def as_json_rows(encoded: Encoded) -> Encoded:
     for row in csv.reader(io.StringIO(encoded.payload.decode("utf-8"), newline="")):
         cells = dict(zip(names, row[:len(names)]))
         writer.writerow([json.dumps(cells, ensure_ascii=False, separators=(",", ":")), *row[len(names):]])
-    return Encoded(encoded.target, encoded.folder, _header((ROW_JSON,)), lines.text().encode("utf-8"), len(lines))
+    # Our own column: its name is not renamed as a client's $mdc_ key would be.
+    return Encoded(encoded.target, encoded.folder, header_line((ROW_JSON,)), lines.text().encode("utf-8"), len(lines))
 
 
 @functools.lru_cache(maxsize=4096)
