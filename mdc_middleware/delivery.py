@@ -159,8 +159,8 @@ class Delivery:
         assert self.journal is not None
         self._next_adoption = time.monotonic() + ADOPTION_INTERVAL
         try:
-            if self.journal.adopt_orphans():
-                self._spool_dirty = True
+            if self.journal.adopt_orphans() or (self.spool is not None and self.spool.segments()):
+                self._spool_dirty = True  # also what a process that died left in the spool itself
         except OSError as exc:
             logger.error("mdc: could not read the journal of a stopped process: %s", exc.strerror or exc)
 
@@ -174,8 +174,13 @@ class Delivery:
         try:
             if current_limit() <= started:
                 raise SinkError("the shutdown deadline passed before delivery")
+            extra = {}
+            generation = batch.generation
+            if generation is not None and getattr(self.sink, "reports_attempts", False):
+                key = (batch.folder, batch.stem, batch.header)
+                extra["on_attempt"] = lambda name, position: generation.intend(key, name, position)
             self.sink.append(batch.folder, batch.stem, batch.header, batch.payload, deadline=current_limit,
-                             hint=batch.hint)
+                             hint=batch.hint, **extra)
         except Exception as exc:
             self._on_failure(batch, exc, requeue)
             return False
@@ -253,6 +258,8 @@ class Delivery:
     def _finish_marker(self, marker: Marker) -> bool:
         """Everything before the marker has been tried; now empty the spool while there is time."""
         ok = not self._backoff.failing
+        if self.spool is not None and not self._spool_dirty and self.spool.segments():
+            self._spool_dirty = True  # spooled by another process (or writer) since we last looked
         if self.spool is not None and self._spool_dirty:
             while time.monotonic() < marker.deadline:
                 if not self._backoff.ready():

@@ -41,7 +41,11 @@ BatchKey = Tuple[str, str, str]  # folder, stem, header
 
 
 def _ack_record(key: BatchKey) -> bytes:
-    body = json.dumps({"ack": list(key)}, separators=(",", ":")).encode("utf-8") + b"\0"
+    return _control_record({"ack": list(key)})
+
+
+def _control_record(meta: dict) -> bytes:
+    body = json.dumps(meta, separators=(",", ":")).encode("utf-8") + b"\0"
     return _HEAD.pack(MAGIC, len(body), zlib.crc32(body)) + body
 
 
@@ -88,6 +92,17 @@ class Generation:
                     self._write_all(_ack_record(key))
                 except OSError:  # without the ack the batch may be delivered again after a crash: counted
                     pass
+
+    def intend(self, key: BatchKey, blob: str, position: int) -> None:
+        """The batch ``key`` is about to be appended to ``blob`` at ``position``: if this process dies now, its
+        successor checks there before sending it again (the sink's ``hint``), instead of writing it twice."""
+        with self._lock:
+            if self._descriptor is None:
+                return
+            try:
+                self._write_all(_control_record({"intent": list(key), "at": [blob, position]}))
+            except OSError:
+                pass  # without it a batch landed at the moment of a crash may be delivered twice
 
     @property
     def unresolved_rows(self) -> int:
@@ -186,6 +201,7 @@ class Journal:
         with open(descriptor, "rb", closefd=False) as handle:
             data = handle.read()
         acked = set()
+        intents: Dict[BatchKey, Tuple[str, int]] = {}
         pending: Dict[BatchKey, List[Batch]] = {}
         for _, _, body in _records(data, 0, self.metrics):
             meta, _, payload = body.partition(b"\0")
@@ -193,6 +209,9 @@ class Journal:
                 info = json.loads(meta)
                 if "ack" in info:
                     acked.add(tuple(info["ack"]))
+                    continue
+                if "intent" in info:
+                    intents[tuple(info["intent"])] = (str(info["at"][0]), int(info["at"][1]))
                     continue
                 batch = Batch.decode(body)
             except (ValueError, KeyError, TypeError, UnicodeDecodeError):
@@ -203,7 +222,8 @@ class Journal:
         for key, parts in pending.items():
             if key in acked:
                 continue
-            whole = Batch(key[0], key[1], key[2], b"".join(p.payload for p in parts), sum(p.rows for p in parts))
+            whole = Batch(key[0], key[1], key[2], b"".join(p.payload for p in parts), sum(p.rows for p in parts),
+                          hint=intents.get(key))
             try:
                 if self.spool.write(whole):
                     rows += whole.rows

@@ -149,6 +149,7 @@ class BlobSink:
         self._may_create = True
         self._files: Dict[Tuple[str, str, str], _OpenFile] = {}
         self._last_attempt: Optional[Tuple[str, int]] = None
+        self._on_attempt: Optional[Callable[[str, int], None]] = None
         self._trouble: Dict[str, float] = {}  # cause → when last logged
 
     def __repr__(self) -> str:
@@ -160,8 +161,13 @@ class BlobSink:
                    description=settings.storage_endpoint, **options)
 
     # ---- the Sink interface ---------------------------------------------------------------------
+    reports_attempts = True  # append() takes on_attempt
+
     def append(self, folder: str, stem: str, header: str, payload: bytes,
-               deadline: Deadline = None, hint: Optional[Tuple[str, int]] = None) -> None:
+               deadline: Deadline = None, hint: Optional[Tuple[str, int]] = None,
+               on_attempt: Optional[Callable[[str, int], None]] = None) -> None:
+        """The Sink contract; ``on_attempt(blob name, position)`` is called before each try of the first block,
+        so that a process killed while it was on its way can tell its successor where to look (a ``hint``)."""
         if deadline is None:
             deadline = time.monotonic() + 60.0
         key = (folder, stem, header)
@@ -169,6 +175,7 @@ class BlobSink:
         delivered = 0
         with self._lock:
             self._last_attempt = None
+            self._on_attempt = on_attempt
             for block in split_blocks(payload, self.max_block_bytes):
                 try:
                     if hint is not None and self._hinted_block_landed(hint, block):
@@ -179,6 +186,7 @@ class BlobSink:
                     exc.delivered, exc.maybe_at = delivered, self._last_attempt
                     raise
                 hint = None
+                self._on_attempt = None
                 delivered += len(block)
             self._report_recovery()
 
@@ -287,6 +295,8 @@ class BlobSink:
         blob = self._container_client().get_blob_client(current.name)
         position = current.size
         self._last_attempt = (current.name, position)
+        if self._on_attempt is not None:
+            self._on_attempt(current.name, position)
         try:
             result = blob.append_block(block, appendpos_condition=position)
         except HttpResponseError as exc:
