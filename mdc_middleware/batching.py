@@ -14,7 +14,7 @@ import logging
 import queue
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from .capture import RawCapture, warn_once
 from .capture_encoding import CaptureEncoder

@@ -170,17 +170,26 @@ class _File:
                        _utf8(self.texts, metrics), self.rows, self.text)
 
 
-def _rows_text(record: Record, metrics: Metrics, neutralize_formulas: bool
-               ) -> Optional[Tuple[Tuple[str, ...], int, str]]:
-    """(columns, rows, CSV text) of a record, or None when it had to be withheld (counted with a reason)."""
+def with_rules(record: Record, metrics: Metrics) -> Optional[Tuple[Record, Tuple[str, ...]]]:
+    """The record's columns (declared, or found in its data) and the record without what its field rules
+    withhold; None when a rule of the app's raised (never written unredacted; counted)."""
     columns = record.columns or infer_columns(record.data, default_prefix(record.target.designation))
     _count_reserved(columns, record.rows, metrics)
     try:
-        record, columns = record.with_rules_applied(columns)
-    except Exception:  # a redaction function of the app's that raised: withhold, never write unredacted
+        return record.with_rules_applied(columns)
+    except Exception:
         logger.exception("mdc: field rules failed for %s; its rows are not written", record.target.model_name)
         metrics.drop("field_rules_error", record.rows or 1)
         return None
+
+
+def _rows_text(record: Record, metrics: Metrics, neutralize_formulas: bool
+               ) -> Optional[Tuple[Tuple[str, ...], int, str]]:
+    """(columns, rows, CSV text) of a record, or None when it had to be withheld (counted with a reason)."""
+    ruled = with_rules(record, metrics)
+    if ruled is None:
+        return None
+    record, columns = ruled
     try:
         try:
             rows, text = encode(record, columns, neutralize_formulas)

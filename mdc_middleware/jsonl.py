@@ -26,11 +26,10 @@ from typing import Any, List, Optional
 import numpy as np
 import orjson
 
-from .encoder import Encoded
+from .encoder import Encoded, with_rules
 from .metrics import Metrics
 from .paths import COLLECTIONS, Target
-from .records import (Record, _json_value, default_prefix, format_timestamp, infer_columns, rows_as_lists,
-                      unreserved)
+from .records import Record, _json_value, format_timestamp, rows_as_lists, unreserved
 
 logger = logging.getLogger("mdc_middleware")
 
@@ -43,13 +42,10 @@ def encode_record_jsonl(record: Record, metrics: Metrics, counted: bool) -> Opti
 
     ``counted``: as ``encoder.encode_record``'s (rows of a captured request are counted here).
     """
-    columns = record.columns or infer_columns(record.data, default_prefix(record.target.designation))
-    try:
-        record, columns = record.with_rules_applied(columns)
-    except Exception:  # a redaction function of the app's that raised: withhold, never write unredacted
-        logger.exception("mdc: field rules failed for %s; its rows are not written", record.target.model_name)
-        metrics.drop("field_rules_error", record.rows or 1)
+    ruled = with_rules(record, metrics)
+    if ruled is None:
         return None
+    record, columns = ruled
     try:
         names = unreserved(columns)  # a client's "$aml_…" key never passes for ours when read back
         rows = [dict(zip(names, (_value(v) for v in row))) for row in rows_as_lists(record.data, columns)]

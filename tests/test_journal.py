@@ -141,7 +141,7 @@ def test_a_batch_that_landed_as_its_process_died_is_not_delivered_twice(azurite,
         return BlobSink(lambda: BlobServiceClient.from_connection_string(azurite.connection_string, retry_total=0),
                         container_name)
 
-    header, payload, key = "x\n", b"".join(b"%d\n" % i for i in range(100)), ("f/2026/01/01", "data", "x\n")
+    payload, key = b"".join(b"%d\n" % i for i in range(100)), ("f/2026/01/01", "data", "x\n")
     generation = Journal(Spool(tmp_path)).open_generation()
     generation.write([Batch(*key, payload, 100)])
     generation.seal(1)
