@@ -504,3 +504,21 @@ def test_the_report_leads_with_a_verdict_that_agrees_with_its_features(tmp_path)
     assert "chi²" not in page and "e-0" not in page.split("<img")[0]  # no empty columns, no 1.024e-05
     calm = compute_drift(baseline, baseline.sample(frac=1, random_state=1))
     assert not calm.drifted and "No drift: 0 of 2 features drifted" in render_html(calm, baseline, baseline)
+
+
+def test_drift_of_predictions_as_well_as_inputs(settings, data_dir, tmp_path):
+    """A model that starts answering 'yes' to everyone: its predictions drift while its inputs do not."""
+    inputs = ModelDataCollector("m", designation="inputs", feature_names=["x"], settings=settings)
+    predictions = ModelDataCollector("m", designation="predictions", feature_names=["answer"], settings=settings)
+    rng = np.random.default_rng(3)
+    for value in rng.normal(0, 1, 300):
+        ids = inputs.collect([[float(value)]])
+        predictions.collect(predictions.add_correlations([["yes"]], ids))
+    mdc_middleware.flush(10)
+    pd.DataFrame({"x": rng.normal(0, 1, 300)}).to_csv(tmp_path / "inputs.csv", index=False)
+    pd.DataFrame({"answer": ["yes", "no"] * 150}).to_csv(tmp_path / "predictions.csv", index=False)
+    calm = runner().invoke(main, ["--data", str(data_dir), "drift", "--baseline", str(tmp_path / "inputs.csv")])
+    assert calm.exit_code == 0, calm.output
+    shifted = runner().invoke(main, ["--data", str(data_dir), "drift", "--designation", "predictions",
+                                     "--baseline", str(tmp_path / "predictions.csv")])
+    assert shifted.exit_code == 3 and "DRIFT: 1 of 1 features drifted (answer)" in shifted.output, shifted.output
