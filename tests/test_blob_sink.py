@@ -55,9 +55,10 @@ def test_collector_rows_read_back_with_pandas(azurite, blob_settings, container_
     got = blob_rows(azurite, container_name, "inputs")
     assert got[["a", "b"]].values.tolist() == [["1", "x,y"], ["2.5", 'q"uote']]
     day = dt.datetime.now(dt.timezone.utc)
-    names = list(blob_texts(azurite, container_name))
-    assert names == [f"modeldata/default/default/default/default/m/default/inputs/"
-                     f"{day:%Y}/{day:%m}/{day:%d}/data.csv"]
+    texts = blob_texts(azurite, container_name)
+    folder = f"modeldata/default/default/default/default/m/default/inputs/{day:%Y}/{day:%m}/{day:%d}"
+    assert sorted(texts) == [f"{folder}/_mdc_schema.jsonl", f"{folder}/data.csv"]
+    assert texts[f"{folder}/_mdc_schema.jsonl"] == '{"text_columns": ["b"]}\n'  # which column held text
 
 
 def _replica(conn, container, index, barrier):
