@@ -175,10 +175,13 @@ class Delivery:
             if current_limit() <= started:
                 raise SinkError("the shutdown deadline passed before delivery")
             extra = {}
-            generation = batch.generation
-            if generation is not None and getattr(self.sink, "reports_attempts", False):
-                key = (batch.folder, batch.stem, batch.header)
-                extra["on_attempt"] = lambda name, position: generation.intend(key, name, position)
+            generation, spool = batch.generation, self.spool
+            if getattr(self.sink, "reports_attempts", False):  # noted, so a successor can look before resending
+                if generation is not None:
+                    key = (batch.folder, batch.stem, batch.header)
+                    extra["on_attempt"] = lambda name, position: generation.intend(key, name, position)
+                elif batch.source is not None and spool is not None:
+                    extra["on_attempt"] = lambda name, position: spool.intend(batch, name, position)
             self.sink.append(batch.folder, batch.stem, batch.header, batch.payload, deadline=current_limit,
                              hint=batch.hint, **extra)
         except Exception as exc:

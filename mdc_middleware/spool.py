@@ -227,7 +227,7 @@ class Spool:
             self._replaying = None
 
     def _read_next(self, segment: Path) -> Optional[Batch]:
-        offset = _read_cursor(segment)
+        offset, intent = _read_cursor_and_intent(segment)
         with open(segment, "rb") as handle:
             data = handle.read()
         for start, end, body in _records(data, offset, self.metrics):
@@ -238,8 +238,21 @@ class Spool:
                 _write_cursor(segment, end)
                 continue
             batch.source = SpoolRecord(segment, end)
+            if intent is not None and start == offset and batch.hint is None:
+                batch.hint = intent  # its last try may have landed: the sink looks there first
             return batch
         return None
+
+    def intend(self, batch: Batch, blob: str, position: int) -> None:
+        """The replayed ``batch`` is about to be appended to ``blob`` at ``position``: noted in its segment's
+        cursor, so that a process taking the segment over after a kill checks there before sending it again."""
+        record = batch.source
+        if record is None:
+            return
+        try:
+            _write_cursor(record.segment, _read_cursor(record.segment), (blob, position))
+        except OSError:
+            pass  # without the note a batch landed at the moment of a crash may be delivered twice
 
     def _finish_segment(self, segment: Path) -> None:
         """Delete a segment we hold (then its cursor), and only then let go of its lock: a process that opened
@@ -304,16 +317,27 @@ def _cursor_path(segment: Path) -> Path:
 
 
 def _read_cursor(segment: Path) -> int:
+    return _read_cursor_and_intent(segment)[0]
+
+
+def _read_cursor_and_intent(segment: Path) -> Tuple[int, Optional[Tuple[str, int]]]:
+    """Where replay goes on from, and where the record there was last being appended (blob, position), if
+    its process was killed in the middle: ``offset`` or ``offset<TAB>blob<TAB>position``."""
     try:
-        return int(_cursor_path(segment).read_text() or 0)
+        fields = _cursor_path(segment).read_text().split("\t")
+        offset = int(fields[0] or 0)
     except (OSError, ValueError):
-        return 0
+        return 0, None
+    try:
+        return offset, ((fields[1], int(fields[2])) if len(fields) == 3 else None)
+    except ValueError:
+        return offset, None
 
 
-def _write_cursor(segment: Path, offset: int) -> None:
+def _write_cursor(segment: Path, offset: int, intent: Optional[Tuple[str, int]] = None) -> None:
     path = _cursor_path(segment)
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(str(offset))
+    temporary.write_text(str(offset) if intent is None else f"{offset}\t{intent[0]}\t{intent[1]}")
     os.replace(temporary, path)
 
 

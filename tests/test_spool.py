@@ -181,3 +181,32 @@ def test_what_shutdown_cannot_deliver_waits_in_the_spool_for_the_next_start(tmp_
     assert wait_for(lambda: restarted.metrics.snapshot()["rows_replayed"] == 7, timeout=20)
     restarted.shutdown(5)
     assert sorted(map(int, rows(data_dir, "inputs")["x"])) == list(range(7))
+
+
+@pytest.mark.azurite
+def test_a_replayed_batch_that_landed_as_its_process_died_is_not_delivered_twice(azurite, container_name, tmp_path):
+    """Killed between a replayed append reaching storage and moving the cursor past it: the next process looks
+    where the cursor says the append went, and skips the block."""
+    from azure.storage.blob import BlobServiceClient, ContainerClient
+
+    from mdc_middleware.sinks.blob import BlobSink
+
+    def sink() -> BlobSink:
+        return BlobSink(lambda: BlobServiceClient.from_connection_string(azurite.connection_string, retry_total=0),
+                        container_name)
+
+    payload = b"".join(b"%d\n" % i for i in range(50))
+    spool = Spool(tmp_path)
+    spool.write(Batch("f/2026/01/01", "data", "x\n", payload, 50))
+    spool.seal()
+    batch = spool.next_batch()
+    sink().append(batch.folder, batch.stem, batch.header, batch.payload,
+                  on_attempt=lambda name, position: spool.intend(batch, name, position))
+    spool.release()  # killed here: the cursor was not moved past the record
+    again = Spool(tmp_path)
+    writer = Writer(sink(), spool=again, flush_interval=0.2)
+    assert writer.force_flush(30)
+    writer.shutdown(5)
+    text = ContainerClient.from_connection_string(azurite.connection_string, container_name).download_blob(
+        "f/2026/01/01/data.csv").readall().decode()
+    assert text.splitlines() == ["x"] + [str(i) for i in range(50)]
