@@ -19,9 +19,8 @@ from .process_death_driver import Clients
 pytestmark = [pytest.mark.azurite, pytest.mark.slow]
 KILLS = 10
 # Acknowledged rows may be lost only if acknowledged this close before a kill: the batcher thread's lag behind the
-# request path, 5-13 ms measured here on a quiet machine (the target is 50 ms). It grows when the machine is
-# starved of CPU (1.2 s was seen with other heavy jobs running), so the bound leaves room for a noisy CI machine;
-# the measured window is printed (TEST_FIGURES_DIR keeps it).
+# request path, 5-13 ms measured here (the target). It grows when the server is starved of CPU; the
+# measured window is printed (TEST_FIGURES_DIR keeps it).
 WINDOW = 0.050
 
 SERVERS = {
