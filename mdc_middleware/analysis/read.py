@@ -248,10 +248,11 @@ def typed(frame: pd.DataFrame, text: Optional[Iterable[str]] = None) -> pd.DataF
 
 
 def _utc_times(column: pd.Series) -> pd.Series:
+    """UTC times; a cell that is no time (a hand-edited file) becomes NaT rather than failing the read."""
     try:
-        return pd.to_datetime(column.replace("", None), utc=True, format="ISO8601")
+        return pd.to_datetime(column.replace("", None), utc=True, format="ISO8601", errors="coerce")
     except (TypeError, ValueError):  # pandas before 2.0 has no "ISO8601" format, and needs none
-        return pd.to_datetime(column.replace("", None), utc=True)
+        return pd.to_datetime(column.replace("", None), utc=True, errors="coerce")
 
 
 def _plain_int(text: str) -> bool:
