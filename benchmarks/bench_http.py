@@ -29,6 +29,7 @@ stopped (it flushes) and the collected rows are counted against the requests ser
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import re
@@ -65,14 +66,16 @@ wrk.body = '{body}'
 wrk.headers["Content-Type"] = "application/json"
 {pacing}"""
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+PEERS = ("peer-aml", "peer-jsonlog")  # collection without us, for comparison (http_apps.py says how)
 
 
 def start(stack: str, mode: str, endpoint: str, storage: dict) -> tuple:
     port = free_port()
-    env = dict(os.environ, BENCH_STACK=stack, BENCH_MODE=mode if mode in ("off", "basehttp", "passthrough", "discard") else "on",
+    env = dict(os.environ, BENCH_STACK=stack,
+               BENCH_MODE=mode if mode in ("off", "basehttp", "passthrough", "discard", *PEERS) else "on",
                BENCH_ENDPOINT=endpoint,
                PYTHONPATH=f"{HERE}{os.pathsep}{ROOT}", **storage)
-    if mode != "off":
+    if mode != "off" and mode not in PEERS:
         env["MDC_ENABLED"] = "true"
     if "-helper" in mode:
         env["MDC_ENCODER"] = "process"
@@ -170,6 +173,9 @@ def collected_requests(mode: str, storage: dict, server, rows_per_request: int) 
         return len(read_collected(client, "inputs")) // rows_per_request
     if mode == "basehttp":
         return len(read_collected(storage["MDC_LOCAL_DIR"], "inputs")) // rows_per_request
+    if mode == "peer-jsonlog":
+        with open(storage["BENCH_LOG_FILE"], "rb") as lines:
+            return sum(1 for _ in lines)
     return 0
 
 
@@ -192,6 +198,16 @@ def main() -> None:
     script = scratch / "post.lua"
     script.write_text(wrk_script(args.rows, args.rate))
     connections = 1 if args.rate else CONNECTIONS
+    sidecar_port = 0
+    if "peer-aml" in args.modes:
+        from bench_collect import start_sidecar
+
+        try:
+            import azureml.ai.monitoring  # noqa: F401
+        except ImportError:
+            raise SystemExit("peer-aml needs azureml-ai-monitoring: pip install 'mdc-middleware[bench]'")
+        sidecar, sidecar_port = start_sidecar()
+        atexit.register(sidecar.terminate)
     rows = []
     with azurite() as server:
         for stack in args.stacks.split(","):
@@ -201,6 +217,11 @@ def main() -> None:
                 for round_ in range(args.rounds):
                     for mode in modes:
                         storage = {"MDC_LOCAL_DIR": str(scratch / uuid.uuid4().hex)}
+                        if mode == "peer-aml":
+                            storage = {"AZUREML_MDC_ENABLED": "true", "AZUREML_MDC_HOST": "127.0.0.1",
+                                       "AZUREML_MDC_PORT": str(sidecar_port)}
+                        elif mode == "peer-jsonlog":
+                            storage = {"BENCH_LOG_FILE": str(scratch / f"{uuid.uuid4().hex}.jsonl")}
                         if mode.startswith("on-azurite"):
                             storage = {"MDC_STORAGE_CONNECTION_STRING": server.connection_string,
                                        "MDC_CONTAINER": f"bench{uuid.uuid4().hex[:12]}",
@@ -240,7 +261,7 @@ def main() -> None:
                                  f"{median([r['cpu_us'] for r in runs[mode]]):.0f}",
                                  " / ".join(f"{median([r[f'{kind}_us'] for r in runs[mode]]):.0f}"
                                             for kind in ("main", "threads", "helper")),
-                                 "—" if mode in ("off", "passthrough", "discard") else
+                                 "—" if mode in ("off", "passthrough", "discard", *PEERS) else
                                  ("all" if complete else "MISSING")])
     print()
     print(table(["stack", "endpoint", "mode", "req/s", "vs off", "p50 ms", "p99 ms", "CPU µs/req",

@@ -4,7 +4,11 @@ BENCH_MODE:      off (no middleware) | on (mdc-middleware; MDC_* say where to) |
                  hand-written capture in starlette's BaseHTTPMiddleware, for contrast; FastAPI only) |
                  passthrough (a middleware that only wraps the body streams and keeps references: the
                  least any body capture in Python costs, for reference) | discard (mdc-middleware whose
-                 captures are thrown away at the queue: what the request path alone costs)
+                 captures are thrown away at the queue: what the request path alone costs) |
+                 peer-aml (no middleware: azureml-ai-monitoring's Collector.collect() on a DataFrame of the
+                 request and one of the response, in the handler, as its docs show; its worker posts to the
+                 loopback sidecar stand-in at AZUREML_MDC_PORT) | peer-jsonlog (no middleware: inputs and
+                 outputs as one JSON line through the logging module to a file, as BentoML logs them)
 BENCH_ENDPOINT:  trivial (echo a count) | model (scikit-learn logistic regression on iris)
 """
 
@@ -37,6 +41,32 @@ def _schema():
     return {"/score": Schema(inputs=FEATURES, predictions=["species"], model_name="iris", model_version="1")}
 
 
+def _peer_logger():
+    """What a team collecting without us writes: a peer's collection of a request's inputs and outputs."""
+    if MODE == "peer-aml":
+        import pandas as pd
+        from azureml.ai.monitoring import Collector
+
+        logging.getLogger("mdc").setLevel(logging.CRITICAL)  # its worker logs every send
+        inputs = Collector(name="model_inputs", on_error=lambda exc: None)
+        outputs = Collector(name="model_outputs", on_error=lambda exc: None)
+
+        def collect(rows, predictions):
+            context = inputs.collect(pd.DataFrame(rows, columns=FEATURES))
+            outputs.collect(pd.DataFrame({"species": predictions}), context)
+
+        return collect
+    if MODE == "peer-jsonlog":
+        logger = logging.getLogger("bench.inference")
+        handler = logging.FileHandler(os.environ.get("BENCH_LOG_FILE", os.devnull))
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        return lambda rows, predictions: logger.info(json.dumps({"inputs": rows, "outputs": predictions}))
+    return None
+
+
 def _discard_captures():
     from mdc_middleware.writer import Writer
 
@@ -48,12 +78,16 @@ def fastapi_app():
     from fastapi.responses import Response
 
     scorer = predict()
+    peer = _peer_logger()
     app = FastAPI()
 
     @app.post("/score")
     async def score(request: Request):
         rows = json.loads(await request.body())["data"]
-        return Response(json.dumps({"predictions": scorer(rows)}), media_type="application/json")
+        predictions = scorer(rows)
+        if peer is not None:
+            peer(rows, predictions)
+        return Response(json.dumps({"predictions": predictions}), media_type="application/json")
 
     @app.get("/healthz")
     def healthz():
@@ -178,12 +212,16 @@ def flask_app():
     from flask import Flask, request
 
     scorer = predict()
+    peer = _peer_logger()
     app = Flask(__name__)
 
     @app.post("/score")
     def score():
         rows = json.loads(request.get_data())["data"]
-        return json.dumps({"predictions": scorer(rows)}), 200, {"content-type": "application/json"}
+        predictions = scorer(rows)
+        if peer is not None:
+            peer(rows, predictions)
+        return json.dumps({"predictions": predictions}), 200, {"content-type": "application/json"}
 
     @app.get("/healthz")
     def healthz():
