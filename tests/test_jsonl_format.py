@@ -86,3 +86,13 @@ def test_jsonl_in_blob_storage_has_no_header_and_reads_back(azurite, container_n
 def test_a_format_that_does_not_exist_fails_start_up_naming_the_variable():
     with pytest.raises(ConfigError, match="MDC_FORMAT"):
         Settings.from_env({"MDC_FORMAT": "xml"})
+
+
+def test_json_lines_keep_their_own_types_when_read(jsonl_settings, data_dir):
+    """A zip code sent as text stays text though it looks like a number; numbers stay numbers."""
+    collector = ModelDataCollector("m", designation="inputs", feature_names=["zip", "n"], settings=jsonl_settings)
+    collector.collect([["12345", 3], ["00501", 4]])
+    mdc_middleware.flush(10)
+    frame = read_collected(data_dir, "inputs")
+    assert frame["zip"].tolist() == ["12345", "00501"] and frame["n"].tolist() == [3, 4]
+    assert read_collected(data_dir, "inputs", as_text=True)["n"].tolist() == ["3", "4"]

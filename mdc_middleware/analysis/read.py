@@ -137,22 +137,27 @@ def read_collected(source: Source, designation: Optional[str] = None, *, model: 
     options = dict(dtype=str, keep_default_na=False)  # typed below, column by column, never by guessing
     frames = []
     files = list_data_files(source, designation=designation, model=model, version=version, start=start, end=end)
+    notes: Dict[str, Optional[set]] = {}  # folder → the writer's notes on its text columns
     for name, _ in (progress(files) if progress else files):
         if _is_container(source):
             handle: Any = io.BytesIO(source.download_blob(name).readall())
         else:
             handle = name
-        if str(name).endswith(JSONL):
-            frames.append(read_jsonl(handle, True, model, version))
-        else:
-            frames.append(pd.read_csv(handle, **options))
+        if str(name).endswith(JSONL):  # JSON keeps its own types: only the $aml_* columns are typed
+            frame = read_jsonl(handle, as_text, model, version)
+            frames.append(frame if as_text else typed(frame, set(frame.columns) - set(_AML_TYPED)))
+            continue
+        frame = pd.read_csv(handle, **options)
+        if not as_text:
+            folder = _folder_of(name)
+            if folder not in notes:
+                notes[folder] = text_columns_noted(source, [folder])
+            frame = typed(frame, notes[folder])
+        frames.append(frame)
     if not frames:
         return pd.DataFrame()
     frame = pd.concat(frames, ignore_index=True)
-    if as_text:
-        return frame.fillna("")
-    notes = text_columns_noted(source, {_folder_of(name) for name, _ in files})
-    return typed(frame.fillna(""), notes)
+    return frame.fillna("") if as_text else frame
 
 
 _JSONL_META = (("correlationid", "$aml_dc_correlation_id"), ("time", "$aml_dc_scoring_timestamp"),
@@ -178,11 +183,11 @@ def read_jsonl(handle: Any, as_text: bool = False, model: Optional[str] = None,
         data = record.get("data")
         meta = {column: record.get(key, "") for key, column in _JSONL_META}
         for row in data if isinstance(data, list) else [data]:
-            rows.append({**(row if isinstance(row, dict) else {"value": row}), **meta})
-    frame = pd.DataFrame(rows)
-    if as_text:
-        frame = frame.apply(lambda column: column.map(_text_cell)).astype(str) if len(frame) else frame
-    return frame
+            cells = row if isinstance(row, dict) else {"value": row}
+            if as_text:  # each value as its own text, before pandas makes a column of them (3 is not 3.0)
+                cells = {key: _text_cell(value) for key, value in cells.items()}
+            rows.append({**cells, **meta})
+    return pd.DataFrame(rows).fillna("") if as_text else pd.DataFrame(rows)
 
 
 def _text_cell(value: Any) -> str:
@@ -193,6 +198,7 @@ def _text_cell(value: Any) -> str:
     return str(value)
 
 
+_AML_TYPED = ("$aml_dc_scoring_timestamp", "$aml_dc_boundary")  # the $aml_* columns typed as other than text
 _TEXT_COLUMNS = ("$aml_dc_correlation_id", "$aml_request_id", "$aml_workspace", "$aml_service_name",
                  "$aml_model_name", "$aml_model_version")
 
@@ -240,6 +246,8 @@ def typed(frame: pd.DataFrame, text: Optional[Iterable[str]] = None) -> pd.DataF
             out[name] = _utc_times(column)
         elif name == "$aml_dc_boundary":
             out[name] = pd.to_numeric(column.replace("", None)).astype("Int64")
+        elif name in text and column.dtype != object:
+            out[name] = column  # typed already (JSON Lines): kept as it is
         elif name in _TEXT_COLUMNS or name in text:
             out[name] = column.astype(str)
         else:
