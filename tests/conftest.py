@@ -52,12 +52,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(command: list, env: dict, port: int, timeout: float = 60.0, output: Optional[IO] = None
-                 ) -> subprocess.Popen:
-    """Start a real server on loopback and wait until /healthz answers. Its output goes to a pipe, read
+def start_server(command: list, env: dict, port: int, timeout: float = 60.0, output: Optional[IO] = None,
+                 health: str = "/healthz", cwd: Path = ROOT) -> subprocess.Popen:
+    """Start a real server on loopback and wait until ``health`` answers. Its output goes to a pipe, read
     when it stops, or to ``output`` (a file: readable while the server runs)."""
     full_env = dict(os.environ, PYTHONPATH=str(ROOT), **env)
-    process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=output or subprocess.PIPE,
+    process = subprocess.Popen(command, cwd=cwd, env=full_env, stdout=output or subprocess.PIPE,
                                stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -65,7 +65,7 @@ def start_server(command: list, env: dict, port: int, timeout: float = 60.0, out
             text = process.stdout.read().decode() if process.stdout else "(in the output file)"
             raise RuntimeError(f"server exited with {process.returncode}:\n{text}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}{health}", timeout=1.0).status_code == 200:
                 return process
         except httpx.HTTPError:
             time.sleep(0.1)

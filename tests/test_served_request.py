@@ -2,10 +2,7 @@
 the request id the server saw. Under Azure ML's own scoring server (azmlinfsrv, gunicorn with 2 workers), a plain
 Flask app and FastAPI routes."""
 import json
-import os
 import signal
-import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -15,7 +12,7 @@ import pytest
 import mdc_middleware
 from mdc_middleware.analysis import read_collected
 
-from .conftest import ROOT, free_port
+from .conftest import ROOT, free_port, start_server
 
 AZMLINFSRV = ROOT / ".tools" / "azmlinfsrv" / "bin" / "azmlinfsrv"
 
@@ -96,21 +93,10 @@ def download(azurite, container: str, folder: Path) -> None:
 
 def start_azmlinfsrv(tmp_path: Path, env: dict) -> tuple:
     port, health = free_port(), free_port()
-    log = (tmp_path / "azmlinfsrv.log").open("wb")
-    process = subprocess.Popen(
-        [str(AZMLINFSRV), "--entry_script", str(ROOT / "tests" / "apps" / "azureml" / "score.py"),
-         "--port", str(port), "--health_port", str(health), "--worker_count", "2"],
-        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT), **env), stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert process.poll() is None, (tmp_path / "azmlinfsrv.log").read_text()[-3000:]
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200:
-                return process, port
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("azmlinfsrv did not start")
+    command = [str(AZMLINFSRV), "--entry_script", str(ROOT / "tests" / "apps" / "azureml" / "score.py"),
+               "--port", str(port), "--health_port", str(health), "--worker_count", "2"]
+    with (tmp_path / "azmlinfsrv.log").open("wb") as log:  # the server keeps its own copy of the descriptor
+        return start_server(command, env, port, timeout=90, output=log, health="/", cwd=tmp_path), port
 
 
 @pytest.mark.skipif(not AZMLINFSRV.exists(), reason="scripts/test.sh installs azureml-inference-server-http")
