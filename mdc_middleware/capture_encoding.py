@@ -78,11 +78,13 @@ class HelperProcessEncoder:
     def encode(self, captures: List[RawCapture], deadline: Optional[float] = None) -> Iterator[Encoded]:
         local = captures
         if self.helper.available():
-            csv = [raw for raw in captures if plan_by_id(raw[0]).inputs_target.layout != "jsonl"]
+            csv, jsonl = [], []
+            for raw in captures:
+                (jsonl if plan_by_id(raw[0]).inputs_target.layout == "jsonl" else csv).append(raw)
             if csv:
-                encoded, local = self.helper.encode(csv, self.fallback.neutralize_formulas, deadline)
+                encoded, left = self.helper.encode(csv, self.fallback.neutralize_formulas, deadline)
                 yield from encoded
-                local = local + [raw for raw in captures if plan_by_id(raw[0]).inputs_target.layout == "jsonl"]
+                local = left + jsonl
         yield from self.fallback.encode(local, deadline)
 
     def start(self) -> None:

@@ -154,10 +154,8 @@ def _explain(exc: Exception, context: Optional["_Context"]) -> str:
     if isinstance(exc, ModuleNotFoundError):
         extra = "analysis" if exc.name in ("scipy", "matplotlib") else "cli"
         return f"this needs {exc.name}: pip install 'mdc-middleware[{extra}]'"
-    try:
-        from azure.core.exceptions import AzureError, ResourceNotFoundError
-    except ImportError:  # pragma: no cover
-        AzureError = ResourceNotFoundError = ()  # type: ignore[misc,assignment]
+    from azure.core.exceptions import AzureError, ResourceNotFoundError  # a core dependency
+
     if isinstance(exc, ResourceNotFoundError) and "ContainerNotFound" in str(getattr(exc, "error_code", "")):
         return f"{where}: the container does not exist; check MDC_CONTAINER (or the container in --account-url)"
     if isinstance(exc, AzureError):

@@ -24,7 +24,7 @@ import sys
 from types import FrameType
 from typing import Any, Mapping, Optional
 
-from .capture import REQUEST_ID_HEADERS, new_correlation_id
+from .capture import REQUEST_ID_HEADERS, new_correlation_id, pick_request_id
 from .runtime import RequestContext
 
 _KEY = "mdc.request_context"
@@ -54,8 +54,8 @@ def _in_environ(environ: dict, request_id: str = "") -> RequestContext:
     context = environ.get(_KEY)
     if context is None:
         correlation_id = new_correlation_id()
-        request_id = (request_id or environ.get("REQUEST_ID")
-                      or next((environ[h] for h in _WSGI_HEADERS if environ.get(h)), "") or correlation_id)
+        headers = {name: environ.get(key, "") for name, key in zip(REQUEST_ID_HEADERS, _WSGI_HEADERS)}
+        request_id = request_id or environ.get("REQUEST_ID") or pick_request_id(headers) or correlation_id
         context = environ[_KEY] = RequestContext(correlation_id, str(request_id))
     return context
 
@@ -64,9 +64,9 @@ def _in_scope(scope: dict) -> RequestContext:
     context = scope.get(_KEY)
     if context is None:
         correlation_id = new_correlation_id()
-        found = dict((k.lower(), v) for k, v in scope.get("headers") or () if k.lower() in _ASGI_HEADERS)
-        request_id = next((found[h].decode("latin-1") for h in _ASGI_HEADERS if found.get(h)), correlation_id)
-        context = scope[_KEY] = RequestContext(correlation_id, request_id)
+        headers = {k.lower().decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or ()
+                   if k.lower() in _ASGI_HEADERS}
+        context = scope[_KEY] = RequestContext(correlation_id, pick_request_id(headers) or correlation_id)
     return context
 
 

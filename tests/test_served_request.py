@@ -132,3 +132,19 @@ def test_seed_score_py_under_azure_ml_scoring_server_joins_row_by_row(tmp_path, 
     folders = {p.relative_to(data_dir).parts[1:9] for p in data_dir.rglob("*.csv")}  # below the container
     assert folders == {("modeldata", "sub-1", "my-rg", "my-ws", "svc", "best_model", "10", d)
                        for d in ("inputs", "predictions")}
+
+
+def test_a_request_id_no_log_could_hold_is_not_taken(data_dir, monkeypatch):
+    """As the middleware does (capture.pick_request_id): too long, or with a comma, the correlation id stands in."""
+    monkeypatch.setenv("MDC_ENABLED", "true")
+    monkeypatch.setenv("MDC_LOCAL_DIR", str(data_dir))
+    from .apps import plain_flask_score
+
+    plain_flask_score.inputs_dc.settings = plain_flask_score.prediction_dc.settings = mdc_middleware.Settings.from_env()
+    plain_flask_score.inputs_dc._writer = plain_flask_score.prediction_dc._writer = None
+    client = plain_flask_score.app.test_client()
+    for i, request_id in enumerate(["r" * 5000, "a,b"]):
+        assert client.post("/score", json={"data": [[i, 0.5]]}, headers={"x-request-id": request_id}).status_code == 200
+    mdc_middleware.flush(10)
+    merged = joined(data_dir, "plain")
+    assert (merged["$aml_request_id"] == merged["$aml_dc_correlation_id"]).all()
