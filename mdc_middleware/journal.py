@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from .metrics import Metrics
-from .spool import _HEAD, MAGIC, Batch, Spool, _records
+from .spool import _HEAD, MAGIC, Batch, Spool, _records, create_locked
 
 logger = logging.getLogger("mdc_middleware")
 
@@ -154,9 +154,7 @@ class Journal:
         self._lock = threading.Lock()
 
     def open_generation(self) -> Generation:
-        path = self.directory / f"{time.time_ns():020d}-{os.getpid()}{SUFFIX}"
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path, descriptor = create_locked(self.directory, SUFFIX)
         generation = Generation(path, descriptor, self.fsync)
         with self._lock:
             self._live = [g for g in self._live if g._descriptor is not None]
@@ -174,6 +172,7 @@ class Journal:
     def adopt_orphans(self) -> int:
         """Move the unacked records of segments no live process holds into the spool; returns their rows."""
         adopted = 0
+        self._remove_stillborn()
         own = {g.path for g in self._live}
         for path in self.orphans():
             if path in own:
@@ -196,6 +195,15 @@ class Journal:
             finally:
                 os.close(descriptor)
         return adopted
+
+    def _remove_stillborn(self) -> None:
+        """Segments a process died making (``create_locked`` before its rename) are empty: removed once old."""
+        for path in self.directory.glob(".*.new"):
+            try:
+                if path.stat().st_mtime < time.time() - 60.0:
+                    path.unlink()
+            except OSError:
+                pass
 
     def _adopt(self, path: Path, descriptor: int) -> int:
         with open(descriptor, "rb", closefd=False) as handle:

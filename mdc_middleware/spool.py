@@ -113,10 +113,7 @@ class Spool:
 
     def _rotate(self) -> None:
         self._close_active()
-        path = self.directory / f"{time.time_ns():020d}-{os.getpid()}{SUFFIX}"
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self._active = (path, descriptor)
+        self._active = create_locked(self.directory, SUFFIX)
         self._active_size = 0
 
     def _close_active(self) -> None:
@@ -289,6 +286,28 @@ class Spool:
             self.metrics.drop("spool_full", rows)
             self._finish_segment(segment)
         return self.size_bytes() + needed <= self.max_bytes
+
+
+def create_locked(directory: Path, suffix: str) -> Tuple[Path, int]:
+    """A new segment ``<time_ns>-<pid><suffix>``, open for appending and already locked (``flock``) when it
+    appears under that name: it is made and locked under a name no reader looks for, then renamed. Created
+    under its own name, another process (or our own adopting thread) could lock it between the create and
+    the lock, take it for a dead process's empty segment and delete it, and every row written to it after
+    would be lost."""
+    name = f"{time.time_ns():020d}-{os.getpid()}{suffix}"
+    making = directory / f".{name}.new"
+    descriptor = os.open(making, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(making, directory / name)
+    except OSError:
+        os.close(descriptor)
+        try:
+            making.unlink()
+        except OSError:
+            pass
+        raise
+    return directory / name, descriptor
 
 
 def _records(data: bytes, offset: int, metrics: Metrics) -> Iterator[Tuple[int, int, bytes]]:

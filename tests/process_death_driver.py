@@ -20,15 +20,16 @@ import httpx
 
 
 def workers(master: int) -> list:
-    """The server's worker processes (children of the master, without multiprocessing's helpers)."""
+    """The server's live worker processes (children of the master, without multiprocessing's helpers)."""
     found = []
     for task in Path(f"/proc/{master}/task").iterdir():
         for child in (task / "children").read_text().split():
             try:
                 command = Path(f"/proc/{child}/cmdline").read_bytes()
-            except OSError:
+                state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
                 continue
-            if b"resource_tracker" not in command:
+            if b"resource_tracker" not in command and state not in ("Z", "X"):  # not dead, waiting to be reaped
                 found.append(int(child))
     return found
 
@@ -39,6 +40,7 @@ class Clients:
     def __init__(self, port: int, threads: int = 4) -> None:
         self.port = port
         self.acked: dict = {}
+        self.pids: dict = {}  # row id → the worker that answered
         self.errors = 0
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(t,), daemon=True) for t in range(threads)]
@@ -56,6 +58,7 @@ class Clients:
                     continue
                 if response.status_code == 200:
                     self.acked[row_id] = time.monotonic()
+                    self.pids[row_id] = response.json().get("pid")
                 time.sleep(0.002)
 
     def __enter__(self) -> "Clients":
@@ -72,18 +75,21 @@ class Clients:
 def kill_at_random(port: int, master: int, kills: int, seed: int) -> dict:
     rng = random.Random(seed)
     done: list = []
+    killed: list = []
     with Clients(port) as clients:
         time.sleep(1.0)
         deadline = time.monotonic() + 120
         while len(done) < kills and time.monotonic() < deadline:
             time.sleep(rng.uniform(0.2, 1.0))
-            alive = workers(master)
+            alive = [pid for pid in workers(master) if pid not in killed]
             if len(alive) < 2:
                 continue  # wait for the supervisor to replace the last one
+            victim = rng.choice(alive)
             done.append(time.monotonic())
-            os.kill(rng.choice(alive), signal.SIGKILL)
+            killed.append(victim)
+            os.kill(victim, signal.SIGKILL)
         time.sleep(1.0)
-    return {"acked": clients.acked, "kills": done, "errors": clients.errors}
+    return {"acked": clients.acked, "pids": clients.pids, "kills": done, "killed": killed, "errors": clients.errors}
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """The write-ahead journal: rows survive the death of the process that collected them."""
+import fcntl
 import os
 import signal
 import subprocess
@@ -80,6 +81,59 @@ def test_a_live_process_journal_is_not_adopted_by_a_sibling(tmp_path):
     """)], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=60)
     assert child.stdout.strip() == "0", child.stderr
     assert generation.path.exists() and not spool.segments()
+
+
+@pytest.fixture
+def look_in_every_gap(monkeypatch):
+    """Runs ``look()`` just before each lock a new segment is made with: where a thread switch or another
+    process's glob can fall, and where a segment must not yet be visible as unlocked."""
+    real, lookers = fcntl.flock, []
+
+    def flock(descriptor, operation):
+        if lookers and not getattr(flock, "inside", False):
+            flock.inside = True
+            try:
+                for look in lookers:
+                    look()
+            finally:
+                flock.inside = False
+        return real(descriptor, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    return lookers
+
+
+def test_a_new_generation_cannot_be_taken_for_a_dead_one_before_it_is_locked(tmp_path, look_in_every_gap):
+    """A writer's delivery thread adopts orphans at start, as its batcher opens the first generation: the new,
+    still empty segment was taken, found empty and deleted, and every row journaled after was lost."""
+    journal = Journal(Spool(tmp_path))
+    look_in_every_gap.append(Journal(Spool(tmp_path)).adopt_orphans)
+    generation = journal.open_generation()
+    generation.write([Batch("f", "data", "x\n", b"1\n", 1)])
+    look_in_every_gap.clear()
+    assert generation.path.exists()
+    generation.forget()  # the process dies: the rows are found
+    assert Journal(Spool(tmp_path)).adopt_orphans() == 1
+
+
+def test_a_new_spool_segment_cannot_be_replayed_away_before_it_is_locked(tmp_path, look_in_every_gap):
+    replayer = Spool(tmp_path)
+    look_in_every_gap.append(replayer.next_batch)
+    spool = Spool(tmp_path)
+    spool.write(Batch("f", "data", "x\n", b"1\n", 1))
+    spool.seal()
+    look_in_every_gap.clear()
+    replayer.release()
+    batch = Spool(tmp_path).next_batch()
+    assert batch is not None and batch.payload == b"1\n"
+
+
+def test_a_segment_its_process_died_making_is_removed_once_old(tmp_path):
+    old, young = tmp_path / ".1-2.journal.new", tmp_path / ".3-4.spool.new"
+    old.touch(), young.touch()
+    os.utime(old, (0, 0))
+    Journal(Spool(tmp_path)).adopt_orphans()
+    assert not old.exists() and young.exists()
 
 
 def test_only_unresolved_batches_of_a_generation_are_adopted(tmp_path):

@@ -1,4 +1,6 @@
 """A FastAPI app for load tests: every input row carries a unique id, every prediction echoes it."""
+import os
+
 from fastapi import FastAPI, Request
 
 from mdc_middleware import DataCollectionMiddleware, Schema
@@ -16,4 +18,4 @@ def healthz():
 @app.post("/score")
 async def score(request: Request):
     rows = (await request.json())["data"]
-    return {"predictions": [row[0] for row in rows]}
+    return {"predictions": [row[0] for row in rows], "pid": os.getpid()}

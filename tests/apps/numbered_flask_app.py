@@ -1,4 +1,6 @@
 """The Flask twin of numbered_app: every input row carries a unique id, every prediction echoes it."""
+import os
+
 from flask import Flask, jsonify, request
 
 from mdc_middleware import Schema, WSGIDataCollectionMiddleware
@@ -16,4 +18,4 @@ def healthz():
 @app.post("/score")
 def score():
     rows = request.get_json()["data"]
-    return jsonify({"predictions": [row[0] for row in rows]})
+    return jsonify({"predictions": [row[0] for row in rows], "pid": os.getpid()})
