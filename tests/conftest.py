@@ -56,7 +56,7 @@ def start_server(command: list, env: dict, port: int, timeout: float = 60.0, out
                  health: str = "/healthz", cwd: Path = ROOT) -> subprocess.Popen:
     """Start a real server on loopback and wait until ``health`` answers. Its output goes to a pipe, read
     when it stops, or to ``output`` (a file: readable while the server runs)."""
-    full_env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("TEST_EXTRA_PYTHONPATH"), str(ROOT)])), **env)
+    full_env = dict(os.environ, PYTHONPATH=str(ROOT), **env)
     process = subprocess.Popen(command, cwd=cwd, env=full_env, stdout=output or subprocess.PIPE,
                                stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
