@@ -357,7 +357,7 @@ def drift_command(context: _Context, baseline: str, model: Optional[str], versio
 
         about = {"source": describe_source(context.source), "designation": designation,
                  "model": model or "all", "version": version or "all", "baseline": baseline}
-        Path(html_path).write_text(render_html(result, base, target, about=about), encoding="utf-8")
+        Path(html_path).write_text(render_html(result, about=about), encoding="utf-8")
     drifted, compared = result.drifted_features, result.compared_features
     worst = max(result.days, key=lambda day: day.magnitude, default=None)
     click.echo(f"{'DRIFT' if result.drifted else 'no drift'}: {len(drifted)} of {len(compared)} features drifted"

@@ -495,7 +495,7 @@ def test_the_report_leads_with_a_verdict_that_agrees_with_its_features(tmp_path)
                             "$aml_dc_scoring_timestamp": "2026-11-02T00:00:00Z"})
     result = compute_drift(baseline, shifted)
     assert result.drifted and result.drifted_features == ["a", "b"] and result.overall.magnitude < 100
-    page = render_html(result, baseline, shifted, about={"model": "iris", "version": "1", "source": "mdc-data"})
+    page = render_html(result, about={"model": "iris", "version": "1", "source": "mdc-data"})
     verdict_at, table_at = page.index("DRIFT: 2 of 2 features drifted"), page.index("<table>")
     assert verdict_at < table_at  # the verdict first
     for fact in ("<dt>model</dt><dd>iris</dd>", "<dt>version</dt><dd>1</dd>", "<dt>generated</dt>",
@@ -503,7 +503,7 @@ def test_the_report_leads_with_a_verdict_that_agrees_with_its_features(tmp_path)
         assert fact in page, fact
     assert "chi²" not in page and "e-0" not in page.split("<img")[0]  # no empty columns, no 1.024e-05
     calm = compute_drift(baseline, baseline.sample(frac=1, random_state=1))
-    assert not calm.drifted and "No drift: 0 of 2 features drifted" in render_html(calm, baseline, baseline)
+    assert not calm.drifted and "No drift: 0 of 2 features drifted" in render_html(calm)
 
 
 def test_drift_of_predictions_as_well_as_inputs(settings, data_dir, tmp_path):

@@ -16,17 +16,18 @@ default) have, or the magnitude reaches ``threshold``, on the whole range or on 
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
 
 from ..records import META_COLUMNS, SCORING_TIMESTAMP
-
-_EPSILON = 1e-4  # floor for empty bins, so PSI stays finite
+from .distributions import (NumericCounts, NumericGrid, add_categories, categorical_statistics,
+                            numeric_statistics)
 
 
 @dataclass
@@ -69,6 +70,8 @@ class DriftResult:
     days: List[DriftWindow]
     skipped_features: Dict[str, str]
     drift_share: float = 0.5
+    # feature → (baseline profile, collected counts over the whole range): what the report draws; not in to_dict
+    distributions: Dict[str, Tuple[Any, Any]] = field(default_factory=dict, repr=False, compare=False)
 
     def window_drifted(self, window: DriftWindow) -> bool:
         return bool(window.features) and (window.drifted_share >= self.drift_share
@@ -93,7 +96,8 @@ class DriftResult:
         return [f.feature for f in self.overall.features]
 
     def to_dict(self) -> dict:
-        out = asdict(self)
+        out = asdict(dataclasses.replace(self, distributions={}))
+        del out["distributions"]
         out["drifted"] = self.drifted
         out["drifted_features"] = self.drifted_features
         for window, data in zip([self.overall, *self.days], [out["overall"], *out["days"]]):
@@ -117,49 +121,113 @@ def _finite(value):
     return value
 
 
-def compute_drift(baseline: pd.DataFrame, target: pd.DataFrame, *, features: Optional[Sequence[str]] = None,
-                  threshold: float = 30.0, psi_threshold: float = 0.2, bins: int = 10,
-                  drift_share: float = 0.5) -> DriftResult:
+def compute_drift(baseline: pd.DataFrame, target: Union[pd.DataFrame, Iterable[pd.DataFrame]], *,
+                  features: Optional[Sequence[str]] = None, threshold: float = 30.0, psi_threshold: float = 0.2,
+                  bins: int = 10, drift_share: float = 0.5) -> DriftResult:
     """Drift of ``target`` (collected inputs) from ``baseline`` over the whole range and per day.
 
-    Raises ``NothingCompared`` when no feature could be compared (none in common, or none with values)."""
-    skipped: Dict[str, str] = {}
-    if features is None:
-        features = [c for c in baseline.columns if c in target.columns and c not in META_COLUMNS]
-        skipped.update({c: "not in the collected data" for c in baseline.columns
-                        if c not in target.columns and c not in META_COLUMNS})
-    else:
-        missing = [c for c in features if c not in baseline.columns or c not in target.columns]
-        if missing:
-            raise ValueError(f"features not in both baseline and collected data: {missing}")
-    profiles = {}
-    for name in features:
-        profile = _Profile.of(baseline[name], bins)
-        if profile is None:
-            skipped[name] = "no values in the baseline"
-        else:
-            profiles[name] = profile
-    def drifted(feature: FeatureDrift) -> FeatureDrift:
-        feature.drifted = bool(feature.psi >= psi_threshold or 100.0 * feature.distance >= threshold)
-        return feature
+    ``target`` is one DataFrame or DataFrames one after the other (chunks of a stream: memory does not grow
+    with their rows). Their cells may be typed or text as written, empty text being a missing value. Raises
+    ``NothingCompared`` when no feature could be compared (none in common, or none with values)."""
+    frames = [target] if isinstance(target, pd.DataFrame) else target
+    counter: Optional[DriftCounter] = None
+    for frame in frames:
+        if counter is None:
+            counter = DriftCounter.for_baseline(baseline, list(frame.columns), features, bins)
+        counter.add(frame)
+    if counter is None:  # no chunk at all: no column to compare either
+        counter = DriftCounter.for_baseline(baseline, [], features, bins)
+    return counter.result(threshold=threshold, psi_threshold=psi_threshold, drift_share=drift_share)
 
-    overall = _window("overall", target, profiles, drifted)
-    if not overall.features:
-        data = [c for c in target.columns if c not in META_COLUMNS]
-        base = [c for c in baseline.columns if c not in META_COLUMNS]
-        if not len(baseline):
-            raise NothingCompared("nothing to compare: the baseline has no rows")
-        if not profiles:
-            raise NothingCompared(f"nothing to compare: the baseline's columns ({_names(base)}) and the collected "
-                                  f"data's ({_names(data)}) share no feature with values")
-        raise NothingCompared("nothing to compare: the collected data has no values in the features it shares "
-                              f"with the baseline ({_names(list(profiles))})")
-    days = []
-    if SCORING_TIMESTAMP in target.columns and len(target):
-        stamps = pd.to_datetime(target[SCORING_TIMESTAMP], utc=True, errors="coerce")
-        for day, rows in target.groupby(stamps.dt.date):
-            days.append(_window(day.isoformat() if isinstance(day, dt.date) else str(day), rows, profiles, drifted))
-    return DriftResult(len(baseline), threshold, psi_threshold, overall, days, skipped, drift_share)
+
+class DriftCounter:
+    """The baseline's profiles, and counts of the target's values per window (overall, and each day) that
+    chunks are added to."""
+
+    def __init__(self, baseline_rows: int, profiles: Dict[str, "Profile"], skipped: Dict[str, str],
+                 target_columns: Sequence[str], baseline_columns: Sequence[str]) -> None:
+        self.baseline_rows = baseline_rows
+        self.profiles = profiles
+        self.skipped = skipped
+        self.target_columns = list(target_columns)
+        self.baseline_columns = list(baseline_columns)
+        self.windows: Dict[str, WindowCounts] = {}
+
+    @classmethod
+    def for_baseline(cls, baseline: pd.DataFrame, target_columns: Sequence[str],
+                     features: Optional[Sequence[str]] = None, bins: int = 10) -> "DriftCounter":
+        skipped: Dict[str, str] = {}
+        if features is None:
+            features = [c for c in baseline.columns if c in target_columns and c not in META_COLUMNS]
+            skipped.update({c: "not in the collected data" for c in baseline.columns
+                            if c not in target_columns and c not in META_COLUMNS})
+        else:
+            missing = [c for c in features if c not in baseline.columns or c not in target_columns]
+            if missing:
+                raise ValueError(f"features not in both baseline and collected data: {missing}")
+        profiles = {}
+        for name in features:
+            profile = Profile.of(baseline[name], bins)
+            if profile is None:
+                skipped[name] = "no values in the baseline"
+            else:
+                profiles[name] = profile
+        return cls(len(baseline), profiles, skipped, target_columns, baseline.columns)
+
+    def window(self, label: str) -> "WindowCounts":
+        counts = self.windows.get(label)
+        if counts is None:
+            counts = self.windows[label] = WindowCounts(0, {name: p.empty() for name, p in self.profiles.items()})
+        return counts
+
+    def add(self, frame: pd.DataFrame) -> None:
+        """Count one chunk of target rows."""
+        self._add("overall", frame)
+        if SCORING_TIMESTAMP in frame.columns and len(frame):
+            stamps = pd.to_datetime(frame[SCORING_TIMESTAMP].replace("", None), utc=True, errors="coerce",
+                                    format="ISO8601")
+            for day, rows in frame.groupby(stamps.dt.date):
+                self._add(day.isoformat() if isinstance(day, dt.date) else str(day), rows)
+
+    def _add(self, label: str, frame: pd.DataFrame) -> None:
+        counts = self.window(label)
+        counts.rows += len(frame)
+        for name, profile in self.profiles.items():
+            counts.features[name] = profile.add(counts.features[name], frame[name])
+
+    def result(self, *, threshold: float = 30.0, psi_threshold: float = 0.2, drift_share: float = 0.5) -> DriftResult:
+        def judged(feature: FeatureDrift) -> FeatureDrift:
+            feature.drifted = bool(feature.psi >= psi_threshold or 100.0 * feature.distance >= threshold)
+            return feature
+
+        def window(label: str) -> DriftWindow:
+            counts = self.window(label)
+            drifts = [judged(d) for d in (p.compare(name, counts.features[name])
+                                          for name, p in self.profiles.items()) if d is not None]
+            magnitude = 100.0 * float(np.mean([d.distance for d in drifts])) if drifts else 0.0
+            return DriftWindow(label, counts.rows, round(magnitude, 3), drifts)
+
+        overall = window("overall")
+        if not overall.features:
+            data = [c for c in self.target_columns if c not in META_COLUMNS]
+            base = [c for c in self.baseline_columns if c not in META_COLUMNS]
+            if not self.baseline_rows:
+                raise NothingCompared("nothing to compare: the baseline has no rows")
+            if not self.profiles:
+                raise NothingCompared(f"nothing to compare: the baseline's columns ({_names(base)}) and the "
+                                      f"collected data's ({_names(data)}) share no feature with values")
+            raise NothingCompared("nothing to compare: the collected data has no values in the features it "
+                                  f"shares with the baseline ({_names(list(self.profiles))})")
+        days = [window(label) for label in sorted(self.windows) if label != "overall"]
+        result = DriftResult(self.baseline_rows, threshold, psi_threshold, overall, days, self.skipped, drift_share)
+        result.distributions = {name: (p, self.window("overall").features[name]) for name, p in self.profiles.items()}
+        return result
+
+
+@dataclass
+class WindowCounts:
+    rows: int
+    features: Dict[str, Any]  # NumericCounts, or a Series of counts per category
 
 
 def _names(columns: Sequence[str], most: int = 8) -> str:
@@ -167,72 +235,52 @@ def _names(columns: Sequence[str], most: int = 8) -> str:
     return (shown + f", … {len(columns) - most} more" if len(columns) > most else shown) or "none"
 
 
-def _window(label: str, frame: pd.DataFrame, profiles: Dict[str, "_Profile"], judge) -> DriftWindow:
-    drifts = [profile.compare(name, frame[name]) for name, profile in profiles.items()]
-    drifts = [judge(d) for d in drifts if d is not None]
-    magnitude = 100.0 * float(np.mean([d.distance for d in drifts])) if drifts else 0.0
-    return DriftWindow(label, len(frame), round(magnitude, 3), drifts)
+class Profile:
+    """What is kept of one baseline feature: its kind, its grid (numeric) and its counts."""
 
-
-class _Profile:
-    """What is kept of one baseline feature to compare target windows against it."""
-
-    def __init__(self, kind: str, values: np.ndarray, edges: Optional[np.ndarray] = None,
-                 categories: Optional[pd.Index] = None) -> None:
-        self.kind, self.values, self.edges, self.categories = kind, values, edges, categories
-        if kind == "numeric":
-            self.proportions = _proportions(np.histogram(values, edges)[0])
-            self.std = float(np.std(values)) if len(values) > 1 else 0.0
-        else:
-            self.counts = pd.Series(values).value_counts()
+    def __init__(self, kind: str, grid: Optional[NumericGrid], counts: Any, std: float = 0.0) -> None:
+        self.kind, self.grid, self.counts, self.std = kind, grid, counts, std
 
     @classmethod
-    def of(cls, column: pd.Series, bins: int) -> Optional["_Profile"]:
+    def of(cls, column: pd.Series, bins: int = 10) -> Optional["Profile"]:
         column = column.dropna()
         if column.empty:
             return None
         if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
             values = column.to_numpy(dtype=float)
-            inner = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]))
-            edges = np.concatenate(([-np.inf], inner, [np.inf]))
-            return cls("numeric", values, edges=edges)
-        return cls("categorical", column.astype(str).to_numpy())
+            grid = NumericGrid.of(values, psi_bins=bins)
+            counts = NumericCounts.empty(grid)
+            counts.add(grid, values)
+            return cls("numeric", grid, counts, float(np.std(values)) if len(values) > 1 else 0.0)
+        return cls("categorical", None, column.astype(str).value_counts().astype(float))
 
-    def compare(self, name: str, column: pd.Series) -> Optional[FeatureDrift]:
-        from scipy import stats
+    def empty(self) -> Any:
+        if self.grid is not None:
+            return NumericCounts.empty(self.grid)
+        return pd.Series(dtype=float)
 
-        if self.kind == "numeric":
-            values = pd.to_numeric(column, errors="coerce").dropna().to_numpy(dtype=float)
-            if not len(values):
+    def add(self, counts: Any, column: pd.Series) -> Any:
+        """``counts`` with a chunk's cells of this feature added (cells as text or typed; empty and missing
+        cells are not values)."""
+        if self.grid is not None:
+            values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+            counts.add(self.grid, values[~np.isnan(values)])
+            return counts
+        text = column.dropna().astype(str)
+        text = text[text != ""]
+        return add_categories(counts, text.value_counts().astype(float), self.counts.index) if len(text) else counts
+
+    def compare(self, name: str, counts: Any) -> Optional[FeatureDrift]:
+        if self.grid is not None:
+            if not counts.rows:
                 return None
-            target = _proportions(np.histogram(values, self.edges)[0])
-            ks = stats.ks_2samp(self.values, values)
-            distance = float(stats.wasserstein_distance(self.values, values))
-            return FeatureDrift(name, "numeric", len(values), float(ks.statistic), _psi(self.proportions, target),
-                                ks_statistic=float(ks.statistic), ks_pvalue=float(ks.pvalue),
-                                wasserstein=distance,
-                                wasserstein_normalized=distance / self.std if self.std else None)
-        values = column.dropna().astype(str)
-        if values.empty:
+            found = numeric_statistics(self.grid, self.counts, counts)
+            return FeatureDrift(name, "numeric", counts.rows, found["ks_statistic"], found["psi"],
+                                ks_statistic=found["ks_statistic"], ks_pvalue=found["ks_pvalue"],
+                                wasserstein=found["wasserstein"],
+                                wasserstein_normalized=found["wasserstein"] / self.std if self.std else None)
+        if not len(counts) or not counts.sum():
             return None
-        counts = values.value_counts()
-        table = pd.concat([self.counts, counts], axis=1, keys=["baseline", "target"]).fillna(0)
-        base, target = table["baseline"].to_numpy(float), table["target"].to_numpy(float)
-        chi2 = pvalue = None
-        if len(table) > 1:
-            result = stats.chi2_contingency(np.vstack([base, target]))
-            chi2, pvalue = float(result[0]), float(result[1])
-        base_p, target_p = base / base.sum(), target / target.sum()
-        return FeatureDrift(name, "categorical", len(values), float(0.5 * np.abs(base_p - target_p).sum()),
-                            _psi(_proportions(base), _proportions(target)), chi2_statistic=chi2,
-                            chi2_pvalue=pvalue)
-
-
-def _proportions(counts: np.ndarray) -> np.ndarray:
-    counts = np.asarray(counts, dtype=float)
-    total = counts.sum()
-    return np.maximum(counts / total if total else counts, _EPSILON)
-
-
-def _psi(expected: np.ndarray, actual: np.ndarray) -> float:
-    return float(np.sum((actual - expected) * np.log(actual / expected)))
+        found = categorical_statistics(self.counts, counts)
+        return FeatureDrift(name, "categorical", int(counts.sum()), found["distance"], found["psi"],
+                            chi2_statistic=found["chi2_statistic"], chi2_pvalue=found["chi2_pvalue"])

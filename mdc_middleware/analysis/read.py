@@ -171,6 +171,12 @@ def read_jsonl(handle: Any, as_text: bool = False, model: Optional[str] = None,
     ``data`` rows, with its correlation id, time, model and request id in the ``$aml_*`` columns CSV files
     have. ``model``/``version`` keep the records of that model name (where records name it) and version."""
     lines = handle.read().splitlines() if hasattr(handle, "read") else Path(handle).read_bytes().splitlines()
+    return read_jsonl_lines(lines, as_text, model, version)
+
+
+def read_jsonl_lines(lines: Iterable[bytes], as_text: bool = False, model: Optional[str] = None,
+                     version: Optional[str] = None) -> pd.DataFrame:
+    """``read_jsonl`` of some of a file's lines."""
     rows: List[Dict[str, Any]] = []
     for line in lines:
         if not line.strip():

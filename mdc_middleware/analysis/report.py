@@ -18,14 +18,14 @@ from .drift import DriftResult, FeatureDrift
 _MAX_HISTOGRAMS = 12
 
 
-def render_html(result: DriftResult, baseline: pd.DataFrame, target: pd.DataFrame, *,
-                title: str = "Data drift report", about: Optional[Dict[str, str]] = None) -> str:
+def render_html(result: DriftResult, *, title: str = "Data drift report",
+                about: Optional[Dict[str, str]] = None) -> str:
     """The report: the verdict and the drifted features first, what the numbers mean and what to do, then
     per-feature and per-day tables and figures. ``about``: what was compared (model, version, source, …),
     shown under the title with the time the report was made."""
     figures = [("Drift magnitude per day", _magnitude_figure(result)),
                ("PSI per feature and day", _psi_figure(result)),
-               ("Distributions: baseline vs collected", _histograms(result, baseline, target))]
+               ("Distributions: baseline vs collected", _histograms(result))]
     drifted = result.drifted_features
     compared = result.compared_features
     facts = dict(about or {})
@@ -135,6 +135,15 @@ def _feature_table(features: List[FeatureDrift], result: DriftResult) -> str:
     return "".join(rows)
 
 
+def _density(counts, edges: np.ndarray) -> np.ndarray:
+    """Counts on the drift grid put into the plot's equal bins, each grid bin at the mean of its values."""
+    filled = counts.counts > 0
+    means = counts.sums[filled] / counts.counts[filled]
+    which = np.clip(np.searchsorted(edges, means, side="right") - 1, 0, len(edges) - 2)
+    totals = np.bincount(which, weights=counts.counts[filled], minlength=len(edges) - 1)
+    return totals / max(totals.sum(), 1) / np.diff(edges)
+
+
 def _png(figure) -> str:
     import matplotlib.pyplot as plt
 
@@ -190,8 +199,10 @@ def _psi_figure(result: DriftResult) -> str:
     return _png(figure)
 
 
-def _histograms(result: DriftResult, baseline: pd.DataFrame, target: pd.DataFrame) -> str:
+def _histograms(result: DriftResult) -> str:
+    """Each feature's distributions, drawn from the counts drift was computed from (``result.distributions``)."""
     features = sorted(result.overall.features, key=lambda f: -f.distance)[:_MAX_HISTOGRAMS]
+    features = [f for f in features if f.feature in result.distributions]
     if not features:
         return ""
     plt = _pyplot()
@@ -199,16 +210,15 @@ def _histograms(result: DriftResult, baseline: pd.DataFrame, target: pd.DataFram
     rows = -(-len(features) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False)
     for axis, feature in zip(axes.flat, features):
+        profile, seen = result.distributions[feature.feature]
         if feature.kind == "numeric":
-            base = pd.to_numeric(baseline[feature.feature], errors="coerce").dropna()
-            seen = pd.to_numeric(target[feature.feature], errors="coerce").dropna()
-            edges = np.histogram_bin_edges(np.concatenate([base, seen]), bins=30)
-            axis.hist(base, bins=edges, density=True, alpha=0.5, label="baseline")
-            axis.hist(seen, bins=edges, density=True, alpha=0.5, label="collected")
+            low, high = min(profile.counts.low, seen.low), max(profile.counts.high, seen.high)
+            edges = np.linspace(low, high, 31) if high > low else np.array([low - 0.5, high + 0.5])
+            for counts, label in ((profile.counts, "baseline"), (seen, "collected")):
+                axis.stairs(_density(counts, edges), edges, fill=True, alpha=0.5, label=label)
         else:
-            base = baseline[feature.feature].dropna().astype(str).value_counts(normalize=True)
-            seen = target[feature.feature].dropna().astype(str).value_counts(normalize=True)
-            table = pd.concat([base, seen], axis=1, keys=["baseline", "collected"]).fillna(0).head(15)
+            base = profile.counts / profile.counts.sum()
+            table = pd.concat([base, seen / seen.sum()], axis=1, keys=["baseline", "collected"]).fillna(0).head(15)
             table.plot.bar(ax=axis, alpha=0.7)
         axis.set_title(f"{feature.feature}\nPSI {feature.psi:.2f}{' - drifted' if feature.drifted else ''}",
                        fontsize="small", color="#900" if feature.drifted else "#222")

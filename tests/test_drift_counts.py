@@ -1,0 +1,72 @@
+"""Drift from counts: the statistics against those from all the values (scipy), and chunks against one frame."""
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from mdc_middleware.analysis.distributions import NumericCounts, NumericGrid, numeric_statistics, proportions, psi_of
+from mdc_middleware.analysis.drift import compute_drift
+
+SAMPLES = {
+    "normal, shifted": lambda rng: (rng.normal(0, 1, 50_000), rng.normal(0.3, 1.2, 20_000)),
+    "same distribution": lambda rng: (rng.normal(5, 2, 50_000), rng.normal(5, 2, 30_000)),
+    "lognormal against uniform": lambda rng: (rng.lognormal(0, 1, 40_000), rng.uniform(0, 5, 10_000)),
+    "whole numbers, one new value": lambda rng: (rng.integers(0, 5, 40_000).astype(float),
+                                                 rng.integers(0, 6, 10_000).astype(float)),
+    "between the baseline's values": lambda rng: (rng.choice([0.0, 1.0], 10_000),
+                                                  rng.choice([0.5, 1.0], 10_000)),
+    "far outside the baseline": lambda rng: (rng.normal(0, 1, 10_000), rng.normal(50, 1, 10_000)),
+}
+
+
+def counted(grid: NumericGrid, values: np.ndarray) -> NumericCounts:
+    counts = NumericCounts.empty(grid)
+    counts.add(grid, values)
+    return counts
+
+
+@pytest.mark.parametrize("case", list(SAMPLES))
+def test_statistics_from_counts_agree_with_those_from_all_values(case):
+    baseline, target = SAMPLES[case](np.random.default_rng(7))
+    grid = NumericGrid.of(baseline)
+    found = numeric_statistics(grid, counted(grid, baseline), counted(grid, target))
+    exact_ks = stats.ks_2samp(baseline, target).statistic
+    assert abs(found["ks_statistic"] - exact_ks) <= grid.ks_tolerance + 1e-12, (found, exact_ks, grid.ks_tolerance)
+    assert grid.ks_tolerance <= 0.0011
+    exact_w = stats.wasserstein_distance(baseline, target)
+    assert found["wasserstein"] == pytest.approx(exact_w, rel=0.01, abs=1e-3 * np.std(baseline))
+    edges = np.concatenate(([-np.inf], grid.deciles, [np.inf]))
+    exact_psi = psi_of(proportions(np.histogram(baseline, edges)[0]), proportions(np.histogram(target, edges)[0]))
+    assert found["psi"] == pytest.approx(exact_psi, rel=1e-9, abs=1e-12)
+    assert (found["ks_pvalue"] < 0.01) == (stats.ks_2samp(baseline, target).pvalue < 0.01)
+
+
+def test_repeated_values_give_the_exact_statistics():
+    """Bins of one value each: nothing is spread inside a bin, so KS and Wasserstein are exact."""
+    rng = np.random.default_rng(3)
+    baseline, target = rng.integers(0, 10, 20_000).astype(float), rng.integers(2, 12, 5_000).astype(float)
+    grid = NumericGrid.of(baseline)
+    found = numeric_statistics(grid, counted(grid, baseline), counted(grid, target))
+    assert grid.ks_tolerance == 0.0
+    assert found["ks_statistic"] == pytest.approx(stats.ks_2samp(baseline, target).statistic, abs=1e-12)
+    assert found["wasserstein"] == pytest.approx(stats.wasserstein_distance(baseline, target), rel=1e-9)
+
+
+def test_chunks_give_what_one_frame_gives():
+    rng = np.random.default_rng(11)
+    baseline = pd.DataFrame({"x": rng.normal(0, 1, 5_000), "color": rng.choice(["red", "blue"], 5_000)})
+    days = pd.to_datetime("2026-11-01", utc=True) + pd.to_timedelta(rng.integers(0, 3 * 86400, 9_000), unit="s")
+    target = pd.DataFrame({"x": rng.normal(0.4, 1, 9_000), "color": rng.choice(["red", "blue", "green"], 9_000),
+                           "$aml_dc_scoring_timestamp": days.strftime("%Y-%m-%dT%H:%M:%S.%fZ")})
+    whole = compute_drift(baseline, target).to_dict()
+    as_text = target.astype(str)
+    chunked = compute_drift(baseline, (as_text.iloc[i:i + 1000] for i in range(0, len(as_text), 1000))).to_dict()
+    assert chunked == whole
+    assert [d["label"] for d in whole["days"]] == ["2026-11-01", "2026-11-02", "2026-11-03"]
+
+
+def test_empty_cells_are_missing_values_not_a_category():
+    baseline = pd.DataFrame({"color": ["red", "blue"] * 50})
+    target = pd.DataFrame({"color": ["red", "blue", ""] * 30})
+    feature = compute_drift(baseline, target).overall.features[0]
+    assert feature.rows == 60 and feature.distance == 0.0
