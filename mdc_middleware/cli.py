@@ -11,7 +11,7 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, Iterator, Optional
 
 try:
     import click
@@ -22,7 +22,8 @@ import pandas as pd
 
 from .config import ConfigError, Settings
 from .records import RowsEndingInNewline
-from .analysis.read import inventory, read_collected
+from .analysis.chunks import Chunk, header_columns, iter_chunks
+from .analysis.read import inventory, read_collected, text_columns_noted
 from .analysis.source import describe_source, open_source
 
 EXIT_DRIFT = 3
@@ -55,6 +56,7 @@ class _Context:
     def __init__(self, data: Optional[str] = None, overrides: Optional[dict] = None) -> None:
         self.data, self.overrides = data, dict(overrides or {})
         self._source: Any = None
+        self._notes: Dict[str, Optional[set]] = {}
 
     @property
     def source(self) -> Any:
@@ -81,6 +83,26 @@ class _Context:
         if frame.empty:
             self.check_names(designation, model, version)
         return frame
+
+    def chunks(self, designation: str, model: Optional[str], version: Optional[str], start: Any, end: Any, *,
+               shown: bool = True, jsonl_as_text: bool = True) -> Iterator[Chunk]:
+        """The rows a chunk at a time (memory bounded by a chunk); ``shown``: with a progress bar."""
+        from tqdm import tqdm
+
+        if start is not None and end is not None and start > end:
+            raise click.UsageError(f"--from {start:%Y-%m-%d} is after --to {end:%Y-%m-%d}")
+
+        def progress(files):
+            return tqdm(files, desc=f"reading {designation}", unit="file", file=sys.stderr, disable=None)
+
+        return iter_chunks(self.source, designation, model=model, version=version, start=_day(start), end=_day(end),
+                           jsonl_as_text=jsonl_as_text, progress=progress if shown else None)
+
+    def notes(self, folder: str) -> Optional[set]:
+        """The writer's notes on text columns in ``folder`` (read once per folder)."""
+        if folder not in self._notes:
+            self._notes[folder] = text_columns_noted(self.source, [folder])
+        return self._notes[folder]
 
     def check_names(self, designation: Optional[str], model: Optional[str], version: Optional[str]) -> None:
         """A designation, model or version that is nowhere in the data is a typo: say what there is (exit 1)."""
@@ -241,11 +263,49 @@ def _write(frame: pd.DataFrame, output: Optional[str]) -> None:
 def read_command(context: _Context, designation: str, model: Optional[str], version: Optional[str],
                  start: Any, end: Any, output: Optional[str]) -> None:
     """Rows of one designation, every data*.csv of each day, as CSV or Parquet."""
+    from .analysis.export import as_kinds, column_kinds
+
     _check_output(output)
-    parquet = bool(output and output.lower().endswith(".parquet"))
-    frame = context.read(designation, model, version, start, end, as_text=not parquet)
-    _write(frame, output)
-    click.echo(f"{len(frame)} rows", err=True)
+    filters = dict(model=model, version=version, start=start, end=end)
+    if output and output.lower().endswith(".parquet"):  # types first, over every chunk; then the rows
+        kinds = column_kinds(context.chunks(designation, **filters, jsonl_as_text=False), context.notes)
+        if not kinds:
+            context.check_names(designation, model, version)
+        rows = _parquet((as_kinds(c.frame, kinds) for c in context.chunks(designation, **filters, shown=False,
+                                                                           jsonl_as_text=False)), output)
+    else:
+        columns = header_columns(context.source, designation, model=model, version=version, start=_day(start),
+                                 end=_day(end))
+        if not columns:
+            context.check_names(designation, model, version)
+        rows = _csv((c.frame for c in context.chunks(designation, **filters)), columns, output)
+    click.echo(f"{rows} rows", err=True)
+
+
+def _csv(frames: Any, columns: list, output: Optional[str]) -> int:
+    """CSV of the frames under one header, to ``output`` or stdout: UTF-8 whatever the console's encoding
+    (cp1252 in many a Windows pipe), no newline translation."""
+    from .analysis.export import write_csv
+
+    if output is None or output == "-":
+        sys.stdout.flush()
+        stdout = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
+        try:
+            return write_csv(frames, columns, stdout)
+        finally:
+            stdout.detach()  # flushed; sys.stdout stays open
+    with open(output, "w", encoding="utf-8", newline="") as file:
+        return write_csv(frames, columns, file)
+
+
+def _parquet(frames: Any, output: str) -> int:
+    from .analysis.export import write_parquet
+
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError as exc:
+        raise click.ClickException(f"Parquet needs pyarrow: pip install 'mdc-middleware[cli]' ({exc})") from None
+    return write_parquet(frames, output)
 
 
 @main.command("join")
@@ -337,15 +397,22 @@ def drift_command(context: _Context, baseline: str, model: Optional[str], versio
         base = pd.read_parquet(baseline) if baseline.endswith(".parquet") else pd.read_csv(baseline)
     except Exception as exc:  # a binary file, an empty one, a broken CSV
         raise _NotCompared(f"--baseline {baseline}: not a readable CSV or Parquet file ({type(exc).__name__})")
-    target = context.read(designation, model, version, start, end, as_text=False)
-    if target.empty:
-        raise click.ClickException(f"no collected {designation} rows in {describe_source(context.source)} "
-                                   "for these filters")
     chosen = [f.strip() for f in features.split(",")] if features else None
+    seen = [0]
+
+    def target():  # the collected rows streamed a chunk at a time: memory does not grow with them
+        for chunk in context.chunks(designation, model, version, start, end):
+            seen[0] += len(chunk.frame)
+            yield chunk.frame
+
     try:
-        result = compute_drift(base, target, features=chosen, threshold=threshold, psi_threshold=psi_threshold,
+        result = compute_drift(base, target(), features=chosen, threshold=threshold, psi_threshold=psi_threshold,
                                drift_share=drift_share)
     except ValueError as exc:
+        if not seen[0]:
+            context.check_names(designation, model, version)
+            raise click.ClickException(f"no collected {designation} rows in {describe_source(context.source)} "
+                                       "for these filters") from None
         raise _NotCompared(f"--baseline {baseline}: {exc}") from None
     summary = json.dumps(result.to_dict(), indent=2)
     if json_path == "-":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import pandas as pd
 
@@ -32,40 +32,61 @@ class Chunk:
 
 def iter_chunks(source: Source, designation: Optional[str] = None, *, model: Optional[str] = None,
                 version: Optional[str] = None, start: Optional[Day] = None, end: Optional[Day] = None,
-                columns: Optional[Sequence[str]] = None, chunk_rows: int = CHUNK_ROWS,
+                columns: Optional[Sequence[str]] = None, chunk_rows: int = CHUNK_ROWS, jsonl_as_text: bool = True,
                 progress: Optional[Callable[[Iterable[Any]], Iterable[Any]]] = None) -> Iterator[Chunk]:
     """The matching files' rows, file by file (in ``list_data_files`` order) and chunk by chunk, as text.
 
-    ``columns``: read only these (those a file has); the others are never parsed.
+    ``columns``: read only these (those a file has); the others are never parsed. ``jsonl_as_text`` False:
+    JSON Lines cells keep their JSON types.
     """
     files = list_data_files(source, designation=designation, model=model, version=version, start=start, end=end)
     wanted = set(columns) if columns is not None else None
     index = 0
     for name, _ in (progress(files) if progress else files):
         label = name if isinstance(name, str) else Path(name).as_posix()
-        folder = label.rsplit("/", 1)[0]
-        with _open(source, name) as handle:
-            if label.endswith(JSONL):
-                frames: Iterator[pd.DataFrame] = _jsonl_chunks(handle, chunk_rows, model, version)
-            else:
-                frames = pd.read_csv(handle, dtype=str, keep_default_na=False, chunksize=chunk_rows,
-                                     usecols=(lambda c: c in wanted) if wanted is not None else None)
-            for frame in frames:
-                if wanted is not None:
-                    frame = frame[[c for c in frame.columns if c in wanted]]
-                yield Chunk(label, folder, frame, index)
-                index += 1
+        for frame in _frames_of(source, name, chunk_rows, model, version, wanted, jsonl_as_text):
+            yield Chunk(label, label.rsplit("/", 1)[0], frame, index)
+            index += 1
 
 
-def _jsonl_chunks(handle: Any, chunk_rows: int, model: Optional[str], version: Optional[str]) -> Iterator[pd.DataFrame]:
+def _frames_of(source: Source, name: Any, chunk_rows: int, model: Optional[str], version: Optional[str],
+               wanted: Optional[set], jsonl_as_text: bool) -> Iterator[pd.DataFrame]:
+    """One file's rows, a chunk at a time."""
+    with _open(source, name) as handle:
+        if str(name).endswith(JSONL):
+            frames: Iterator[pd.DataFrame] = _jsonl_chunks(handle, chunk_rows, model, version, jsonl_as_text)
+        else:
+            frames = pd.read_csv(handle, dtype=str, keep_default_na=False, chunksize=chunk_rows,
+                                 usecols=(lambda c: c in wanted) if wanted is not None else None)
+        for frame in frames:
+            yield frame[[c for c in frame.columns if c in wanted]] if wanted is not None else frame
+
+
+def _jsonl_chunks(handle: Any, chunk_rows: int, model: Optional[str], version: Optional[str],
+                  as_text: bool) -> Iterator[pd.DataFrame]:
     lines: List[bytes] = []
     for line in handle:
         lines.append(line)
         if len(lines) >= chunk_rows:
-            yield read_jsonl_lines(lines, True, model, version)
+            yield read_jsonl_lines(lines, as_text, model, version)
             lines = []
     if lines:
-        yield read_jsonl_lines(lines, True, model, version)
+        yield read_jsonl_lines(lines, as_text, model, version)
+
+
+def header_columns(source: Source, designation: Optional[str] = None, **filters: Any) -> List[str]:
+    """Every column of the matching files, in the order they first appear, from the CSV files' headers (JSON
+    Lines files, which have none, are read)."""
+    seen: Dict[str, None] = {}
+    for name, _ in list_data_files(source, designation=designation, **filters):
+        if str(name).endswith(JSONL):
+            for frame in _frames_of(source, name, CHUNK_ROWS, filters.get("model"), filters.get("version"), None,
+                                    True):
+                seen.update((c, None) for c in frame.columns)
+            continue
+        with _open(source, name, head=True) as handle:
+            seen.update((c, None) for c in pd.read_csv(handle, dtype=str, nrows=0).columns)
+    return list(seen)
 
 
 class _BlobStream(io.RawIOBase):
@@ -83,7 +104,12 @@ class _BlobStream(io.RawIOBase):
         return len(data)
 
 
-def _open(source: Source, name: Any) -> io.BufferedReader:
+def _open(source: Source, name: Any, head: bool = False) -> io.BufferedReader:
+    """The file or blob to read; ``head``: only its first MiB is needed (a blob is downloaded that far)."""
     if is_container(source):
-        return io.BufferedReader(_BlobStream(source.download_blob(name)), buffer_size=1 << 20)
+        downloader = source.download_blob(name, offset=0, length=HEAD_BYTES) if head else source.download_blob(name)
+        return io.BufferedReader(_BlobStream(downloader), buffer_size=1 << 20)
     return open(name, "rb")
+
+
+HEAD_BYTES = 1 << 20
