@@ -318,18 +318,37 @@ def _parquet(frames: Any, output: str) -> int:
 def join_command(context: _Context, model: Optional[str], version: Optional[str], start: Any, end: Any,
                  how: str, output: Optional[str]) -> None:
     """Inputs beside their predictions, on the correlation id; redelivered rows removed."""
-    from .analysis.join import join_predictions
+    from .analysis.chunks import data_bytes
+    from .analysis.export import as_kinds, column_kinds
+    from .analysis.join import joined_columns
+    from .analysis.partitions import JoinTotals, join_partitioned
 
     _check_output(output)
-    parquet = bool(output and output.lower().endswith(".parquet"))
-    inputs = context.read("inputs", model, version, start, end, as_text=not parquet)
-    predictions = context.read("predictions", model, version, start, end, as_text=not parquet)
-    result = join_predictions(inputs, predictions, how=how)
-    _write(result.frame, output)
-    click.echo(f"{len(result.frame)} rows; {result.duplicates_removed} redelivered rows removed; "
-               f"{result.unmatched_inputs} inputs without a prediction; "
-               f"{result.unmatched_predictions} predictions without an input", err=True)
-    if len(inputs) and len(predictions) and result.matched == 0:
+    filters = dict(model=model, version=version, start=start, end=end)
+    days = dict(model=model, version=version, start=_day(start), end=_day(end))
+    columns = {side: header_columns(context.source, side, **days) for side in ("inputs", "predictions")}
+    if not columns["inputs"] and not columns["predictions"]:
+        context.check_names("inputs", model, version)
+    totals = JoinTotals()
+    frames = join_partitioned((c.frame for c in context.chunks("inputs", **filters)),
+                              (c.frame for c in context.chunks("predictions", **filters)),
+                              columns["inputs"], columns["predictions"], how,
+                              data_bytes(context.source, "inputs", **days)
+                              + data_bytes(context.source, "predictions", **days), totals)
+    if output and output.lower().endswith(".parquet"):
+        found = {side: column_kinds(context.chunks(side, **filters, shown=False), context.notes)
+                 for side in ("inputs", "predictions")}
+        kinds = {}
+        for name in joined_columns(columns["inputs"], columns["predictions"]):
+            own = name[:-len("_prediction")] if name.endswith("_prediction") else name
+            kinds[name] = found["inputs"].get(name) or found["predictions"].get(own) or "text"
+        _parquet((as_kinds(frame, kinds) for frame in frames), output)
+    else:
+        _csv(frames, joined_columns(columns["inputs"], columns["predictions"]), output)
+    click.echo(f"{totals.rows} rows; {totals.duplicates_removed} redelivered rows removed; "
+               f"{totals.unmatched_inputs} inputs without a prediction; "
+               f"{totals.unmatched_predictions} predictions without an input", err=True)
+    if totals.inputs and totals.predictions and totals.matched == 0:
         click.echo("error: no input joined a prediction: their $aml_dc_correlation_id values never agree. Rows "
                    "collected outside any web request (or in a sync FastAPI route that does not take the request) "
                    "get an id per collect() call; collect them inside the request, with the middleware, or pass "

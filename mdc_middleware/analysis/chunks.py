@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import pandas as pd
 
 from ..paths import JSONL
-from .read import Day, Source, list_data_files, read_jsonl_lines
+from .read import Day, Source, _data_files, list_data_files, read_jsonl_lines
 from .source import is_container
 
 CHUNK_ROWS = 100_000
@@ -113,3 +113,9 @@ def _open(source: Source, name: Any, head: bool = False) -> io.BufferedReader:
 
 
 HEAD_BYTES = 1 << 20
+
+
+def data_bytes(source: Source, designation: Optional[str] = None, **filters: Any) -> int:
+    """Bytes of the matching files (what a join sizes its partitions by)."""
+    names = {str(name) for name, _ in list_data_files(source, designation=designation, **filters)}
+    return sum(size for name, size in _data_files(source) if str(name) in names)

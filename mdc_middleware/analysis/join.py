@@ -8,7 +8,7 @@ equal rows sent in one request are kept: they are data, not a duplicate.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -16,6 +16,7 @@ import pandas as pd
 from ..records import CORRELATION_ID, META_COLUMNS
 
 _POSITION = "$mdc_row"
+POSITION = "$mdc_read_position"  # a row's place in the whole read, where rows were spread over partitions
 
 
 def drop_redelivered(frame: pd.DataFrame) -> Tuple[pd.DataFrame, int]:
@@ -30,12 +31,16 @@ def drop_redelivered(frame: pd.DataFrame) -> Tuple[pd.DataFrame, int]:
     if frame.empty or CORRELATION_ID not in frame.columns:
         return frame, 0
     ids = frame[CORRELATION_ID].to_numpy()
-    runs = np.concatenate(([0], np.cumsum(ids[1:] != ids[:-1])))
+    breaks = ids[1:] != ids[:-1]
+    if POSITION in frame.columns:  # rows taken out of a longer read: a run also ends where the read skipped
+        position = frame[POSITION].astype(np.int64).to_numpy()
+        breaks |= position[1:] != position[:-1] + 1
+    runs = np.concatenate(([0], np.cumsum(breaks)))
     runs_per_id = pd.Series(runs).groupby(ids).nunique()
     repeated_ids = set(runs_per_id.index[runs_per_id.to_numpy() > 1])
     if not repeated_ids:
         return frame, 0
-    hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    hashes = pd.util.hash_pandas_object(frame.drop(columns=[POSITION], errors="ignore"), index=False).to_numpy()
     keep = np.ones(len(frame), dtype=bool)
     seen: Dict[Tuple[object, bytes], None] = {}
     boundaries = np.flatnonzero(np.diff(runs, prepend=-1, append=runs[-1] + 1))
@@ -86,5 +91,13 @@ def join_predictions(inputs: pd.DataFrame, predictions: pd.DataFrame, how: str =
     unmatched_inputs = int((~left_keys.isin(right_keys)).sum())
     unmatched_predictions = int((~right_keys.isin(left_keys)).sum())
     merged = left.merge(right, on=[CORRELATION_ID, _POSITION], how=how, suffixes=("", "_prediction"))
-    return JoinResult(merged.drop(columns=[_POSITION]), removed, unmatched_inputs, unmatched_predictions,
-                      matched=len(left) - unmatched_inputs)
+    extra = [_POSITION, POSITION, POSITION + "_prediction"]
+    return JoinResult(merged.drop(columns=[c for c in extra if c in merged.columns]), removed, unmatched_inputs,
+                      unmatched_predictions, matched=len(left) - unmatched_inputs)
+
+
+def joined_columns(inputs: Sequence[str], predictions: Sequence[str]) -> List[str]:
+    """The columns ``join_predictions`` gives for inputs and predictions with these columns."""
+    right = [c for c in predictions if c not in META_COLUMNS and c != POSITION]
+    left = [c for c in inputs if c != POSITION]
+    return left + [c + "_prediction" if c in left else c for c in right]
