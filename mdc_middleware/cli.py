@@ -21,9 +21,8 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 import pandas as pd
 
 from .config import ConfigError, Settings
-from .records import RowsEndingInNewline
 from .analysis.chunks import Chunk, header_columns, iter_chunks
-from .analysis.read import inventory, read_collected, text_columns_noted
+from .analysis.read import inventory, text_columns_noted
 from .analysis.source import describe_source, open_source
 
 EXIT_DRIFT = 3
@@ -67,22 +66,6 @@ class _Context:
             except (ConfigError, FileNotFoundError) as exc:
                 raise click.ClickException(str(exc)) from None
         return self._source
-
-    def read(self, designation: str, model: Optional[str], version: Optional[str], start: Any, end: Any,
-             as_text: bool = True) -> pd.DataFrame:
-        from tqdm import tqdm
-
-        if start is not None and end is not None and start > end:
-            raise click.UsageError(f"--from {start:%Y-%m-%d} is after --to {end:%Y-%m-%d}")
-
-        def progress(files):
-            return tqdm(files, desc=f"reading {designation}", unit="file", file=sys.stderr, disable=None)
-
-        frame = read_collected(self.source, designation, model=model, version=version, start=_day(start),
-                               end=_day(end), as_text=as_text, progress=progress)
-        if frame.empty:
-            self.check_names(designation, model, version)
-        return frame
 
     def chunks(self, designation: str, model: Optional[str], version: Optional[str], start: Any, end: Any, *,
                shown: bool = True, jsonl_as_text: bool = True) -> Iterator[Chunk]:
@@ -232,26 +215,6 @@ def _check_output(output: Optional[str]) -> None:
     if output not in (None, "-") and not str(output).lower().endswith(OUTPUTS):
         raise click.UsageError(f"-o {output}: the output is written as CSV (.csv) or Parquet (.parquet); "
                                "'-' or none for CSV on stdout")
-
-
-def _write(frame: pd.DataFrame, output: Optional[str]) -> None:
-    if output is None or output == "-":
-        # The bytes -o writes: UTF-8 whatever the console's encoding (cp1252 in many a Windows pipe), and no
-        # newline translation.
-        sys.stdout.flush()
-        stdout = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
-        try:
-            frame.to_csv(RowsEndingInNewline(stdout.write), index=False, lineterminator="\r\n")
-        finally:
-            stdout.detach()  # flushed; sys.stdout stays open
-    elif output.endswith(".parquet"):
-        try:
-            frame.to_parquet(output, index=False)
-        except ImportError as exc:
-            raise click.ClickException(f"Parquet needs pyarrow: pip install 'mdc-middleware[cli]' ({exc})") from None
-    else:
-        with open(output, "w", encoding="utf-8", newline="") as file:
-            frame.to_csv(RowsEndingInNewline(file.write), index=False, lineterminator="\r\n")
 
 
 @main.command("read")
@@ -470,13 +433,22 @@ def quality_command(context: _Context, model: Optional[str], version: Optional[s
                     key: Optional[str], prediction: Optional[str], label: Optional[str],
                     json_path: Optional[str]) -> None:
     """Model quality per day: predictions against the labels collected later (designation 'labels')."""
-    from .analysis.quality import model_quality
+    from .analysis.chunks import data_bytes
+    from .analysis.quality import model_quality_streamed
 
-    predictions = context.read("predictions", model, version, start, end, as_text=False)
-    labels = context.read("labels", model, version, None, None, as_text=False)
-    inputs = context.read("inputs", model, version, start, end, as_text=False) if key else pd.DataFrame()
+    filters = dict(model=model, version=version, start=start, end=end)
+    days = dict(model=model, version=version, start=_day(start), end=_day(end))
+    everything = dict(model=model, version=version)  # labels come later: from any day
+    sides = {"inputs": days, "predictions": days, "labels": everything}
+    columns = {side: header_columns(context.source, side, **chosen) for side, chosen in sides.items()}
+    total = sum(data_bytes(context.source, side, **chosen) for side, chosen in sides.items())
     try:
-        result = model_quality(inputs, predictions, labels, key=key, prediction=prediction, label=label)
+        result = model_quality_streamed(
+            (c.frame for c in context.chunks("inputs", **filters)) if key else iter(()),
+            (c.frame for c in context.chunks("predictions", **filters)),
+            (c.frame for c in context.chunks("labels", model, version, None, None)),
+            columns["inputs"] if key else [], columns["predictions"], columns["labels"], key=key,
+            prediction=prediction, label=label, total_bytes=total)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     if json_path == "-":

@@ -29,7 +29,9 @@ def partitions_for(total_bytes: int) -> int:
 class Partitioned:
     """One side's rows (all of ``columns``), spread over ``count`` partitions."""
 
-    def __init__(self, columns: List[str], count: int, directory: Optional[Path], name: str) -> None:
+    def __init__(self, columns: List[str], count: int, directory: Optional[Path], name: str,
+                 key: str = CORRELATION_ID) -> None:
+        self.key = key
         self.columns = [c for c in columns if c != POSITION] + [POSITION]
         self.count = count
         self.rows = 0
@@ -45,7 +47,7 @@ class Partitioned:
         if not self._paths:
             self._memory.append(frame)
             return
-        which = pd.util.hash_array(frame[CORRELATION_ID].to_numpy(dtype=object)) % self.count
+        which = pd.util.hash_array(frame[self.key].astype(str).to_numpy(dtype=object)) % self.count
         for part, rows in frame.groupby(which, sort=False):
             rows.to_csv(self._paths[int(part)], mode="a", header=False, index=False)
 
@@ -71,14 +73,14 @@ class Workspace:
 
 
 def spread(frames: Iterable[pd.DataFrame], columns: List[str], count: int, directory: Optional[Path],
-           name: str) -> Partitioned:
-    parts = Partitioned(columns, count, directory, name)
+           name: str, key: str = CORRELATION_ID) -> Partitioned:
+    parts = Partitioned(columns, count, directory, name, key)
     for frame in frames:
         parts.add(frame)
     return parts
 
 
-def pairs(left: Partitioned, right: Partitioned) -> Iterator[Tuple[pd.DataFrame, pd.DataFrame]]:
+def zip_parts(left: Partitioned, right: Partitioned) -> Iterator[Tuple[pd.DataFrame, pd.DataFrame]]:
     for index in range(max(left.count, right.count)):
         yield left.part(index), right.part(index)
 
@@ -102,7 +104,7 @@ def join_partitioned(inputs: Iterable[pd.DataFrame], predictions: Iterable[pd.Da
         left = spread(inputs, input_columns, count, space.path, "inputs")
         right = spread(predictions, prediction_columns, count, space.path, "predictions")
         totals.inputs, totals.predictions = left.rows, right.rows
-        for ins, outs in pairs(left, right):
+        for ins, outs in zip_parts(left, right):
             result = join_predictions(ins, outs, how=how)
             totals.duplicates_removed += result.duplicates_removed
             totals.unmatched_inputs += result.unmatched_inputs

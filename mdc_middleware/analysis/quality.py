@@ -11,13 +11,13 @@ signal compute them, per day of the prediction.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
 
 from ..records import CORRELATION_ID, META_COLUMNS, SCORING_TIMESTAMP
-from .join import join_predictions
+from .partitions import JoinTotals, Workspace, join_partitioned, partitions_for, spread, zip_parts
 
 _MAX_CLASSES = 20
 
@@ -57,32 +57,68 @@ def model_quality(inputs: pd.DataFrame, predictions: pd.DataFrame, labels: pd.Da
         raise ValueError("no labels collected (designation 'labels')")
     if predictions.empty:
         raise ValueError("no predictions collected")
-    prediction = prediction or _only(data_columns(predictions), "prediction", "predictions")
-    label = label or _only([c for c in data_columns(labels) if c != key], "label", "labels")
-    for name, frame, what in ((prediction, predictions, "predictions"), (label, labels, "labels")):
-        if name not in frame.columns:
-            raise ValueError(f"no column {name!r} in the {what}; there are: {', '.join(data_columns(frame))}")
+    return model_quality_streamed([inputs], [predictions], [labels], list(inputs.columns), list(predictions.columns),
+                                  list(labels.columns), key=key, prediction=prediction, label=label)
+
+
+def model_quality_streamed(inputs: Iterable[pd.DataFrame], predictions: Iterable[pd.DataFrame],
+                           labels: Iterable[pd.DataFrame], input_columns: List[str], prediction_columns: List[str],
+                           label_columns: List[str], *, key: Optional[str] = None, prediction: Optional[str] = None,
+                           label: Optional[str] = None, total_bytes: int = 0) -> QualityResult:
+    """``model_quality`` of rows that come a chunk at a time (cells typed or as text): joined a partition at a
+    time (``partitions``) and scored into counts, so memory does not grow with rows."""
+    if not label_columns:
+        raise ValueError("no labels collected (designation 'labels')")
+    if not prediction_columns:
+        raise ValueError("no predictions collected")
+    prediction = prediction or _only(_data(prediction_columns), "prediction", "predictions")
+    label = label or _only([c for c in _data(label_columns) if c != key], "label", "labels")
+    for name, columns, what in ((prediction, prediction_columns, "predictions"), (label, label_columns, "labels")):
+        if name not in columns:
+            raise ValueError(f"no column {name!r} in the {what}; there are: {', '.join(_data(columns))}")
+    counter = QualityCounter()
+    totals = JoinTotals()
     if key is None:
-        scored = join_predictions(predictions[[prediction, CORRELATION_ID, SCORING_TIMESTAMP]],
-                                  labels[[label, CORRELATION_ID]].rename(columns={label: "$mdc_label"})).frame
+        guesses = (_select(f, [prediction, CORRELATION_ID, SCORING_TIMESTAMP]) for f in predictions)
+        truths = (_select(f, [label, CORRELATION_ID]).rename(columns={label: LABEL}) for f in labels)
+        for scored in join_partitioned(guesses, truths, [prediction, CORRELATION_ID, SCORING_TIMESTAMP],
+                                       [LABEL, CORRELATION_ID], "inner", total_bytes, totals):
+            counter.add(scored[LABEL], scored[prediction], scored[SCORING_TIMESTAMP])
+        without = totals.inputs - totals.rows
     else:
-        for frame, what in ((inputs, "inputs"), (labels, "labels")):
-            if key not in frame.columns:
+        for columns, what in ((input_columns, "inputs"), (label_columns, "labels")):
+            if key not in columns:
                 raise ValueError(f"no key column {key!r} in the {what}")
-        pairs = join_predictions(inputs[[key, CORRELATION_ID, SCORING_TIMESTAMP]],
-                                 predictions[[prediction, CORRELATION_ID]]).frame
-        latest = labels.drop_duplicates(subset=[key], keep="last")[[key, label]]
-        scored = pairs.merge(latest.rename(columns={label: "$mdc_label"}), on=key, how="inner")
-    if scored.empty:
+        pair_columns = [key, CORRELATION_ID, SCORING_TIMESTAMP]
+        pairs = join_partitioned((_select(f, pair_columns) for f in inputs),
+                                 (_select(f, [prediction, CORRELATION_ID]) for f in predictions),
+                                 pair_columns, [prediction, CORRELATION_ID], "inner", total_bytes, totals)
+        count = partitions_for(total_bytes)
+        with Workspace(count > 1) as space:
+            by_key = spread(pairs, pair_columns + [prediction], count, space.path, "pairs", key)
+            truths = spread((_select(f, [key, label]).rename(columns={label: LABEL}) for f in labels), [key, LABEL], count,
+                            space.path, "labels", key)
+            for scored_pairs, known in zip_parts(by_key, truths):
+                latest = known.drop_duplicates(subset=[key], keep="last")[[key, LABEL]]
+                scored = scored_pairs.merge(latest, on=key, how="inner")
+                counter.add(scored[LABEL], scored[prediction], scored[SCORING_TIMESTAMP])
+        without = totals.predictions - counter.rows
+    if not counter.rows:
         raise ValueError("no prediction joined a label: collect labels with add_correlations() of their request, "
                          "or give --key naming a column the inputs and the labels share")
-    truth, guess = scored["$mdc_label"], scored[prediction]
-    task = "classification" if _is_classes(truth) else "regression"
-    stamps = pd.to_datetime(scored[SCORING_TIMESTAMP], utc=True, errors="coerce")
-    days = [QualityWindow(str(day), len(rows), _metrics(task, truth[rows.index], guess[rows.index]))
-            for day, rows in scored.groupby(stamps.dt.date)]
-    return QualityResult(task, prediction, label, len(scored), len(predictions) - len(scored),
-                         QualityWindow("overall", len(scored), _metrics(task, truth, guess)), days)
+    return counter.result(prediction, label, without)
+
+
+LABEL = "$mdc_label"
+
+
+def _select(frame: pd.DataFrame, columns: List[str]) -> pd.DataFrame:
+    """These columns of a chunk; one its file lacks is empty."""
+    return frame.reindex(columns=columns, fill_value="")
+
+
+def _data(columns: Iterable[str]) -> List[str]:
+    return [c for c in columns if c not in META_COLUMNS]
 
 
 def _only(columns: List[str], what: str, where: str) -> str:
@@ -92,36 +128,101 @@ def _only(columns: List[str], what: str, where: str) -> str:
     return columns[0]
 
 
-def _is_classes(truth: pd.Series) -> bool:
-    values = truth.dropna()
-    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-        return True
-    numbers = _floats(values)
-    return bool(np.all(numbers == np.round(numbers))) and values.nunique() <= _MAX_CLASSES
+class QualityCounter:
+    """Scored pairs added up per day: counts of (label, prediction) for classes, error sums for a regression,
+    and what decides between them (are all labels numbers, whole, and how many different)."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.pairs: Dict[Tuple[str, str, str], int] = {}  # (day, label, prediction) as text → rows
+        self.errors: Dict[str, np.ndarray] = {}  # day → [rows, Σ|e|, Σe², Σe]
+        self.labels_numeric = True
+        self.labels_whole = True
+        self.label_values: set = set()
+
+    def add(self, truth: pd.Series, guess: pd.Series, stamps: pd.Series) -> None:
+        if not len(truth):
+            return
+        self.rows += len(truth)
+        days = pd.to_datetime(stamps.replace("", None), utc=True, errors="coerce").dt.date.astype(str)
+        present = truth[truth.notna() & (truth.astype(str) != "")]
+        numbers = pd.to_numeric(present, errors="coerce")
+        if pd.api.types.is_bool_dtype(present) or numbers.isna().any():
+            self.labels_numeric = False
+        elif len(numbers):
+            self.labels_whole = self.labels_whole and bool(np.all(numbers == np.round(numbers)))
+        if len(self.label_values) <= _MAX_CLASSES:
+            self.label_values.update(present.astype(str).unique()[:_MAX_CLASSES + 1])
+        if len(self.label_values) <= _MAX_CLASSES or not self.labels_numeric:
+            table = pd.DataFrame({"day": days, "truth": _texts(truth), "guess": _texts(guess)})
+            for (day, t, g), n in table.groupby(["day", "truth", "guess"], sort=False).size().items():
+                self.pairs[(day, t, g)] = self.pairs.get((day, t, g), 0) + int(n)
+        if self.labels_numeric:
+            error = _floats(guess) - _floats(truth)
+            keep = ~np.isnan(error)
+            frame = pd.DataFrame({"day": days.to_numpy()[keep], "e": error[keep]})
+            for day, values in frame.groupby("day", sort=False)["e"]:
+                e = values.to_numpy()
+                sums = np.array([len(e), np.abs(e).sum(), (e ** 2).sum(), e.sum()])
+                self.errors[day] = self.errors.get(day, np.zeros(4)) + sums
+
+    @property
+    def task(self) -> str:
+        classes = not self.labels_numeric or (self.labels_whole and len(self.label_values) <= _MAX_CLASSES)
+        return "classification" if classes else "regression"
+
+    def result(self, prediction: str, label: str, without: int) -> QualityResult:
+        task = self.task
+        if task == "regression":
+            windows = {day: _regression(sums) for day, sums in self.errors.items()}
+            overall = _regression(sum(self.errors.values(), np.zeros(4)))
+            rows = {day: int(sums[0]) for day, sums in self.errors.items()}
+        else:
+            by_day: Dict[str, Dict[Tuple[str, str], int]] = {}
+            for (day, t, g), n in self.pairs.items():
+                by_day.setdefault(day, {})
+                by_day[day][(t, g)] = by_day[day].get((t, g), 0) + n
+            windows = {day: _classification(pairs) for day, pairs in by_day.items()}
+            merged: Dict[Tuple[str, str], int] = {}
+            for pairs in by_day.values():
+                for pair, n in pairs.items():
+                    merged[pair] = merged.get(pair, 0) + n
+            overall = _classification(merged)
+            rows = {day: sum(pairs.values()) for day, pairs in by_day.items()}
+        days = [QualityWindow(day, rows[day], windows[day]) for day in sorted(windows) if day not in ("NaT", "None")]
+        return QualityResult(task, prediction, label, self.rows, without, QualityWindow("overall", self.rows, overall),
+                             days)
+
+
+def _texts(column: pd.Series) -> pd.Series:
+    return column.map(lambda v: "nan" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
 
 
 def _floats(column: pd.Series) -> np.ndarray:
-    return pd.to_numeric(column, errors="coerce").astype("float64").to_numpy()
+    return pd.to_numeric(column.replace("", None) if column.dtype == object else column,
+                         errors="coerce").astype("float64").to_numpy()
 
 
-def _metrics(task: str, truth: pd.Series, guess: pd.Series) -> Dict[str, Optional[float]]:
-    if task == "regression":
-        error = _floats(guess) - _floats(truth)
-        error = error[~np.isnan(error)]
-        if not len(error):
-            return {"mae": None, "rmse": None, "bias": None}
-        return {"mae": float(np.mean(np.abs(error))), "rmse": float(np.sqrt(np.mean(error ** 2))),
-                "bias": float(np.mean(error))}
-    truth_text, guess_text = truth.astype(str).to_numpy(), guess.astype(str).to_numpy()
-    classes = sorted(set(truth_text) | set(guess_text))
+def _regression(sums: np.ndarray) -> Dict[str, Optional[float]]:
+    rows = sums[0]
+    if not rows:
+        return {"mae": None, "rmse": None, "bias": None}
+    return {"mae": float(sums[1] / rows), "rmse": float(np.sqrt(sums[2] / rows)), "bias": float(sums[3] / rows)}
+
+
+def _classification(pairs: Dict[Tuple[str, str], int]) -> Dict[str, Optional[float]]:
+    total = sum(pairs.values())
+    classes = sorted({t for t, _ in pairs} | {g for _, g in pairs})
     precisions, recalls, f1s = [], [], []
     for name in classes:
-        true_positive = float(np.sum((guess_text == name) & (truth_text == name)))
-        predicted, actual = float(np.sum(guess_text == name)), float(np.sum(truth_text == name))
+        true_positive = float(pairs.get((name, name), 0))
+        predicted = float(sum(n for (_, g), n in pairs.items() if g == name))
+        actual = float(sum(n for (t, _), n in pairs.items() if t == name))
         precision = true_positive / predicted if predicted else 0.0
         recall = true_positive / actual if actual else 0.0
         precisions.append(precision)
         recalls.append(recall)
         f1s.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
-    return {"accuracy": float(np.mean(truth_text == guess_text)), "precision": float(np.mean(precisions)),
+    right = sum(n for (t, g), n in pairs.items() if t == g)
+    return {"accuracy": right / total if total else None, "precision": float(np.mean(precisions)),
             "recall": float(np.mean(recalls)), "f1": float(np.mean(f1s))}
