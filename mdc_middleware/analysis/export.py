@@ -62,12 +62,13 @@ def as_kinds(frame: pd.DataFrame, kinds: Dict[str, str]) -> pd.DataFrame:
         column = frame[name] if name in frame.columns else pd.Series([""] * len(frame), index=frame.index)
         if kind == "time":
             out[name] = _utc_times(column.astype(str).replace("nan", ""))
-        elif kind in ("int", "boundary"):
-            out[name] = pd.to_numeric(column.replace("", None)).astype("Int64")
+        elif kind in ("int", "boundary"):  # every cell read as a number in the first pass: "" is the only NaN
+            out[name] = pd.to_numeric(column, errors="coerce").astype("Int64")
         elif kind == "float":
-            out[name] = pd.to_numeric(column.replace("", None)).astype("float64")
+            out[name] = pd.to_numeric(column, errors="coerce").astype("float64")
         else:
-            out[name] = column.map(_text) if column.dtype != object else column.fillna("").astype(str)
+            text = pd.api.types.is_string_dtype(column) and column.dtype != object
+            out[name] = column.fillna("") if text else column.map(_text)
     return pd.DataFrame(out, index=frame.index)
 
 
