@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional
@@ -363,10 +364,17 @@ def tail_command(context: _Context, designation: str, model: Optional[str], vers
               help="Share of the compared features that must drift for the exit code 3.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write the HTML report here.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the JSON summary here ('-': stdout).")
+@click.option("--engine", type=click.Choice(["embedded", "spark"]), default="embedded", show_default=True,
+              help="Count on this machine, streaming (embedded), or with Spark.")
+@click.option("--master", help="With --engine spark: the Spark master (default local[2]; SPARK_REMOTE for Spark "
+                               "Connect).")
+@click.option("--spark-path", help="With --engine spark: where Spark reads the data (wasbs://…, abfss://…); "
+                                   "default the --data folder.")
 @click.pass_obj
 def drift_command(context: _Context, baseline: str, model: Optional[str], version: Optional[str], start: Any,
                   end: Any, designation: str, features: Optional[str], threshold: float, psi_threshold: float,
-                  drift_share: float, html_path: Optional[str], json_path: Optional[str]) -> None:
+                  drift_share: float, html_path: Optional[str], json_path: Optional[str], engine: str,
+                  master: Optional[str], spark_path: Optional[str]) -> None:
     """Drift of collected data from a training baseline: exit code 3 on drift, 2 when nothing could be
     compared (no feature in common, an empty or unreadable baseline), 1 on other errors."""
     from .analysis.drift import compute_drift
@@ -388,8 +396,13 @@ def drift_command(context: _Context, baseline: str, model: Optional[str], versio
             yield chunk.frame
 
     try:
-        result = compute_drift(base, target(), features=chosen, threshold=threshold, psi_threshold=psi_threshold,
-                               drift_share=drift_share)
+        if engine == "spark":
+            result = _drift_on_spark(context, base, designation, chosen, master, spark_path, seen, threshold=threshold,
+                                     psi_threshold=psi_threshold, drift_share=drift_share, model=model,
+                                     version=version, start=_day(start), end=_day(end))
+        else:
+            result = compute_drift(base, target(), features=chosen, threshold=threshold,
+                                   psi_threshold=psi_threshold, drift_share=drift_share)
     except ValueError as exc:
         if not seen[0]:
             context.check_names(designation, model, version)
@@ -418,6 +431,29 @@ def drift_command(context: _Context, baseline: str, model: Optional[str], versio
                f"{threshold:g}", err=json_path == "-")
     if result.drifted:
         sys.exit(EXIT_DRIFT)
+
+
+def _drift_on_spark(context: _Context, base: pd.DataFrame, designation: str, features: Optional[list],
+                    master: Optional[str], spark_path: Optional[str], seen: list, **options: Any) -> Any:
+    path = spark_path or context.data
+    if not path:
+        raise click.UsageError("--engine spark reads a folder (--data) or a URL Spark can read (--spark-path "
+                               "wasbs://<container>@<account>.blob.core.windows.net/)")
+    try:
+        from .analysis.spark import drift_spark, local_session
+    except ImportError as exc:  # pragma: no cover - only without the extra
+        raise click.ClickException(f"--engine spark needs pyspark: pip install 'mdc-middleware[spark]' ({exc})")
+    from .analysis.spark import data_files
+
+    spark = local_session(master)
+    try:
+        filters = {k: options[k] for k in ("model", "version", "start", "end")}
+        seen[0] = len(data_files(spark, path, designation, **filters))  # files: "no rows" is told apart
+        result = drift_spark(spark, path, base, designation=designation, features=features, **options)
+    finally:
+        if not master and not os.environ.get("SPARK_REMOTE"):
+            spark.stop()
+    return result
 
 
 @main.command("quality")

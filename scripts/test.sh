@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install everything (Python package with dev extras, Azurite from npm, Azure ML's scoring server) and run the
-# test suite.
+# Install everything (Python package with dev extras, PySpark included; Azurite from npm; Azure ML's scoring
+# server; a Java runtime if there is none) and run the test suite.
 # Azurite is started by the tests themselves on a free loopback port and stopped afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +23,17 @@ AZMLINFSRV_VERSION="1.5.1"
 if ! .tools/azmlinfsrv/bin/python -m pip show azureml-inference-server-http 2>/dev/null | grep -q "^Version: $AZMLINFSRV_VERSION$"; then
   python3 -m venv .tools/azmlinfsrv
   .tools/azmlinfsrv/bin/python -m pip install -q "azureml-inference-server-http==$AZMLINFSRV_VERSION" -e . >/dev/null
+fi
+
+# A Java runtime for PySpark's local mode (tests/test_spark.py), from Debian where there is none.
+if ! command -v java >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+    if ! apt-get install -y -q openjdk-17-jre-headless >/dev/null 2>&1; then
+      apt-get update -q >/dev/null && apt-get install -y -q openjdk-17-jre-headless >/dev/null
+    fi
+  else
+    echo "no Java runtime: the Spark tests are skipped (install openjdk-17-jre-headless)" >&2
+  fi
 fi
 
 status=0
