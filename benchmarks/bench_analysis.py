@@ -1,7 +1,8 @@
-"""Analysis time and peak memory against rows: mdc's streaming commands, the in-memory way they replaced, and
-DuckDB and Polars reading the same files, side by side in one run.
+"""Analysis time and peak memory against rows: mdc's streaming commands, the same commands as they were before
+(``--before``, a revision that read whole files into memory; run from a git worktree), and DuckDB and Polars
+reading the same files, side by side in one run.
 
-    .venv/bin/python benchmarks/bench_analysis.py [--rows 500000,2000000] [--engines mdc,in-memory,duckdb,polars]
+    .venv/bin/python benchmarks/bench_analysis.py [--rows 500000,2000000] [--engines mdc,before,duckdb,polars]
         [--spark]   # also mdc's Spark engine (local[2]); needs pyspark and a Java runtime
 
 Each size is generated once into a temporary folder in the local sink's layout (a week of days, inputs of 1–3
@@ -71,18 +72,6 @@ def generate(root: Path, rows: int, seed: int = 1) -> Path:
     return baseline
 
 
-IN_MEMORY = """
-import sys
-from mdc_middleware.analysis import read_collected
-from mdc_middleware.analysis.join import join_predictions
-data, task, out = sys.argv[1:4]
-if task == "read":
-    read_collected(data, "inputs").to_parquet(out, index=False)
-elif task == "join":
-    join_predictions(read_collected(data, "inputs", as_text=True),
-                     read_collected(data, "predictions", as_text=True)).frame.to_csv(out, index=False)
-"""
-
 DUCKDB = """
 import sys, duckdb
 data, task, out = sys.argv[1:4]
@@ -142,10 +131,10 @@ spark.stop()
 """
 
 
-def measure(command: list) -> tuple:
-    """(seconds, peak RSS in MB) of one command, or (None, None) when it failed."""
+def measure(command: list, root: Path = ROOT) -> tuple:
+    """(seconds, peak RSS in MB) of one command run with ``root``'s package, or (None, None) when it failed."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    process = subprocess.Popen(command, cwd=root, env=dict(os.environ, PYTHONPATH=str(root)),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
@@ -155,13 +144,25 @@ def measure(command: list) -> tuple:
     return seconds, usage.ru_maxrss / 1024  # the largest of the process and the children it waited for (a JVM)
 
 
+BEFORE = "98e2da9"  # the last revision that read whole files into memory for mdc read, join, drift and quality
+
+
+def _worktree(revision: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix="mdc-before-"))
+    subprocess.run(["git", "worktree", "add", "--detach", "--force", str(path), revision], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default="500000,2000000")
-    parser.add_argument("--engines", default="mdc,in-memory,duckdb,polars")
+    parser.add_argument("--engines", default="mdc,before,duckdb,polars")
+    parser.add_argument("--before", default=BEFORE, help="the revision whose mdc runs as 'before' (from a git worktree)")
     parser.add_argument("--spark", action="store_true")
     args = parser.parse_args()
     engines = args.engines.split(",") + (["spark"] if args.spark else [])
+    before = _worktree(args.before) if "before" in engines else None
     results = []
     for rows in (int(r) for r in args.rows.split(",")):
         work = Path(tempfile.mkdtemp(prefix="mdc-bench-analysis-"))
@@ -174,16 +175,18 @@ def main() -> None:
             for engine in engines:
                 for task in ("read", "join", "drift", "quality"):
                     out = work / f"out-{engine}-{task}"
-                    if engine == "mdc":
+                    root = ROOT
+                    if engine in ("mdc", "before"):
                         command = mdc(task, work / "data", baseline, out)
+                        root = before if engine == "before" else ROOT
                     elif engine == "spark" and task != "quality":
                         command = [sys.executable, "-c", SPARK, str(work / "data"), task, str(out), str(baseline)]
-                    elif engine in ("in-memory", "duckdb", "polars") and task in ("read", "join"):
-                        script = {"in-memory": IN_MEMORY, "duckdb": DUCKDB, "polars": POLARS}[engine]
+                    elif engine in ("duckdb", "polars") and task in ("read", "join"):
+                        script = {"duckdb": DUCKDB, "polars": POLARS}[engine]
                         command = [sys.executable, "-c", script, str(work / "data"), task, str(out)]
                     else:
                         continue
-                    seconds, peak = measure(command)
+                    seconds, peak = measure(command, root)
                     results.append({"rows": f"{rows:,}", "engine": engine, "task": task,
                                     "seconds": "failed" if seconds is None else f"{seconds:.1f}",
                                     "peak RSS MB": "" if peak is None else f"{peak:.0f}"})
@@ -191,6 +194,8 @@ def main() -> None:
                           flush=True)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+    if before is not None:
+        subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=False)
     print()
     columns = ["rows", "engine", "task", "seconds", "peak RSS MB"]
     print(table(columns, [[r[c] for c in columns] for r in results]))

@@ -2,11 +2,13 @@
 
 Every row of a correlation id lands in the same partition (a stable hash of the id), with its place in the whole
 read (``join.POSITION``), so runs of rows and redeliveries are still told apart inside a partition. With one
-partition nothing goes to disk. Partition files are CSV of text cells, removed with their folder.
+partition nothing goes to disk. Partition files hold the chunks' rows as written by this process (pickled
+frames, read back by it alone), in a private temporary folder removed at the end.
 """
 from __future__ import annotations
 
 import math
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -36,9 +38,7 @@ class Partitioned:
         self.count = count
         self.rows = 0
         self._memory: List[pd.DataFrame] = []  # one partition: kept in memory
-        self._paths = [directory / f"{name}-{i}.csv" for i in range(count)] if count > 1 and directory else []
-        for path in self._paths:
-            pd.DataFrame(columns=self.columns).to_csv(path, index=False)
+        self._paths = [directory / f"{name}-{i}.pickle" for i in range(count)] if count > 1 and directory else []
 
     def add(self, frame: pd.DataFrame) -> None:
         frame = frame.reindex(columns=self.columns[:-1], fill_value="")
@@ -49,13 +49,27 @@ class Partitioned:
             return
         which = pd.util.hash_array(frame[self.key].astype(str).to_numpy(dtype=object)) % self.count
         for part, rows in frame.groupby(which, sort=False):
-            rows.to_csv(self._paths[int(part)], mode="a", header=False, index=False)
+            with open(self._paths[int(part)], "ab") as file:  # frames one after the other, as written
+                pickle.dump(rows, file, protocol=pickle.HIGHEST_PROTOCOL)
 
     def part(self, index: int) -> pd.DataFrame:
         """The rows of partition ``index``, in the order they were read."""
-        if not self._paths:
-            return pd.concat(self._memory, ignore_index=True) if self._memory else pd.DataFrame(columns=self.columns)
-        return pd.read_csv(self._paths[index], dtype=str, keep_default_na=False)
+        frames = self._memory if not self._paths else list(_frames_in(self._paths[index]))
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=self.columns)
+
+
+def _frames_in(path: Path) -> Iterator[pd.DataFrame]:
+    """The frames this run wrote to a partition file (a private temporary file: no one else's pickles)."""
+    try:
+        file = open(path, "rb")
+    except FileNotFoundError:
+        return
+    with file:
+        while True:
+            try:
+                yield pickle.load(file)
+            except EOFError:
+                return
 
 
 class Workspace:
