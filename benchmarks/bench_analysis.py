@@ -7,7 +7,7 @@ reading the same files, side by side in one run.
 
 Each size is generated once into a temporary folder in the local sink's layout (a week of days, inputs of 1–3
 rows a request, their predictions, a label for half of them), then each task runs in a fresh process whose peak
-RSS is read from ``wait4``. DuckDB and Polars need ``pip install 'mdc-middleware[bench]'``; the tasks they do
+RSS is GNU time's (`/usr/bin/time`). DuckDB and Polars need ``pip install 'mdc-middleware[bench]'``; the tasks they do
 here are the read to Parquet and the join (they have no drift or quality of their own).
 """
 from __future__ import annotations
@@ -132,16 +132,20 @@ spark.stop()
 
 
 def measure(command: list, root: Path = ROOT) -> tuple:
-    """(seconds, peak RSS in MB) of one command run with ``root``'s package, or (None, None) when it failed."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=root, env=dict(os.environ, PYTHONPATH=str(root)),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
-    if status not in (0, 3 << 8):  # 3: mdc drift found drift
-        print(f"  failed: {' '.join(command[:6])}…: {process.stderr.read().decode()[-400:]}", file=sys.stderr)
-        return None, None
-    return seconds, usage.ru_maxrss / 1024  # the largest of the process and the children it waited for (a JVM)
+    """(seconds, peak RSS in MB) of one command run with ``root``'s package, or (None, None) when it failed.
+
+    The peak is GNU time's ``%M`` of the command itself: a child's ru_maxrss read by this process would start
+    from this process's own size at the fork."""
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as peak:
+        started = time.perf_counter()
+        done = subprocess.run(["/usr/bin/time", "-o", peak.name, "-f", "%M", *command], cwd=root,
+                              env=dict(os.environ, PYTHONPATH=str(root)), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+        seconds = time.perf_counter() - started
+        if done.returncode not in (0, 3):  # 3: mdc drift found drift
+            print(f"  failed: {' '.join(command[:6])}…: {done.stderr.decode()[-400:]}", file=sys.stderr)
+            return None, None
+        return seconds, int(peak.read().split()[-1]) / 1024
 
 
 BEFORE = "98e2da9"  # the last revision that read whole files into memory for mdc read, join, drift and quality
@@ -155,6 +159,9 @@ def _worktree(revision: str) -> Path:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--generate"]:  # in a process of its own: this one stays small
+        generate(Path(sys.argv[2]), int(sys.argv[3]))
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default="500000,2000000")
     parser.add_argument("--engines", default="mdc,before,duckdb,polars")
@@ -168,7 +175,8 @@ def main() -> None:
         work = Path(tempfile.mkdtemp(prefix="mdc-bench-analysis-"))
         try:
             started = time.perf_counter()
-            baseline = generate(work / "data", rows)
+            subprocess.run([sys.executable, __file__, "--generate", str(work / "data"), str(rows)], check=True)
+            baseline = work / "data" / "baseline.csv"
             size = sum(p.stat().st_size for p in (work / "data").rglob("data.csv")) / 1e6
             print(f"{rows:,} input rows: {size:,.0f} MB of CSV, made in {time.perf_counter() - started:.0f} s",
                   flush=True)

@@ -227,16 +227,21 @@ def _check_output(output: Optional[str]) -> None:
 def read_command(context: _Context, designation: str, model: Optional[str], version: Optional[str],
                  start: Any, end: Any, output: Optional[str]) -> None:
     """Rows of one designation, every data*.csv of each day, as CSV or Parquet."""
-    from .analysis.export import as_kinds, column_kinds
+    from .analysis.export import typed_frames
 
     _check_output(output)
     filters = dict(model=model, version=version, start=start, end=end)
-    if output and output.lower().endswith(".parquet"):  # types first, over every chunk; then the rows
-        kinds = column_kinds(context.chunks(designation, **filters, jsonl_as_text=False), context.notes)
-        if not kinds:
+    if output and output.lower().endswith(".parquet"):
+        if not header_columns(context.source, designation, model=model, version=version, start=_day(start),
+                              end=_day(end)):
             context.check_names(designation, model, version)
-        rows = _parquet((as_kinds(c.frame, kinds) for c in context.chunks(designation, **filters, shown=False,
-                                                                           jsonl_as_text=False)), output)
+        passes = [0]
+
+        def chunks():  # a progress bar on the first pass only
+            passes[0] += 1
+            return context.chunks(designation, **filters, shown=passes[0] == 1, jsonl_as_text=False)
+
+        rows = _parquet(typed_frames(chunks, context.notes), output)
     else:
         columns = header_columns(context.source, designation, model=model, version=version, start=_day(start),
                                  end=_day(end))

@@ -2,13 +2,14 @@
 
 Memory is bounded by a chunk, whatever the number of rows. CSV keeps every cell as written: the columns of all
 files are learned first (each file's header; JSON Lines files are read for their keys), then chunks are written
-under that one header. Parquet has types: a first pass finds each column's type over all chunks (``typed``'s
-rules chunk by chunk; text wherever one chunk has text, decimals where one has decimals), a second writes each
-chunk converted to it, one row group per chunk.
+under that one header. Parquet has types, one per column for the whole file: each chunk is typed by
+``typed``'s rules and written while its types agree with the chunks before (one pass); a chunk that widens a
+column (text after numbers, decimals after whole numbers) starts the file again with the types found over every
+chunk (``typed_frames``). One row group per chunk.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, List, Optional, TextIO
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, TextIO
 
 import numpy as np
 import pandas as pd
@@ -29,16 +30,56 @@ def union_columns(frames: Iterable[pd.DataFrame]) -> List[str]:
     return list(seen)
 
 
-def column_kinds(chunks: Iterable[Chunk], notes: Callable[[str], Optional[set]]) -> Dict[str, str]:
-    """Each column's kind over all chunks: "time", "boundary", "int", "float", "text" or "empty"."""
-    kinds: Dict[str, str] = {}
+def column_kinds(chunks: Iterable[Chunk], notes: Callable[[str], Optional[set]],
+                 kinds: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """Each column's kind over all chunks (added to ``kinds``): "time", "boundary", "int", "float", "text" or
+    "empty"."""
+    kinds = dict(kinds or {})
     for chunk in chunks:
-        for name, column in typed(chunk.frame, notes(chunk.folder)).items():
-            kind = _kind(name, column)
-            known = kinds.get(name)
-            if known is None or (known in _ORDER and kind in _ORDER and _ORDER[kind] > _ORDER[known]):
-                kinds[name] = kind
+        kinds = _merged(kinds, chunk_kinds(typed(chunk.frame, notes(chunk.folder))))
     return kinds
+
+
+def chunk_kinds(frame: pd.DataFrame) -> Dict[str, str]:
+    """The kind of each column of a typed chunk."""
+    return {name: _kind(name, column) for name, column in frame.items()}
+
+
+def _merged(kinds: Dict[str, str], more: Dict[str, str]) -> Dict[str, str]:
+    out = dict(kinds)
+    for name, kind in more.items():
+        known = out.get(name)
+        if known is None or (known in _ORDER and kind in _ORDER and _ORDER[kind] > _ORDER[known]):
+            out[name] = kind
+    return out
+
+
+def typed_frames(chunks: Callable[[], Iterable[Chunk]], notes: Callable[[str], Optional[set]]) -> Iterator[pd.DataFrame]:
+    """The chunks typed alike, for one Parquet schema, in one pass while their kinds hold.
+
+    Each chunk is typed by itself (``typed``) and passed on while its kinds are those of the chunks before it. The
+    first chunk that widens a column (decimals after whole numbers, text after numbers) or brings a new one ends
+    that: the kinds are then found over every chunk, and all rows are given again, converted to them (the
+    frames before are to be discarded: ``Restart`` is yielded first)."""
+    kinds: Dict[str, str] = {}
+    passed = 0
+    for chunk in chunks():
+        frame = typed(chunk.frame, notes(chunk.folder))
+        found = _merged(kinds, chunk_kinds(frame))
+        if passed and found != kinds:
+            break
+        kinds = found
+        yield as_kinds(frame, kinds)
+        passed += 1
+    else:
+        return
+    yield RESTART
+    kinds = column_kinds(chunks(), notes)
+    for chunk in chunks():
+        yield as_kinds(chunk.frame, kinds)
+
+
+RESTART = pd.DataFrame()  # yielded by typed_frames: start the output again
 
 
 def _kind(name: str, column: pd.Series) -> str:
@@ -61,11 +102,13 @@ def as_kinds(frame: pd.DataFrame, kinds: Dict[str, str]) -> pd.DataFrame:
     for name, kind in kinds.items():
         column = frame[name] if name in frame.columns else pd.Series([""] * len(frame), index=frame.index)
         if kind == "time":
-            out[name] = _utc_times(column.astype(str).replace("nan", ""))
+            out[name] = column if column.dtype.kind == "M" else _utc_times(column.astype(str).replace("nan", ""))
         elif kind in ("int", "boundary"):  # every cell read as a number in the first pass: "" is the only NaN
-            out[name] = pd.to_numeric(column, errors="coerce").astype("Int64")
+            out[name] = (column if column.dtype.kind in "iuf" or str(column.dtype) == "Int64"
+                         else pd.to_numeric(column, errors="coerce")).astype("Int64")
         elif kind == "float":
-            out[name] = pd.to_numeric(column, errors="coerce").astype("float64")
+            out[name] = (column if column.dtype.kind in "iuf" or str(column.dtype) == "Int64"
+                         else pd.to_numeric(column, errors="coerce")).astype("float64")
         else:
             text = pd.api.types.is_string_dtype(column) and column.dtype != object
             out[name] = column.fillna("") if text else column.map(_text)
@@ -104,6 +147,11 @@ def write_parquet(frames: Iterable[pd.DataFrame], path: str) -> int:
     rows = 0
     try:
         for frame in frames:
+            if frame is RESTART:  # typed_frames found wider kinds: the file starts again
+                if writer is not None:
+                    writer.close()
+                writer, schema, rows = None, None, 0
+                continue
             table = pa.Table.from_pandas(frame, preserve_index=False, schema=schema)
             if writer is None:
                 schema = table.schema
