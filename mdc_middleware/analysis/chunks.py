@@ -52,12 +52,19 @@ def iter_chunks(source: Source, designation: Optional[str] = None, *, model: Opt
 def _frames_of(source: Source, name: Any, chunk_rows: int, model: Optional[str], version: Optional[str],
                wanted: Optional[set], jsonl_as_text: bool) -> Iterator[pd.DataFrame]:
     """One file's rows, a chunk at a time."""
-    with _open(source, name) as handle:
+    try:
+        handle = _open(source, name)
+    except _NothingThere:
+        return
+    with handle:
         if str(name).endswith(JSONL):
             frames: Iterator[pd.DataFrame] = _jsonl_chunks(handle, chunk_rows, model, version, jsonl_as_text)
         else:
-            frames = pd.read_csv(handle, dtype=str, keep_default_na=False, chunksize=chunk_rows,
-                                 usecols=(lambda c: c in wanted) if wanted is not None else None)
+            try:
+                frames = pd.read_csv(handle, dtype=str, keep_default_na=False, chunksize=chunk_rows,
+                                     usecols=(lambda c: c in wanted) if wanted is not None else None)
+            except pd.errors.EmptyDataError:
+                return  # an empty file: a blob created a moment ago, its header not yet appended
         for frame in frames:
             yield frame[[c for c in frame.columns if c in wanted]] if wanted is not None else frame
 
@@ -84,8 +91,11 @@ def header_columns(source: Source, designation: Optional[str] = None, **filters:
                                     True):
                 seen.update((c, None) for c in frame.columns)
             continue
-        with _open(source, name, head=True) as handle:
-            seen.update((c, None) for c in pd.read_csv(handle, dtype=str, nrows=0).columns)
+        try:
+            with _open(source, name, head=True) as handle:
+                seen.update((c, None) for c in pd.read_csv(handle, dtype=str, nrows=0).columns)
+        except (pd.errors.EmptyDataError, _NothingThere):
+            continue  # a blob created a moment ago, its header not yet appended
     return list(seen)
 
 
@@ -104,10 +114,22 @@ class _BlobStream(io.RawIOBase):
         return len(data)
 
 
+class _NothingThere(Exception):
+    """An empty blob: no range of it can be downloaded."""
+
+
 def _open(source: Source, name: Any, head: bool = False) -> io.BufferedReader:
     """The file or blob to read; ``head``: only its first MiB is needed (a blob is downloaded that far)."""
     if is_container(source):
-        downloader = source.download_blob(name, offset=0, length=HEAD_BYTES) if head else source.download_blob(name)
+        from azure.core.exceptions import HttpResponseError
+
+        try:
+            downloader = (source.download_blob(name, offset=0, length=HEAD_BYTES) if head
+                          else source.download_blob(name))
+        except HttpResponseError as exc:
+            if exc.status_code == 416:  # a range of an empty blob
+                raise _NothingThere(name) from None
+            raise
         return io.BufferedReader(_BlobStream(downloader), buffer_size=1 << 20)
     return open(name, "rb")
 
