@@ -47,7 +47,8 @@ def local_session(master: Optional[str] = None, app_name: str = "mdc") -> "Spark
     if os.environ.get("SPARK_REMOTE") and not master:
         return builder.remote(os.environ["SPARK_REMOTE"]).getOrCreate()
     return (builder.master(master or "local[2]").config("spark.ui.enabled", "false")
-            .config("spark.sql.session.timeZone", "UTC").config("spark.driver.memory", "1g").getOrCreate())
+            .config("spark.sql.session.timeZone", "UTC").config("spark.driver.memory", "1g")
+            .config("spark.sql.shuffle.partitions", "8").getOrCreate())  # not 200 tasks a shuffle on two cores
 
 
 def data_files(spark: "SparkSession", path: str, designation: Optional[str] = None, *, model: Optional[str] = None,
@@ -204,6 +205,23 @@ def _without_redeliveries(raw: "DataFrame") -> Tuple["DataFrame", int]:
     """Rows without later runs of a correlation id that repeat an earlier run of it exactly; and how many went.
 
     A run: rows next to each other in one file with one correlation id. Runs are compared by their rows' text."""
+    from pyspark.sql import functions as F
+
+    # Most correlation ids are one run: rows side by side in one file. Only the others are looked at closely.
+    spans = raw.groupBy(CORRELATION_ID).agg(F.countDistinct(_FILE).alias("_files"), F.min(_SEQ).alias("_first"),
+                                            F.max(_SEQ).alias("_last"), F.count(F.lit(1)).alias("_rows"))
+    suspects = spans.where((F.col("_files") > 1) | (F.col("_last") - F.col("_first") + 1 != F.col("_rows")))
+    suspects = suspects.select(CORRELATION_ID).cache()
+    if suspects.isEmpty():
+        suspects.unpersist()
+        return raw, 0
+    alone = raw.join(suspects, CORRELATION_ID, "left_anti")
+    kept, removed = _runs_kept(raw.join(suspects, CORRELATION_ID, "left_semi"))
+    suspects.unpersist()
+    return alone.unionByName(kept), removed
+
+
+def _runs_kept(raw: "DataFrame") -> Tuple["DataFrame", int]:
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
