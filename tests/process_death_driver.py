@@ -58,7 +58,7 @@ class Clients:
                     continue
                 if response.status_code == 200:
                     self.acked[row_id] = time.monotonic()
-                    self.pids[row_id] = response.json().get("pid")
+                    self.pids[row_id] = int(response.headers.get("x-worker-pid", 0))
                 time.sleep(0.002)
 
     def __enter__(self) -> "Clients":

@@ -1,7 +1,7 @@
 """A FastAPI app for load tests: every input row carries a unique id, every prediction echoes it."""
 import os
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 
 from mdc_middleware import DataCollectionMiddleware, Schema
 
@@ -16,6 +16,7 @@ def healthz():
 
 
 @app.post("/score")
-async def score(request: Request):
+async def score(request: Request, response: Response):
     rows = (await request.json())["data"]
-    return {"predictions": [row[0] for row in rows], "pid": os.getpid()}
+    response.headers["x-worker-pid"] = str(os.getpid())  # which worker answered: tests/test_process_death.py
+    return {"predictions": [row[0] for row in rows]}
