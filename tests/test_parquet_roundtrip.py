@@ -8,6 +8,9 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 import mdc_middleware
 from mdc_middleware import ModelDataCollector, Settings
 from mdc_middleware.analysis import read_collected
+from mdc_middleware.analysis.chunks import iter_chunks
+from mdc_middleware.analysis.export import typed_frames, write_parquet
+from mdc_middleware.analysis.read import text_columns_noted
 
 TEXT = st.one_of(
     st.from_regex(r"[0-9]{1,6}", fullmatch=True),               # zip codes, ids: "00501", "12345"
@@ -31,12 +34,16 @@ def test_values_survive_the_parquet_round_trip(tmp_path_factory, batches):
     assert mdc_middleware.flush(10)
     frame = read_collected(folder, "inputs")
     frame.to_parquet(folder / "x.parquet", index=False)
-    back = pd.read_parquet(folder / "x.parquet")
+    # What `mdc read -o x.parquet` does, in chunks of 2 rows: typed apart, one schema for the file.
+    write_parquet(typed_frames(lambda: iter_chunks(folder, "inputs", chunk_rows=2, jsonl_as_text=False),
+                               lambda day: text_columns_noted(folder, [day])), folder / "streamed.parquet")
     sent = [row for rows in batches for row in rows]
-    assert back["code"].tolist() == [row[0] for row in sent]
-    assert back["count"].tolist() == [row[1] for row in sent]
-    assert back["score"].tolist() == [row[2] for row in sent]
-    assert set(back["$aml_model_version"]) == {"1.10"}
+    for name in ("x.parquet", "streamed.parquet"):
+        back = pd.read_parquet(folder / name)
+        assert back["code"].tolist() == [row[0] for row in sent]
+        assert back["count"].tolist() == [row[1] for row in sent]
+        assert back["score"].tolist() == [row[2] for row in sent]
+        assert set(back["$aml_model_version"]) == {"1.10"}
     stamps = back["$aml_dc_scoring_timestamp"]
     assert all(isinstance(v, pd.Timestamp) and v.tzinfo is not None for v in stamps)
     assert abs(stamps.iloc[0] - pd.Timestamp(dt.datetime.now(dt.timezone.utc))) < pd.Timedelta(minutes=5)
