@@ -2,7 +2,8 @@
 
 The snippets run in order, in a fresh folder, with collection on (``MDC_ENABLED``) into ``./mdc-data``. What a
 snippet cannot run here is said per snippet: the two commands at the top (the demo and this very suite) run in
-CI as they are, and Spark's line is compiled only (no Spark session in the suite).
+CI as they are, Spark's reading line is compiled only, and the Spark engine's snippet runs in tests/test_spark.py
+(with its session).
 """
 import os
 import re
@@ -44,7 +45,7 @@ def run(code: str, namespace: dict = None) -> dict:
 
 def test_every_python_snippet_is_covered_below():
     starts = ["from fastapi import FastAPI", "from flask import Flask", "app.add_middleware(", "import json",
-              "import datetime as dt", "spark.read"]
+              "import datetime as dt", "spark.read", "from mdc_middleware.analysis.spark import"]
     assert len(PYTHON) == len(starts) and all(any(c.lstrip().startswith(s) for c in PYTHON) for s in starts)
 
 

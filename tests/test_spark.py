@@ -113,3 +113,19 @@ def test_mdc_drift_on_spark_says_what_the_embedded_engine_says(collected, tmp_pa
         outputs[engine] = (json.loads((tmp_path / engine).read_text()), done.stdout.strip().splitlines()[-1])
     assert _close(outputs["spark"][0], outputs["embedded"][0])
     assert outputs["spark"][1] == outputs["embedded"][1] and outputs["spark"][1].startswith("DRIFT: 1 of 2")
+
+
+def test_the_readme_spark_snippet_runs_as_written(spark, settings, data_dir, monkeypatch, tmp_path):
+    from .test_readme import run, snippet
+
+    collect_on_days(settings, monkeypatch, requests_per_day=10, model="iris")
+    monkeypatch.chdir(tmp_path)
+    pd.DataFrame({"a": np.random.default_rng(0).normal(size=200), "b": np.arange(200) % 9}).to_csv("train.csv",
+                                                                                                   index=False)
+    code = snippet("from mdc_middleware.analysis.spark import")
+    here = "path = " + repr(str(data_dir))
+    code = "\n".join(here if line.startswith("path = ") else line for line in code.splitlines())
+    done = run(code, {"spark": spark, "pd": pd})
+    assert done["inputs"].count() == len(read_collected(data_dir, "inputs", model="iris")) > 0
+    assert done["joined"].matched == done["inputs"].count()
+    assert done["result"].compared_features == ["a", "b"]
