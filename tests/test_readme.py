@@ -115,9 +115,9 @@ def test_mdc_commands_run_as_written(folder):
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     for line in commands.splitlines():
         command = line.split("  #")[0].strip()
-        try:
-            result = subprocess.run(command, shell=True, cwd=folder, env=env, capture_output=True, text=True,
-                                    timeout=5 if command.startswith("mdc tail") else 120)
+        try:  # "exec": the shell becomes the command, so the timeout stops mdc tail itself, not its shell
+            result = subprocess.run("exec " + command, shell=True, cwd=folder, env=env, capture_output=True,
+                                    text=True, timeout=5 if command.startswith("mdc tail") else 120)
         except subprocess.TimeoutExpired:
             assert command.startswith("mdc tail")  # follows until stopped, as the comment says
             continue
