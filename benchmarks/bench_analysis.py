@@ -77,6 +77,7 @@ import sys, duckdb
 data, task, out = sys.argv[1:4]
 con = duckdb.connect()
 con.execute("SET memory_limit='400MB'")
+con.execute("SET preserve_insertion_order=false")  # DuckDB's advice for large exports under a memory limit
 con.execute(f"SET temp_directory='{out}.tmp'")
 def files(designation):
     return f"'{data}/*/*/*/*/*/*/*/*/{designation}/*/*/*/data*.csv'"
