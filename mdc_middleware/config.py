@@ -82,115 +82,119 @@ def _text(value: str) -> str:
     return value.strip()
 
 
-# field name -> (environment variables, first match wins; parser of the variable's text)
-_ENV: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
-    "enabled": (("MDC_ENABLED", "AML_MODEL_DC_STORAGE_ENABLED"), _parse_bool),
-    "debug": (("MDC_DEBUG", "AML_MODEL_DC_DEBUG"), _parse_bool),
-    "boundary": (("MDC_BOUNDARY", "AML_MODEL_DC_BOUNDARY"), _parse_boundary),
-    "storage_connection_string": (("MDC_STORAGE_CONNECTION_STRING", "AML_MODEL_DC_STORAGE"), _text),
-    "storage_account_url": (("MDC_STORAGE_ACCOUNT_URL",), _text),
-    "storage_sas_token": (("MDC_STORAGE_SAS_TOKEN",), _text),
-    "storage_managed_identity": (("MDC_STORAGE_MANAGED_IDENTITY",), _parse_bool),
-    "container": (("MDC_CONTAINER",), _text),
-    "local_dir": (("MDC_LOCAL_DIR",), _text),
-    "subscription_id": (("MDC_SUBSCRIPTION_ID",), _text),
-    "resource_group": (("MDC_RESOURCE_GROUP",), _text),
-    "workspace_name": (("MDC_WORKSPACE_NAME",), _text),
-    "webservice_name": (("MDC_WEBSERVICE_NAME", "SERVICE_NAME"), _text),
-    "model_name": (("MDC_MODEL_NAME",), _text),
-    "model_version": (("MDC_MODEL_VERSION",), _text),
-    "format": (("MDC_FORMAT",), lambda v: v.strip().lower()),
-    "deployment_name": (("MDC_DEPLOYMENT_NAME",), _text),
-    "routes": (("MDC_ROUTES",), parse_routes),
-    "sample_rate": (("MDC_SAMPLE_RATE",), _fraction),
-    "max_body_bytes": (("MDC_MAX_BODY_BYTES",), _positive(int)),
-    "batch_rows": (("MDC_BATCH_ROWS",), _positive(int)),
-    "batch_bytes": (("MDC_BATCH_BYTES",), _positive(int)),
-    "flush_interval": (("MDC_FLUSH_INTERVAL_SECONDS",), _positive(float)),
-    "queue_size": (("MDC_QUEUE_SIZE",), _positive(int)),
-    "queue_max_bytes": (("MDC_QUEUE_MAX_BYTES",), _positive(int)),
-    "spool_dir": (("MDC_SPOOL_DIR",), _text),
-    "spool_max_bytes": (("MDC_SPOOL_MAX_BYTES",), _positive(int)),
-    "spool_drop": (("MDC_SPOOL_DROP",), lambda v: v.strip().lower()),
-    "encoder": (("MDC_ENCODER",), lambda v: v.strip().lower()),
-    "file_per_writer": (("MDC_FILE_PER_WRITER",), _parse_bool),
-    "spool_fsync": (("MDC_SPOOL_FSYNC",), _parse_bool),
-    "metrics_path": (("MDC_METRICS_PATH",), _text),
-    "shutdown_deadline": (("MDC_SHUTDOWN_DEADLINE_SECONDS",), _positive(float)),
-    "retry_deadline": (("MDC_RETRY_DEADLINE_SECONDS",), _positive(float)),
-    "request_id_header": (("MDC_REQUEST_ID_HEADER",), lambda v: v.strip().lower()),
-    "echo_request_id": (("MDC_ECHO_REQUEST_ID",), _parse_bool),
-    "neutralize_formulas": (("MDC_CSV_NEUTRALIZE_FORMULAS",), _parse_bool),
-    "collect_status": (("MDC_COLLECT_STATUS",), _text),
-    "collect_headers": (("MDC_COLLECT_HEADERS",), _names),
-    "include_features": (("MDC_INCLUDE_FEATURES",), _allowlist),
-    "exclude_features": (("MDC_EXCLUDE_FEATURES",), _names),
-    "record_unparsed": (("MDC_RECORD_UNPARSED",), _parse_bool),
-    "unparsed_max_bytes": (("MDC_UNPARSED_MAX_BYTES",), _positive(int)),
-}
-
-_SECRETS = ("storage_connection_string", "storage_sas_token")
-_FLAGS = ("enabled", "debug", "storage_managed_identity", "echo_request_id", "neutralize_formulas", "record_unparsed",
-          "file_per_writer",
-          "spool_fsync")
-_WHOLE_NUMBERS = ("max_body_bytes", "unparsed_max_bytes", "batch_rows", "batch_bytes", "queue_size", "queue_max_bytes",
-                  "spool_max_bytes")
-_SECONDS = ("flush_interval", "shutdown_deadline", "retry_deadline")
-_NAME_LISTS = ("routes", "collect_headers", "include_features", "exclude_features")
+def setting(default: Any, env: tuple = (), parse: Optional[Callable[[str], Any]] = None, *, kind: str = "",
+            doc: str = "", shown_default: Optional[str] = None, sink: bool = False, secret: bool = False) -> Any:
+    """A field of ``Settings`` described once: the environment variables that set it (the first set wins), the
+    parser of their text, its kind (``flag``, ``whole``, ``seconds``, ``names``: checked alike when given as a
+    keyword), whether settings that differ in it need another writer (``sink``), whether it is a secret, and its
+    line of the README's table (``doc``; ``shown_default`` when the default reads better in words)."""
+    return field(default=default, repr=not secret, metadata={
+        "env": env, "parse": parse or _text, "kind": kind, "doc": doc, "shown_default": shown_default,
+        "sink": sink, "secret": secret})
 
 
 @dataclass(frozen=True)
 class Settings:
     """Everything collection needs to know; immutable once built."""
 
-    enabled: bool = False
-    debug: bool = False
-    boundary: int = 1440
+    enabled: bool = setting(False, ("MDC_ENABLED", "AML_MODEL_DC_STORAGE_ENABLED"), _parse_bool, kind="flag",
+                            doc="collection is off unless this is true")
+    debug: bool = setting(False, ("MDC_DEBUG", "AML_MODEL_DC_DEBUG"), _parse_bool, kind="flag",
+                          doc="our log (`mdc_middleware` logger) at DEBUG on stderr")
+    boundary: int = setting(1440, ("MDC_BOUNDARY", "AML_MODEL_DC_BOUNDARY"), _parse_boundary, shown_default="`day`",
+                            doc="`$aml_dc_boundary` column: `day` (1440) or `hour` (60)")
     # Storage: a connection string or an account URL selects Azure Blob Storage, else the local sink.
-    storage_connection_string: str = field(default="", repr=False)
-    storage_account_url: str = ""
-    storage_sas_token: str = field(default="", repr=False)
-    storage_managed_identity: bool = False
-    container: str = "modeldata"
-    local_dir: str = "mdc-data"
+    local_dir: str = setting("mdc-data", ("MDC_LOCAL_DIR",), sink=True,
+                             doc="the local sink's directory, used when no storage is configured")
+    container: str = setting("modeldata", ("MDC_CONTAINER",), sink=True,
+                             doc="blob container (and first folder under the local directory)")
+    storage_connection_string: str = setting("", ("MDC_STORAGE_CONNECTION_STRING", "AML_MODEL_DC_STORAGE"),
+                                             sink=True, secret=True,
+                                             doc="Azure Storage connection string: selects blob storage")
+    storage_account_url: str = setting("", ("MDC_STORAGE_ACCOUNT_URL",), sink=True,
+                                       doc="account URL (with `MDC_STORAGE_SAS_TOKEN` or managed identity)")
+    storage_sas_token: str = setting("", ("MDC_STORAGE_SAS_TOKEN",), sink=True, secret=True,
+                                     doc="SAS token for the account URL")
+    storage_managed_identity: bool = setting(False, ("MDC_STORAGE_MANAGED_IDENTITY",), _parse_bool, kind="flag",
+                                             sink=True,
+                                             doc="authenticate with azure-identity's `DefaultAzureCredential`")
     # Identity of the data, i.e. the folders of the layout.
-    subscription_id: str = "default"
-    resource_group: str = "default"
-    workspace_name: str = "default"
-    webservice_name: str = "default"
-    model_name: str = "default"
-    model_version: str = "default"
+    subscription_id: str = setting("default", ("MDC_SUBSCRIPTION_ID",),
+                                   doc="subscription folder (or all three at once: `MDC_WORKSPACE`)")
+    resource_group: str = setting("default", ("MDC_RESOURCE_GROUP",), doc="resource group folder")
+    workspace_name: str = setting("default", ("MDC_WORKSPACE_NAME",), doc="workspace folder")
+    webservice_name: str = setting("default", ("MDC_WEBSERVICE_NAME", "SERVICE_NAME"),
+                                   doc="web service folder and `$aml_service_name`")
+    model_name: str = setting("default", ("MDC_MODEL_NAME",),
+                              doc="model of middleware rows (a route's `Schema` may say another)")
+    model_version: str = setting("default", ("MDC_MODEL_VERSION",), doc="its version")
     # How: Azure ML's ModelDataCollector CSV layout, or its current data collector's JSON Lines ("jsonl").
-    format: str = "csv"
-    deployment_name: str = ""    # with "jsonl": the deployment folder (default: the model name)
+    format: str = setting("csv", ("MDC_FORMAT",), lambda v: v.strip().lower(),
+                          doc="`csv`: Azure ML `ModelDataCollector`'s layout; `jsonl`: its current data "
+                              "collector's (above)")
+    deployment_name: str = setting("", ("MDC_DEPLOYMENT_NAME",), shown_default="the model name",
+                                   doc="with `jsonl`: the deployment folder")
     # What the middleware captures.
-    routes: tuple = ()
-    sample_rate: float = 1.0
-    max_body_bytes: int = 1 << 20
-    collect_status: str = "2xx"
-    request_id_header: str = "x-ms-request-id"
-    echo_request_id: bool = True
-    neutralize_formulas: bool = True
-    collect_headers: tuple = ()          # request headers written as $mdc_header_<name>; credentials never
-    include_features: Optional[tuple] = None   # only these features (globs, any case); None: all
-    exclude_features: tuple = ()         # never these features, also inside JSON-valued cells
-    record_unparsed: bool = False        # keep payloads that could not be parsed, raw, as designation "unparsed"
-    unparsed_max_bytes: int = 4096       # of each such payload
+    routes: tuple = setting((), ("MDC_ROUTES",), parse_routes, kind="names", shown_default="every POST",
+                            doc="comma-separated paths, globs or placeholder paths to capture "
+                                "(`/score,/v1/*/predict,/models/{model}/predict`), as the app routes them: below a "
+                                "`Mount` or uvicorn's `--root-path` (the path with that prefix matches too)")
+    sample_rate: float = setting(1.0, ("MDC_SAMPLE_RATE",), _fraction, shown_default="`1.0`", doc="fraction of matching requests captured")
+    max_body_bytes: int = setting(1 << 20, ("MDC_MAX_BODY_BYTES",), _positive(int), kind="whole",
+                                  doc="bodies above this are passed to the app whole but not collected (counted)")
+    collect_status: str = setting("2xx", ("MDC_COLLECT_STATUS",),
+                                  doc="`2xx`: only successful responses are collected; `all`")
+    request_id_header: str = setting("x-ms-request-id", ("MDC_REQUEST_ID_HEADER",), lambda v: v.strip().lower(),
+                                     doc="response header carrying the request id (empty: none)")
+    echo_request_id: bool = setting(True, ("MDC_ECHO_REQUEST_ID",), _parse_bool, kind="flag",
+                                    doc="add that header when the app set none")
+    neutralize_formulas: bool = setting(True, ("MDC_CSV_NEUTRALIZE_FORMULAS",), _parse_bool, kind="flag", sink=True,
+                                        doc="neutralise spreadsheet formulas in text cells")
+    include_features: Optional[tuple] = setting(None, ("MDC_INCLUDE_FEATURES",), _allowlist, kind="names",
+                                                shown_default="all", doc="only these features are written (names or "
+                                                "globs, any case; empty: all)")
+    exclude_features: tuple = setting((), ("MDC_EXCLUDE_FEATURES",), _names, kind="names",
+                                      doc="these features are never written, not even inside JSON-valued cells")
+    collect_headers: tuple = setting((), ("MDC_COLLECT_HEADERS",), _names, kind="names", shown_default="none",
+                                     doc="request headers written as `$mdc_header_<name>` columns; credentials "
+                                         "refused")
+    record_unparsed: bool = setting(False, ("MDC_RECORD_UNPARSED",), _parse_bool, kind="flag",
+                                    doc="keep payloads no schema could read, raw, in designation `unparsed`")
+    unparsed_max_bytes: int = setting(4096, ("MDC_UNPARSED_MAX_BYTES",), _positive(int), kind="whole",
+                                      doc="how much of each such payload is kept")
     # The writer.
-    batch_rows: int = 10_000
-    batch_bytes: int = 4 << 20
-    flush_interval: float = 5.0
-    queue_size: int = 10_000
-    queue_max_bytes: int = 256 << 20
-    encoder: str = "thread"      # "process": parse and encode captured requests in a helper process
-    file_per_writer: bool = False  # each process appends to files of its own (data-<host>-<pid>.csv): no contention
-    spool_dir: str = ""          # "": ./mdc-spool with blob storage, none with the local sink; "off": none
-    spool_max_bytes: int = 1 << 30
-    spool_drop: str = "oldest"
-    spool_fsync: bool = False
-    metrics_path: str = ""       # e.g. /metrics: served by the middleware in Prometheus format
-    shutdown_deadline: float = 25.0
-    retry_deadline: float = 60.0
+    batch_rows: int = setting(10_000, ("MDC_BATCH_ROWS",), _positive(int), kind="whole", sink=True,
+                              doc="a batch is written when it holds this many rows…")
+    batch_bytes: int = setting(4 << 20, ("MDC_BATCH_BYTES",), _positive(int), kind="whole", sink=True,
+                               doc="…or this many bytes…")
+    flush_interval: float = setting(5.0, ("MDC_FLUSH_INTERVAL_SECONDS",), _positive(float), kind="seconds",
+                                    sink=True, doc="…or its oldest row is this old")
+    queue_size: int = setting(10_000, ("MDC_QUEUE_SIZE",), _positive(int), kind="whole", sink=True,
+                              doc="queued `collect()` calls / requests; beyond it rows are dropped and counted")
+    queue_max_bytes: int = setting(256 << 20, ("MDC_QUEUE_MAX_BYTES",), _positive(int), kind="whole", sink=True,
+                                   doc="bound on the bytes held by the queue and pending batches")
+    file_per_writer: bool = setting(False, ("MDC_FILE_PER_WRITER",), _parse_bool, kind="flag", sink=True,
+                                    doc="each process appends to files of its own, `data-<host>-<pid>.csv`: "
+                                        "replicas never contend (see Azure Blob Storage)")
+    encoder: str = setting("thread", ("MDC_ENCODER",), lambda v: v.strip().lower(), sink=True,
+                           doc="where captured requests are parsed and written as CSV: `thread` (the writer's "
+                               "batcher thread) or `process` (a helper process per server process, off the "
+                               "server's GIL; see Benchmarks)")
+    shutdown_deadline: float = setting(25.0, ("MDC_SHUTDOWN_DEADLINE_SECONDS",), _positive(float), kind="seconds",
+                                       doc="flush deadline at shutdown (AKS gives 30 s)")
+    retry_deadline: float = setting(60.0, ("MDC_RETRY_DEADLINE_SECONDS",), _positive(float), kind="seconds",
+                                    sink=True, doc="how long one batch is retried before it waits for the next round")
+    spool_dir: str = setting("", ("MDC_SPOOL_DIR",), sink=True, shown_default="`./mdc-spool` with blob storage",
+                             doc="the write-ahead journal and where undeliverable batches wait (`off`: neither)")
+    spool_max_bytes: int = setting(1 << 30, ("MDC_SPOOL_MAX_BYTES",), _positive(int), kind="whole", sink=True,
+                                   doc="spool size bound; past it rows are dropped by policy and counted")
+    spool_drop: str = setting("oldest", ("MDC_SPOOL_DROP",), lambda v: v.strip().lower(), sink=True,
+                              doc="which rows a full spool drops: `oldest` or `newest`")
+    spool_fsync: bool = setting(False, ("MDC_SPOOL_FSYNC",), _parse_bool, kind="flag", sink=True,
+                                doc="fsync each journal write and spool record (survives a machine crash, not only "
+                                    "a process crash)")
+    metrics_path: str = setting("", ("MDC_METRICS_PATH",), doc="e.g. `/metrics`: the middleware serves Prometheus "
+                                                               "metrics there, on the app's port")
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -232,7 +236,7 @@ class Settings:
             value = getattr(self, name)
             if isinstance(value, str):
                 try:
-                    value = _ENV[name][1](value)
+                    value = _FIELDS[name].metadata["parse"](value)
                 except ValueError as exc:
                     raise ConfigError(f"{name}={value!r}: {exc}") from None
             elif name in _NAME_LISTS and isinstance(value, list):
@@ -275,12 +279,10 @@ class Settings:
         return bool(self.storage_connection_string or self.storage_account_url)
 
     def sink_key(self) -> tuple:
-        """Settings that share one sink (and so one writer thread) must have equal keys."""
-        return (self.storage_connection_string, self.storage_account_url, self.storage_sas_token,
-                self.storage_managed_identity, self.container, str(Path(self.local_dir).resolve()),
-                self.batch_rows, self.batch_bytes, self.flush_interval, self.queue_size,
-                self.queue_max_bytes, self.resolved_spool_dir, self.spool_max_bytes, self.spool_drop, self.spool_fsync,
-                self.retry_deadline, self.neutralize_formulas, self.encoder, self.file_per_writer)
+        """Settings that share one sink (and so one writer thread) must have equal keys: the ``sink`` fields,
+        folders as the absolute paths they resolve to."""
+        resolved = {"local_dir": str(Path(self.local_dir).resolve()), "spool_dir": self.resolved_spool_dir}
+        return tuple(resolved.get(name, getattr(self, name)) for name in _SINK)
 
     @property
     def storage_endpoint(self) -> str:
@@ -332,7 +334,7 @@ class Settings:
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}  # field → the variable (and value) it was read from
         values.update(_read_model_config_map(config_map_path(environ)))
-        for name, (variables, parse) in _ENV.items():
+        for name, (variables, parse) in ENVIRONMENT.items():
             for variable in variables:
                 raw = environ.get(variable)
                 if raw is None or (not raw.strip() and name != "request_id_header"):
@@ -363,6 +365,47 @@ class Settings:
             if field_name in sources:
                 raise ConfigError(f"{sources[field_name]}: {detail}") from None
             raise
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+# field → (its environment variables, first set wins; the parser of their text)
+ENVIRONMENT: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
+    name: (f.metadata["env"], f.metadata["parse"]) for name, f in _FIELDS.items() if f.metadata.get("env")}
+_SECRETS = tuple(name for name, f in _FIELDS.items() if f.metadata.get("secret"))
+_SINK = tuple(name for name, f in _FIELDS.items() if f.metadata.get("sink"))
+_FLAGS, _WHOLE_NUMBERS, _SECONDS, _NAME_LISTS = (
+    tuple(name for name, f in _FIELDS.items() if f.metadata.get("kind") == kind)
+    for kind in ("flag", "whole", "seconds", "names"))
+
+# Variables read elsewhere than into a field, for the README's table.
+OTHER_VARIABLES = (
+    ("MDC_WORKSPACE", "", "`<subscription>/<resourcegroup>/<workspace>` in one variable"),
+    ("MDC_MODEL_CONFIG_MAP", "`/var/azureml-app/model_config_map.json`", "Azure's deployment file read for the "
+     "workspace identity and model versions"),
+    ("MDC_SIGTERM_FLUSH", "`true`", "flush on SIGTERM where nothing else in the process handles it (read at "
+     "import)"),
+)
+
+
+def settings_table() -> str:
+    """The README's table of variables, made from the fields' descriptions (``tests/test_config.py`` checks that
+    the README holds it as made)."""
+    rows = [(" / ".join(f"`{v}`" for v in f.metadata["env"]), f.metadata["shown_default"] or _shown(f.default),
+             f.metadata["doc"]) for f in _FIELDS.values()]
+    rows += [(f"`{variable}`", default, doc) for variable, default, doc in OTHER_VARIABLES]
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    lines += [("| " + " | ".join(cells) + " |").replace("|  |", "| |") for cells in rows]
+    return "\n".join(lines)
+
+
+def _shown(default: Any) -> str:
+    if isinstance(default, bool):
+        return f"`{str(default).lower()}`"
+    if default in ("", (), None):
+        return ""
+    if isinstance(default, float) and default.is_integer():
+        return f"`{int(default)}`"
+    return f"`{default}`"
 
 
 def check_writable_directory(path: str, setting: str) -> None:

@@ -1,7 +1,12 @@
+import dataclasses
+import re
+
 import pytest
 
-from mdc_middleware import ConfigError, ModelDataCollector, Settings
+from mdc_middleware import ConfigError, ModelDataCollector, Settings, config
 from mdc_middleware.paths import Target, parse_path, validate_component
+
+from .conftest import ROOT
 
 CONNECTION_STRING = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
                      "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;")
@@ -188,3 +193,23 @@ def test_collector_without_version_takes_the_highest_in_models_info(tmp_path, mo
 
 def test_collector_without_designation_writes_general_as_azure_did(settings):
     assert ModelDataCollector("m", settings=settings).target.designation == "general"
+
+
+def test_the_readme_table_of_variables_is_the_one_the_settings_describe():
+    """Each setting is described once, on its field: the README's table must be what those descriptions make
+    (``config.settings_table()``; paste it in when a setting changes)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert config.settings_table() in readme
+    documented = {v for line in config.settings_table().splitlines()[2:] for v in re.findall(r"`(MDC_\w+|AML_\w+|"
+                                                                                           r"SERVICE_NAME)`", line)}
+    read = {v for variables, _ in config.ENVIRONMENT.values() for v in variables}
+    assert read <= documented
+
+
+def test_every_setting_is_described_and_sink_settings_make_the_sink_key():
+    for f in dataclasses.fields(Settings):
+        assert f.metadata.get("env") and f.metadata.get("doc"), f.name
+    base = Settings()
+    for f in dataclasses.fields(Settings):
+        if f.metadata.get("sink") and f.metadata.get("kind") == "flag":
+            assert base.replace(**{f.name: not getattr(base, f.name)}).sink_key() != base.sink_key(), f.name
