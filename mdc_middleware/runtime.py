@@ -40,40 +40,72 @@ class RequestContext(NamedTuple):
 current_request: "contextvars.ContextVar[Optional[RequestContext]]" = contextvars.ContextVar(
     "mdc_current_request", default=None)
 
-_writers: Dict[tuple, Writer] = {}
-_shutdown_deadline: Dict[tuple, float] = {}
-_retired: List[Writer] = []
-_lock = threading.Lock()
+class WriterRegistry:
+    """The writers of this process, one per destination (``Settings.sink_key``), and those retired (an ASGI
+    lifespan ended) whose counters still count. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._writers: Dict[tuple, Writer] = {}
+        self._deadlines: Dict[tuple, float] = {}
+        self._retired: List[Writer] = []
+        self._lock = threading.Lock()
+
+    def writer_for(self, settings: Settings) -> Writer:
+        """The shared writer for this destination, created on first use. Raises ConfigError (start-up) when its
+        spool folder cannot be written or its storage settings are wrong."""
+        key = settings.sink_key()
+        writer = self._writers.get(key)
+        if writer is not None:
+            return writer
+        with self._lock:
+            writer = self._writers.get(key)
+            if writer is None:
+                writer = self._writers[key] = _new_writer(settings)
+                self._deadlines[key] = settings.shutdown_deadline
+            return writer
+
+    def retire(self, writer: Writer, timeout: float) -> bool:
+        """Shut one writer down so that the next use of its settings gets a new one; True when all landed."""
+        with self._lock:
+            for key, known in list(self._writers.items()):
+                if known is writer:
+                    del self._writers[key]
+                    self._retired.append(writer)
+        return writer.shutdown(timeout)
+
+    def shutdown(self, timeout: Optional[float] = None) -> bool:
+        """Flush and stop every writer, each within its configured deadline unless ``timeout`` is given."""
+        with self._lock:
+            items = list(self._writers.items())
+            self._writers.clear()
+            self._retired.clear()
+        return all([w.shutdown(timeout if timeout is not None else self._deadlines.get(k, 25.0)) for k, w in items])
+
+    def all(self) -> List[Writer]:
+        """Live and retired writers: those whose counters make the process's metrics."""
+        return list(self._writers.values()) + self._retired
 
 
-def writer_for(settings: Settings) -> Writer:
-    """The shared writer for this destination, created on first use."""
-    key = settings.sink_key()
-    writer = _writers.get(key)
-    if writer is not None:
-        return writer
-    with _lock:
-        writer = _writers.get(key)
-        if writer is None:
-            if settings.debug:
-                enable_debug_logging()
-            metrics = Metrics()
-            spool_dir = settings.resolved_spool_dir
-            if spool_dir:
-                check_writable_directory(spool_dir, "MDC_SPOOL_DIR")
-            spool = Spool(spool_dir, settings.spool_max_bytes, settings.spool_drop, metrics=metrics,
-                          fsync=settings.spool_fsync) if spool_dir else None
-            journal = Journal(spool, metrics, fsync=settings.spool_fsync) if spool is not None else None
-            writer = Writer(create_sink(settings, metrics), spool=spool, metrics=metrics,
-                            batch_rows=settings.batch_rows,
-                            batch_bytes=settings.batch_bytes, flush_interval=settings.flush_interval,
-                            queue_size=settings.queue_size, queue_max_bytes=settings.queue_max_bytes,
-                            retry_deadline=settings.retry_deadline,
-                            neutralize_formulas=settings.neutralize_formulas, encoder=settings.encoder,
-                            journal=journal, file_per_writer=settings.file_per_writer)
-            _writers[key] = writer
-            _shutdown_deadline[key] = settings.shutdown_deadline
-        return writer
+def _new_writer(settings: Settings) -> Writer:
+    if settings.debug:
+        enable_debug_logging()
+    metrics = Metrics()
+    spool_dir = settings.resolved_spool_dir
+    if spool_dir:
+        check_writable_directory(spool_dir, "MDC_SPOOL_DIR")
+    spool = Spool(spool_dir, settings.spool_max_bytes, settings.spool_drop, metrics=metrics,
+                  fsync=settings.spool_fsync) if spool_dir else None
+    journal = Journal(spool, metrics, fsync=settings.spool_fsync) if spool is not None else None
+    return Writer(create_sink(settings, metrics), spool=spool, metrics=metrics, batch_rows=settings.batch_rows,
+                  batch_bytes=settings.batch_bytes, flush_interval=settings.flush_interval,
+                  queue_size=settings.queue_size, queue_max_bytes=settings.queue_max_bytes,
+                  retry_deadline=settings.retry_deadline, neutralize_formulas=settings.neutralize_formulas,
+                  encoder=settings.encoder, journal=journal, file_per_writer=settings.file_per_writer)
+
+
+registry = WriterRegistry()
+writer_for = registry.writer_for
+retire = registry.retire
 
 
 class RepeatedTracebacks(logging.Filter):
@@ -128,16 +160,6 @@ def enable_debug_logging() -> None:
         logger.propagate = False
 
 
-def retire(writer: Writer, timeout: float) -> bool:
-    """Shut one shared writer down (ASGI lifespan end) so the next use of its settings gets a new one."""
-    with _lock:
-        for key, known in list(_writers.items()):
-            if known is writer:
-                del _writers[key]
-                _retired.append(writer)  # its counters still count
-    return writer.shutdown(timeout)
-
-
 def flush(timeout: float = 30.0) -> bool:
     """Write everything collected so far by every writer of this process."""
     return all([w.force_flush(timeout) for w in list(_live_writers)])
@@ -145,23 +167,18 @@ def flush(timeout: float = 30.0) -> bool:
 
 def shutdown(timeout: Optional[float] = None) -> bool:
     """Flush and stop every shared writer; each gets its configured deadline unless ``timeout`` is given."""
-    with _lock:
-        items = list(_writers.items())
-        _writers.clear()
-        _retired.clear()
-    results = [w.shutdown(timeout if timeout is not None else _shutdown_deadline.get(k, 25.0)) for k, w in items]
-    return all(results)
+    return registry.shutdown(timeout)
 
 
 def metrics() -> Dict[str, object]:
     """Counters summed over the shared writers of this process (see Metrics.COUNTERS), with ``enabled`` (1 when
     something in this process collects) and ``config_errors`` (bad settings refused, collection off)."""
-    return {**merge([w.snapshot() for w in list(_writers.values()) + _retired]), **startup.state}
+    return {**merge([w.snapshot() for w in registry.all()]), **startup.state}
 
 
 def metrics_of(writer: Writer) -> Dict[str, object]:
     """The process-wide counters plus one explicitly given writer's, once each."""
-    writers = list(_writers.values()) + _retired
+    writers = registry.all()
     if writer not in writers:
         writers.append(writer)
     return {**merge([w.snapshot() for w in writers]), **startup.state}
