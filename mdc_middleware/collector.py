@@ -76,10 +76,7 @@ class ModelDataCollector:
         self.model_name = model_name
         self.designation = designation
         self.collection_name = collection_name
-        self._writer = writer
-        self._owns_writer = writer is None
-        if self.settings.enabled and writer is None:
-            self._writer = runtime.writer_for(self.settings)  # storage settings fail here, at start-up
+        self._writer_handle = runtime.WriterHandle(self.settings, writer)  # storage settings fail here, at start-up
         startup.announce(self.settings)
 
     def __repr__(self) -> str:
@@ -92,11 +89,7 @@ class ModelDataCollector:
 
     @property
     def writer(self) -> Writer:
-        # The shared writer is retired when an ASGI app's lifespan ends; a collector made at import outlives
-        # it when the app starts again (a second TestClient, say), and its rows were dropped as writer_closed.
-        if self._writer is None or (self._owns_writer and self._writer.closed):
-            self._writer = runtime.writer_for(self.settings)
-        return self._writer
+        return self._writer_handle.writer
 
     def collect(self, input_data: Any, user_correlation_id: str = "") -> Dict[str, Any]:
         """Queue ``input_data`` (list, numpy array or DataFrame) and return its correlation values.

@@ -56,8 +56,6 @@ class CapturePolicy:
     def __init__(self, routes: RoutesSpec, settings: Settings, writer: Optional[Writer]) -> None:
         self.settings = settings
         self.routes = RouteTable(routes, settings.routes)
-        self._writer = writer
-        self._owns_writer = writer is None
         self._plans: Dict[Tuple[Route, Optional[str], Optional[str]], RoutePlan] = {}
         self._models_per_route: Dict[Route, int] = {}
         self._by_path: Dict[Tuple[str, str], Union[RoutePlan, _Refusal, None]] = {}
@@ -75,8 +73,7 @@ class CapturePolicy:
         self.echo_header = self.echo_header_name.encode("latin-1") if self.echo_header_name else None  # ASGI
         self._sample_rate = settings.sample_rate
         self.collect_all_statuses = settings.collect_status == "all"
-        if settings.enabled and writer is None:
-            self._writer = runtime.writer_for(settings)  # storage settings fail here, at start-up
+        self._writer_handle = runtime.WriterHandle(settings, writer)  # storage settings fail here, at start-up
 
     @property
     def route_names(self) -> Tuple[str, ...]:
@@ -85,9 +82,7 @@ class CapturePolicy:
 
     @property
     def writer(self) -> Writer:
-        if self._writer is None or (self._owns_writer and self._writer.closed):
-            self._writer = runtime.writer_for(self.settings)
-        return self._writer
+        return self._writer_handle.writer
 
     def select(self, method: str, path: str, full_path: str = "") -> Optional[RoutePlan]:
         """The plan to capture this request with, or None to pass it straight through.

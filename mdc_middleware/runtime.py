@@ -108,6 +108,27 @@ writer_for = registry.writer_for
 retire = registry.retire
 
 
+class WriterHandle:
+    """How a collector or a route policy reaches its writer: the one it was given, or the shared writer of its
+    settings, fetched again once that was retired (an ASGI app's lifespan ended; a collector made at import
+    outlives it when the app starts again)."""
+
+    def __init__(self, settings: Settings, writer: Optional[Writer] = None) -> None:
+        """:param writer: a writer of the caller's own (tests, benchmarks); else the shared one, created now
+            when collection is on, so that bad storage settings fail at start-up."""
+        self.settings = settings
+        self._writer = writer
+        self._shared = writer is None
+        if settings.enabled and writer is None:
+            self._writer = registry.writer_for(settings)
+
+    @property
+    def writer(self) -> Writer:
+        if self._writer is None or (self._shared and self._writer.closed):
+            self._writer = registry.writer_for(self.settings)
+        return self._writer
+
+
 class RepeatedTracebacks(logging.Filter):
     """A fault of ours that repeats on every request must not write a traceback per request into the app's
     log (thousands a second under load). The first of each kind (message and exception type) is logged

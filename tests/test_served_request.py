@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 import mdc_middleware
+from mdc_middleware.runtime import WriterHandle
 from mdc_middleware.analysis import read_collected
 
 from .conftest import ROOT, free_port, start_server
@@ -47,7 +48,8 @@ def test_plain_flask_app_joins_inputs_and_predictions(data_dir, monkeypatch):
     from .apps import plain_flask_score
 
     plain_flask_score.inputs_dc.settings = plain_flask_score.prediction_dc.settings = mdc_middleware.Settings.from_env()
-    plain_flask_score.inputs_dc._writer = plain_flask_score.prediction_dc._writer = None
+    for dc in (plain_flask_score.inputs_dc, plain_flask_score.prediction_dc):  # the module's collectors, re-pointed
+        dc._writer_handle = WriterHandle(dc.settings)
     send(plain_flask_score.app.test_client(), "/score", 20)
     mdc_middleware.flush(10)
     merged = joined(data_dir, "plain")
@@ -66,7 +68,8 @@ def test_fastapi_routes_join_inputs_and_predictions(data_dir, monkeypatch, path)
 
     plain_fastapi_score.inputs_dc.settings = plain_fastapi_score.prediction_dc.settings = \
         mdc_middleware.Settings.from_env()
-    plain_fastapi_score.inputs_dc._writer = plain_fastapi_score.prediction_dc._writer = None
+    for dc in (plain_fastapi_score.inputs_dc, plain_fastapi_score.prediction_dc):  # the module's collectors, re-pointed
+        dc._writer_handle = WriterHandle(dc.settings)
     with TestClient(plain_fastapi_score.app) as client:
         send(client, path, 20)
     mdc_middleware.flush(10)
@@ -141,7 +144,8 @@ def test_a_request_id_no_log_could_hold_is_not_taken(data_dir, monkeypatch):
     from .apps import plain_flask_score
 
     plain_flask_score.inputs_dc.settings = plain_flask_score.prediction_dc.settings = mdc_middleware.Settings.from_env()
-    plain_flask_score.inputs_dc._writer = plain_flask_score.prediction_dc._writer = None
+    for dc in (plain_flask_score.inputs_dc, plain_flask_score.prediction_dc):  # the module's collectors, re-pointed
+        dc._writer_handle = WriterHandle(dc.settings)
     client = plain_flask_score.app.test_client()
     for i, request_id in enumerate(["r" * 5000, "a,b"]):
         assert client.post("/score", json={"data": [[i, 0.5]]}, headers={"x-request-id": request_id}).status_code == 200
