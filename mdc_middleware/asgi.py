@@ -13,7 +13,7 @@ import time
 from typing import Any, Awaitable, Callable, MutableMapping, Optional
 
 from . import prometheus, runtime, startup
-from .capture import BoundedBody, inputs_in_query
+from .capture import BODY_NOT_READ, BoundedBody, inputs_in_query
 from .config import ConfigError, Settings
 from .policy import CapturePolicy, RoutePlan
 from .routes import RoutesSpec
@@ -230,7 +230,7 @@ class _Exchange:
         if self.response is None:
             self.writer.metrics.skip(f"status_{self.status}")
             return
-        request_body = self.request.take() if self.request_complete else "body_not_read"
+        request_body = self.request.take() if self.request_complete else BODY_NOT_READ
         request_body, headers = inputs_in_query(request_body, self.method, self.query, self.headers)
         response_body = self.response.take()
         self.writer.submit_capture(

@@ -22,7 +22,7 @@ import re
 import threading
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 from urllib.parse import parse_qsl
 
 import orjson
@@ -52,6 +52,17 @@ def warn_once(key: Tuple[str, ...], message: str, *args: Any) -> None:
         return
     _warned.add(key)
     logger.warning(message, *args)
+
+
+class Skipped(NamedTuple):
+    """A body that was not kept, and why: a reason counted under ``skipped_reasons`` (``body_too_large``,
+    ``media_content_type``, ``body_not_read``…)."""
+
+    reason: str
+
+
+Body = Union[bytes, Skipped]  # a body as captured, or why it was not
+BODY_NOT_READ = Skipped("body_not_read")  # the app answered before reading the request body to its end
 
 
 class BoundedBody:
@@ -87,19 +98,19 @@ class BoundedBody:
         self.skip_reason = reason
         self.chunks = []
 
-    def take(self) -> Union[bytes, str]:
-        """The body, or the reason it was not kept."""
+    def take(self) -> Body:
+        """The body, or why it was not kept."""
         if self.skip_reason is not None:
-            return self.skip_reason
+            return Skipped(self.skip_reason)
         return b"".join(self.chunks)
 
 
-def inputs_in_query(body: Union[bytes, str], method: str, query: Union[bytes, str],
-                    headers: Dict[str, str]) -> Tuple[Union[bytes, str], Dict[str, str]]:
+def inputs_in_query(body: Body, method: str, query: Union[bytes, str],
+                    headers: Dict[str, str]) -> Tuple[Body, Dict[str, str]]:
     """A request without a body carries its inputs in the query string (``GET /predict?x=1&y=2``): then the
     query string is the inputs, read as a form. A body, when there is one, stays the inputs. ``query``: ASGI's
     bytes, or WSGI's text (its bytes as latin-1, PEP 3333)."""
-    if query and (body == b"" or (body == "body_not_read" and method in _BODILESS_METHODS)):
+    if query and (body == b"" or (body == BODY_NOT_READ and method in _BODILESS_METHODS)):
         headers = {name: value for name, value in headers.items() if name != "content-encoding"}
         headers["content-type"] = "application/x-www-form-urlencoded"
         return (query.encode("latin-1", "replace") if isinstance(query, str) else query), headers
@@ -148,9 +159,9 @@ def pick_request_id(headers: Mapping[str, str]) -> Optional[str]:
 # makes, and one that pickles at C speed for the encoder process. ``Capture.from_raw`` reads it.
 RawCapture = Tuple[
     int,                              # the route plan's id (policy.plan_by_id)
-    Union[bytes, str],                # the request body, or why it was not kept
+    Body,                             # the request body, or why it was not kept
     Tuple[Tuple[str, str], ...],      # the wanted request headers: (lower-case name, value)
-    Union[bytes, str],                # the response body, or why it was not kept
+    Body,                             # the response body, or why it was not kept
     str,                              # the response content type
     str,                              # the response content encoding
     str,                              # the correlation id
@@ -160,7 +171,7 @@ RawCapture = Tuple[
 
 
 def body_bytes(raw: RawCapture) -> int:
-    """The bytes of the bodies a capture holds (a body not kept is a reason, a str: none)."""
+    """The bytes of the bodies a capture holds (a body not kept holds none)."""
     request, response = raw[1], raw[3]
     return (len(request) if type(request) is bytes else 0) + (len(response) if type(response) is bytes else 0)
 
@@ -188,10 +199,10 @@ class Capture:
     """
 
     plan: "RoutePlan"
-    request_body: Union[bytes, str]  # the body, or why it was not kept
+    request_body: Body
     request_type: str
     request_encoding: str
-    response_body: Union[bytes, str]
+    response_body: Body
     response_type: str
     response_encoding: str
     correlation_id: str
@@ -245,7 +256,7 @@ class Capture:
                       timestamp=self.timestamp, request_id=self.request_id, boundary=self.plan.boundary,
                       rows=len(rows), rules=self.plan.rules if self.plan.rules.active else None)
 
-    def _unparsed(self, designation: str, reason: str, body: Union[bytes, str], ctype: str, encoding: str,
+    def _unparsed(self, designation: str, reason: str, body: Body, ctype: str, encoding: str,
                   metrics: Metrics) -> Optional[Record]:
         """The payload as received (truncated), when keeping unparseable payloads is on.
 
@@ -269,10 +280,10 @@ class Capture:
         row = [designation, reason, ctype[:200], encoding[:50], len(body), len(body) > len(kept), body_encoding, text]
         return self._record(plan.unparsed_target, [row], UNPARSED_COLUMNS)
 
-    def _table(self, designation: str, body: Union[bytes, str], ctype: str, encoding: str,
+    def _table(self, designation: str, body: Body, ctype: str, encoding: str,
                metrics: Metrics) -> Optional[Tuple[Tuple[str, ...], List[list]]]:
-        if isinstance(body, str):
-            metrics.skip(f"{designation}:{body}")
+        if isinstance(body, Skipped):
+            metrics.skip(f"{designation}:{body.reason}")
             return None
         body = _decode_content(body, encoding, self.plan.max_body_bytes)
         payload = _parse(body, ctype, metrics, designation)

@@ -12,7 +12,7 @@ import time
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 from . import prometheus, runtime, startup
-from .capture import BoundedBody, inputs_in_query
+from .capture import BODY_NOT_READ, BoundedBody, inputs_in_query
 from .config import Settings
 from .policy import CapturePolicy, RoutePlan
 from .routes import RoutesSpec
@@ -199,7 +199,7 @@ class _Exchange:
             elif self.response is None:
                 self.writer.metrics.skip(f"status_{self.status}")
             else:
-                request_body = self.request.take() if self.request_complete else "body_not_read"
+                request_body = self.request.take() if self.request_complete else BODY_NOT_READ
                 request_body, headers = inputs_in_query(request_body, self.method, self.query, self.headers)
                 response_body = self.response.take()
                 self.writer.submit_capture(
