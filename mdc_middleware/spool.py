@@ -20,7 +20,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
 
 from .metrics import Metrics
 
@@ -151,9 +151,6 @@ class Spool:
             except OSError:
                 pass
         return total
-
-    def is_empty(self) -> bool:
-        return self.size_bytes() == 0
 
     def next_batch(self) -> Optional[Batch]:
         """The oldest undelivered batch of a segment no other process holds, or None."""
@@ -359,15 +356,3 @@ def _write_cursor(segment: Path, offset: int, intent: Optional[Tuple[str, int]] 
     temporary.write_text(str(offset) if intent is None else f"{offset}\t{intent[0]}\t{intent[1]}")
     os.replace(temporary, path)
 
-
-def replay_all(spool: Spool, deliver: Callable[[Batch], None]) -> int:
-    """Deliver every spooled batch (for tools and tests); returns the rows delivered."""
-    delivered = 0
-    while True:
-        batch = spool.next_batch()
-        if batch is None:
-            spool.release()
-            return delivered
-        deliver(batch)
-        spool.ack(batch)
-        delivered += batch.rows

@@ -303,7 +303,7 @@ class BlobSink:
             code = _error_code(exc)
             if code == "AppendPositionConditionNotMet":
                 if self._landed(blob, position, block):
-                    self._advance(key, current, position + len(block), None)
+                    self._advance(current, position + len(block), None)
                     return
                 self.metrics.add("storage_conflicts")  # another writer appended first: read the end, try again
                 properties = blob.get_blob_properties()
@@ -316,11 +316,11 @@ class BlobSink:
                 self._files.pop(key, None)
                 raise _Moved() from None
             raise
-        self._advance(key, current, position + len(block), result.get("blob_committed_block_count"))
+        self._advance(current, position + len(block), result.get("blob_committed_block_count"))
         if current.blocks >= self.max_blocks:
             self._roll_over(key, current, header)
 
-    def _advance(self, key: Tuple[str, str, str], current: _OpenFile, size: int, blocks: Optional[int]) -> None:
+    def _advance(self, current: _OpenFile, size: int, blocks: Optional[int]) -> None:
         current.size = size
         current.blocks = int(blocks) if blocks is not None else current.blocks + 1
 
