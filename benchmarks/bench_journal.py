@@ -19,12 +19,12 @@ from pathlib import Path
 
 from common import median, table  # noqa: E402  (common also puts the project on sys.path)
 
-from mdc_middleware.journal import Journal
-from mdc_middleware.paths import Target
+from mdc_middleware.pipeline.journal import Journal
+from mdc_middleware.storage.paths import Target
 from mdc_middleware.records import Record
-from mdc_middleware.sinks import LocalSink
-from mdc_middleware.spool import Spool
-from mdc_middleware.writer import Writer
+from mdc_middleware.storage.local import LocalSink
+from mdc_middleware.pipeline.spool import Spool
+from mdc_middleware.pipeline.writer import Writer
 
 TARGET = Target("s", "r", "w", "svc", "bench", "1", "inputs")
 COLUMNS = ("id", "f1", "f2", "f3")

@@ -35,9 +35,9 @@ def peak_rss_kib(pid: str = "self") -> int:
 def helper_peak_kib() -> int:
     """Peak RSS of an encoder helper process after it encoded 1,000 captured JSON requests."""
     from mdc_middleware import Schema, Settings
-    from mdc_middleware.policy import CapturePolicy
-    from mdc_middleware.sinks import LocalSink
-    from mdc_middleware.writer import Writer
+    from mdc_middleware.capture.policy import CapturePolicy
+    from mdc_middleware.storage.local import LocalSink
+    from mdc_middleware.pipeline.writer import Writer
 
     writer = Writer(LocalSink(tempfile.mkdtemp()), flush_interval=60, encoder="process")
     plan = CapturePolicy({"/score": Schema(inputs=[f"f{i}" for i in range(4)], predictions=["y"])},
@@ -63,11 +63,11 @@ def child(case: str, rows: int) -> None:
     import numpy as np
 
     from mdc_middleware import Schema, Settings
-    from mdc_middleware.policy import CapturePolicy
-    from mdc_middleware.paths import Target
+    from mdc_middleware.capture.policy import CapturePolicy
+    from mdc_middleware.storage.paths import Target
     from mdc_middleware.records import Record
-    from mdc_middleware.sinks import LocalSink
-    from mdc_middleware.writer import Writer
+    from mdc_middleware.storage.local import LocalSink
+    from mdc_middleware.pipeline.writer import Writer
 
     class StalledSink(LocalSink):
         def append(self, *args, **kwargs):

@@ -26,11 +26,11 @@ from azure.storage.blob import BlobServiceClient
 from common import (AZURITE_BEFORE_CRC64, azurite, azurite_binary, azurite_version,  # noqa: E402
                     median, table)  # (common also puts the project on sys.path)
 
-from mdc_middleware.paths import Target
+from mdc_middleware.storage.paths import Target
 from mdc_middleware.records import Record
-from mdc_middleware.sinks import LocalSink
-from mdc_middleware.sinks.blob import BlobSink
-from mdc_middleware.writer import Writer
+from mdc_middleware.storage.local import LocalSink
+from mdc_middleware.storage.blob import BlobSink
+from mdc_middleware.pipeline.writer import Writer
 
 ROWS_PER_RECORD = 100
 
@@ -141,10 +141,10 @@ def capture_encoding(repeat: int, run: int = 16) -> None:
     import timeit
 
     from mdc_middleware import Schema, Settings
-    from mdc_middleware.capture import Capture
-    from mdc_middleware.encoder import encode_captures, encode_record
+    from mdc_middleware.payloads.captured_request import Capture
+    from mdc_middleware.pipeline.encoder import encode_captures, encode_record
     from mdc_middleware.metrics import Metrics
-    from mdc_middleware.policy import CapturePolicy
+    from mdc_middleware.capture.policy import CapturePolicy
 
     with tempfile.TemporaryDirectory() as directory:
         settings = Settings.from_env({}, enabled=True, local_dir=directory)

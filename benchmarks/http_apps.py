@@ -68,7 +68,7 @@ def _peer_logger():
 
 
 def _discard_captures():
-    from mdc_middleware.writer import Writer
+    from mdc_middleware.pipeline.writer import Writer
 
     Writer.submit = lambda self, item, rows=0, nbytes=0: True
 

@@ -5,13 +5,13 @@
 
 Collection is off unless enabled (``MDC_ENABLED=true`` or ``AML_MODEL_DC_STORAGE_ENABLED=true``).
 """
-from .asgi import DataCollectionMiddleware
+from .capture.asgi import DataCollectionMiddleware
 from .collector import ModelDataCollector
 from .config import ConfigError, Settings
-from .routes import Route
+from .capture.routes import Route
 from .runtime import flush, metrics, shutdown
-from .schema import PayloadMismatch, Schema
-from .wsgi import WSGIDataCollectionMiddleware
+from .payloads.schema import PayloadMismatch, Schema
+from .capture.wsgi import WSGIDataCollectionMiddleware
 
 __all__ = [
     "DataCollectionMiddleware", "WSGIDataCollectionMiddleware", "ModelDataCollector", "Schema", "Route",

@@ -165,7 +165,7 @@ def _explain(exc: Exception, context: Optional["_Context"]) -> str:
     if isinstance(exc, ResourceNotFoundError) and "ContainerNotFound" in str(getattr(exc, "error_code", "")):
         return f"{where}: the container does not exist; check MDC_CONTAINER (or the container in --account-url)"
     if isinstance(exc, AzureError):
-        from .sinks.blob import describe
+        from .storage.blob import describe
 
         return (f"could not read {where}: {describe(exc)}. Check the account URL or connection string, the "
                 "key or SAS (it needs read and list), and that the storage is reachable. --debug shows more.")

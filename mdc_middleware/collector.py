@@ -12,15 +12,13 @@ from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from . import runtime, startup
-from .capture import new_correlation_id, warn_once
+from .payloads.captured_request import new_correlation_id, warn_once
 from .config import ConfigError, Settings, model_version_in_config_map
-from .paths import Target
-from .privacy import FieldRules, Redactor
-from .records import (BOUNDARY, CORRELATION_ID, SCORING_TIMESTAMP, FrameSnapshot, Record, count_rows,
-                      default_prefix, format_timestamp, infer_columns, is_frame, numeric_only, snapshot,
-                      uncollectable)
+from .storage.paths import Target
+from .payloads.privacy import FieldRules, Redactor
+from .records import (BOUNDARY, CORRELATION_ID, SCORING_TIMESTAMP, FrameSnapshot, Record, count_rows, default_prefix, format_timestamp, infer_columns, is_frame, numeric_only, snapshot, uncollectable)
 from .served_request import served_request_context
-from .writer import Writer
+from .pipeline.writer import Writer
 
 if TYPE_CHECKING:
     import pandas as pd

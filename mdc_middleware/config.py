@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-from .paths import as_component, validate_component
-from .privacy import FieldRules, check_header_allowlist
+from .storage.paths import as_component, validate_component
+from .payloads.privacy import FieldRules, check_header_allowlist
 
 logger = logging.getLogger("mdc_middleware")
 

@@ -26,9 +26,9 @@ import orjson
 if TYPE_CHECKING:
     import pandas as pd
 
-from .paths import Target
-from .privacy import FieldRules
-from .schema import enveloped_rows
+from .storage.paths import Target
+from .payloads.privacy import FieldRules
+from .payloads.schema import enveloped_rows
 
 CORRELATION_ID = "$aml_dc_correlation_id"
 SCORING_TIMESTAMP = "$aml_dc_scoring_timestamp"

@@ -19,10 +19,10 @@ from typing import Dict, List, NamedTuple, Optional
 from . import startup
 from .config import Settings, check_writable_directory
 from .metrics import Metrics, merge
-from .sinks import create_sink
-from .journal import Journal
-from .spool import Spool
-from .writer import Writer, _live_writers
+from .storage.create import create_sink
+from .pipeline.journal import Journal
+from .pipeline.spool import Spool
+from .pipeline.writer import Writer, _live_writers
 
 
 class RequestContext(NamedTuple):

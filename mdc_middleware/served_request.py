@@ -24,7 +24,7 @@ import sys
 from types import FrameType
 from typing import Any, Mapping, Optional
 
-from .capture import REQUEST_ID_HEADERS, new_correlation_id, pick_request_id
+from .payloads.captured_request import REQUEST_ID_HEADERS, new_correlation_id, pick_request_id
 from .runtime import RequestContext
 
 _KEY = "mdc.request_context"

@@ -367,7 +367,7 @@ def test_response_headers_given_as_a_one_shot_iterable_reach_the_server_whole(se
 def test_past_a_days_limit_of_column_sets_rows_are_written_as_json_in_one_more_file(settings, data_dir):
     """Without declared columns each payload names its own: a client that leaves out empty fields (or sends
     sparse features as keys) made a file per request, each opened by reading the headers of all before it."""
-    from mdc_middleware.writer import MAX_COLUMN_SETS
+    from mdc_middleware.pipeline.writer import MAX_COLUMN_SETS
 
     app = make_app(settings=settings, routes=["/echo"])
     sent = [{"a": n, f"k{n}": f"v,{n}"} for n in range(MAX_COLUMN_SETS + 6)]
@@ -443,7 +443,8 @@ def test_a_collector_made_at_import_keeps_collecting_when_the_app_starts_again(s
 
 def test_a_fault_of_ours_on_every_request_logs_one_traceback_not_one_per_request(settings, caplog, monkeypatch):
     """Counted every time, logged whole once, then at most once a minute with how many were held back."""
-    from mdc_middleware import capture, runtime
+    from mdc_middleware.payloads import captured_request as capture
+    from mdc_middleware import runtime
 
     def broken(self, chunk):
         raise RuntimeError("a bug of ours")
@@ -597,7 +598,7 @@ def test_json_lines_are_a_row_a_line(settings, data_dir):
 def test_a_route_with_the_model_in_its_path_files_each_models_rows_under_it(settings, data_dir, caplog,
                                                                             monkeypatch):
     """One route of a multi-model service: every model's rows went to one folder, columns mixed."""
-    from mdc_middleware import policy
+    from mdc_middleware.capture import policy
 
     monkeypatch.setattr(policy, "MAX_MODELS_PER_ROUTE", 3)
     app = FastAPI()

@@ -11,10 +11,10 @@ from azure.storage.blob import (AccountSasPermissions, BlobServiceClient, Contai
 import mdc_middleware
 from mdc_middleware import ModelDataCollector, Settings
 from mdc_middleware.metrics import Metrics
-from mdc_middleware.paths import Target
+from mdc_middleware.storage.paths import Target
 from mdc_middleware.records import header_line
-from mdc_middleware.sinks import SinkError
-from mdc_middleware.sinks.blob import BlobSink, split_blocks
+from mdc_middleware.storage.sink import SinkError
+from mdc_middleware.storage.blob import BlobSink, split_blocks
 
 from .azurite import ACCOUNT, KEY, connection_string
 from .conftest import blob_rows
@@ -270,7 +270,7 @@ def test_a_sas_without_read_or_list_is_named_as_the_fault(azurite, container_nam
 
 def test_managed_identity_builds_a_default_credential():
     """Only construction is tested: a token request would go to the cloud's identity endpoint."""
-    from mdc_middleware.sinks.blob import client_factory
+    from mdc_middleware.storage.blob import client_factory
 
     settings = Settings.from_env({}, storage_account_url="https://account.blob.core.windows.net",
                                  storage_managed_identity=True)
@@ -283,7 +283,7 @@ def test_managed_identity_builds_a_default_credential():
 
 def test_account_url_without_credential_fails_at_start_up(azurite):
     with pytest.raises(mdc_middleware.ConfigError, match="MDC_STORAGE_SAS_TOKEN"):
-        from mdc_middleware.sinks.blob import client_factory
+        from mdc_middleware.storage.blob import client_factory
 
         client_factory(Settings.from_env({}, storage_account_url=azurite.account_url))
 

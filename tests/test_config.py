@@ -4,7 +4,7 @@ import re
 import pytest
 
 from mdc_middleware import ConfigError, ModelDataCollector, Settings, config
-from mdc_middleware.paths import Target, parse_path, validate_component
+from mdc_middleware.storage.paths import Target, parse_path, validate_component
 
 from .conftest import ROOT
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from mdc_middleware import Schema, Settings
-from mdc_middleware.policy import CapturePolicy
-from mdc_middleware.sinks import LocalSink
-from mdc_middleware.writer import Writer
+from mdc_middleware.capture.policy import CapturePolicy
+from mdc_middleware.storage.local import LocalSink
+from mdc_middleware.pipeline.writer import Writer
 
 from .test_writer import wait_for
 

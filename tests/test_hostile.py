@@ -249,9 +249,9 @@ def test_property_any_request_gets_the_same_response(kind, hostile_settings, dat
 
 def test_a_multipart_body_of_100000_parts_is_skipped_before_it_is_parsed(settings, data_dir):
     """900 KB of empty parts took 13-15 s of the writer's CPU in Python's email parser."""
-    from mdc_middleware.capture import MAX_MULTIPART_PARTS, _parse_multipart
+    from mdc_middleware.payloads.captured_request import MAX_MULTIPART_PARTS, _parse_multipart
     from mdc_middleware.metrics import Metrics
-    from mdc_middleware.schema import PayloadMismatch
+    from mdc_middleware.payloads.schema import PayloadMismatch
 
     body = b"--b\r\n\r\n\r\n" * 100_000 + b"--b--\r\n"
     with pytest.raises(PayloadMismatch) as refused:

@@ -8,21 +8,21 @@ import threading
 
 import pytest
 
-from mdc_middleware.journal import Journal
+from mdc_middleware.pipeline.journal import Journal
 from mdc_middleware.metrics import Metrics
-from mdc_middleware.sinks import LocalSink
-from mdc_middleware.spool import Batch, Spool
-from mdc_middleware.writer import Writer
+from mdc_middleware.storage.local import LocalSink
+from mdc_middleware.pipeline.spool import Batch, Spool
+from mdc_middleware.pipeline.writer import Writer
 
 from .conftest import PYTHON, ROOT, rows
 from .test_writer import FlakySink, record, wait_for
 
 KILLED_WRITER = """
 import os, signal, sys, time
-from mdc_middleware.journal import Journal
-from mdc_middleware.sinks import LocalSink
-from mdc_middleware.spool import Spool
-from mdc_middleware.writer import Writer
+from mdc_middleware.pipeline.journal import Journal
+from mdc_middleware.storage.local import LocalSink
+from mdc_middleware.pipeline.spool import Spool
+from mdc_middleware.pipeline.writer import Writer
 from tests.test_writer import record
 
 spool = Spool(sys.argv[2])
@@ -75,8 +75,8 @@ def test_a_live_process_journal_is_not_adopted_by_a_sibling(tmp_path):
     generation = journal.open_generation()
     generation.write([Batch("f", "data", "x\n", b"1\n", 1)])
     child = subprocess.run([PYTHON, "-c", textwrap.dedent(f"""
-        from mdc_middleware.journal import Journal
-        from mdc_middleware.spool import Spool
+        from mdc_middleware.pipeline.journal import Journal
+        from mdc_middleware.pipeline.spool import Spool
         print(Journal(Spool({str(tmp_path)!r})).adopt_orphans())
     """)], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=60)
     assert child.stdout.strip() == "0", child.stderr
@@ -189,7 +189,7 @@ def test_a_batch_that_landed_as_its_process_died_is_not_delivered_twice(azurite,
     lets the process that takes over check there, and skip the block."""
     from azure.storage.blob import BlobServiceClient, ContainerClient
 
-    from mdc_middleware.sinks.blob import BlobSink
+    from mdc_middleware.storage.blob import BlobSink
 
     def sink() -> BlobSink:
         return BlobSink(lambda: BlobServiceClient.from_connection_string(azurite.connection_string, retry_total=0),

@@ -10,7 +10,7 @@ from azure.storage.blob import ContainerClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from mdc_middleware.analysis import read_collected
-from mdc_middleware.spool import Spool
+from mdc_middleware.pipeline.spool import Spool
 
 from .conftest import PYTHON, free_port, record_figures, start_server
 from .faultproxy import FaultProxy

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 import mdc_middleware
 from mdc_middleware import ModelDataCollector
 from mdc_middleware.analysis import read_collected
-from mdc_middleware.media import is_media_text
+from mdc_middleware.payloads.media import is_media_text
 
 # The rule as the README states it, written here again on purpose: the test is the second opinion.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -158,7 +158,7 @@ def test_blocks_are_cut_at_row_ends_whatever_the_cells_hold(rows, data):
     import io
 
     from mdc_middleware.records import CsvLines, csv_row_count
-    from mdc_middleware.sinks.blob import split_blocks
+    from mdc_middleware.storage.blob import split_blocks
 
     if sys.version_info < (3, 11):  # the csv module there refuses a NUL (the encoder replaces it before)
         rows = [[cell.replace("\x00", "") for cell in row] for row in rows]
@@ -304,10 +304,10 @@ def test_a_run_of_captured_requests_is_written_as_each_alone_would_be(tmp_path, 
     record by record. Runs mix requests of plain numbers (a few rows, or more) with text cells, other columns
     (records with other keys), bodies that are not JSON, empty rows, two routes and two days."""
     from mdc_middleware import Schema
-    from mdc_middleware.capture import Capture, plan_by_id
-    from mdc_middleware.encoder import encode_captures, encode_record
+    from mdc_middleware.payloads.captured_request import Capture, plan_by_id
+    from mdc_middleware.pipeline.encoder import encode_captures, encode_record
     from mdc_middleware.metrics import Metrics
-    from mdc_middleware.policy import CapturePolicy
+    from mdc_middleware.capture.policy import CapturePolicy
 
     settings = mdc_middleware.Settings.from_env({}, enabled=True, local_dir=str(tmp_path), record_unparsed=True)
     policy = CapturePolicy({"/declared": Schema(inputs=["a", "b"], model_name="m"),
@@ -362,7 +362,7 @@ def test_rows_written_by_orjson_are_the_bytes_the_csv_module_writes(data, neutra
     """Rows of plain numbers and of text that needs no quoting (class labels) are written by orjson, for one
     record or many: the same text as the csv path gives each record, or the csv path itself."""
     from mdc_middleware import records as records_module
-    from mdc_middleware.paths import Target
+    from mdc_middleware.storage.paths import Target
     from mdc_middleware.records import Record, encode, plain_lines
 
     width = data.draw(st.integers(1, 3))
@@ -405,10 +405,10 @@ def test_rows_written_by_orjson_are_the_bytes_the_csv_module_writes(data, neutra
 def test_rows_of_other_columns_in_one_run_keep_their_own_header(tmp_path):
     """Plain numbers in both, same width, other names: never written together under the first one's header."""
     from mdc_middleware import Schema
-    from mdc_middleware.capture import Capture, plan_by_id
-    from mdc_middleware.encoder import encode_captures
+    from mdc_middleware.payloads.captured_request import Capture, plan_by_id
+    from mdc_middleware.pipeline.encoder import encode_captures
     from mdc_middleware.metrics import Metrics
-    from mdc_middleware.policy import CapturePolicy
+    from mdc_middleware.capture.policy import CapturePolicy
 
     settings = mdc_middleware.Settings.from_env({}, enabled=True, local_dir=str(tmp_path))
     plan = CapturePolicy({"/undeclared": Schema(model_name="u")}, settings, writer=None).select("POST", "/undeclared")
@@ -422,10 +422,11 @@ def test_rows_of_other_columns_in_one_run_keep_their_own_header(tmp_path):
 
 def test_a_bug_in_writing_records_together_costs_no_row(tmp_path, monkeypatch):
     """If writing small records together fails, each is written on its own: same bytes, one internal error."""
-    from mdc_middleware import Schema, encoder
-    from mdc_middleware.capture import Capture, plan_by_id
+    from mdc_middleware import Schema
+    from mdc_middleware.pipeline import encoder
+    from mdc_middleware.payloads.captured_request import Capture, plan_by_id
     from mdc_middleware.metrics import Metrics
-    from mdc_middleware.policy import CapturePolicy
+    from mdc_middleware.capture.policy import CapturePolicy
 
     settings = mdc_middleware.Settings.from_env({}, enabled=True, local_dir=str(tmp_path))
     plan = CapturePolicy({"/score": Schema(inputs=["a", "b"], model_name="m")}, settings, writer=None).select(

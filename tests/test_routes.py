@@ -2,7 +2,7 @@
 import pytest
 
 from mdc_middleware import Route, Schema
-from mdc_middleware.routes import RouteTable, model_in_path
+from mdc_middleware.capture.routes import RouteTable, model_in_path
 
 
 @pytest.mark.parametrize("pattern,path,values", [
@@ -49,7 +49,7 @@ def test_glob_routes_match_as_fnmatch_does():
     import fnmatch
     import random
 
-    from mdc_middleware.routes import _matcher
+    from mdc_middleware.capture.routes import _matcher
 
     rng = random.Random(0)
     for _ in range(5000):
@@ -59,7 +59,7 @@ def test_glob_routes_match_as_fnmatch_does():
 
 
 def test_placeholders_take_one_segment_and_name_it():
-    from mdc_middleware.routes import _matcher
+    from mdc_middleware.capture.routes import _matcher
 
     matcher = _matcher("/v2/*/models/{model}/*/predict")
     assert matcher.match("/v2/a/b/models/m1/x/y/predict") == {"model": "m1"}
@@ -71,8 +71,8 @@ def test_placeholders_take_one_segment_and_name_it():
 def test_a_client_controlled_long_path_is_not_matched_against_globs():
     """60 KB paths (the hostile corpus's) are never run through a glob: no capture, and no cache entry."""
     from mdc_middleware import Settings
-    from mdc_middleware.policy import CapturePolicy
-    from mdc_middleware.routes import MAX_MATCHED_PATH
+    from mdc_middleware.capture.policy import CapturePolicy
+    from mdc_middleware.capture.routes import MAX_MATCHED_PATH
 
     policy = CapturePolicy(["/v2/*/models/{model}/*/predict"], Settings.from_env({}), writer=None)
     long_path = "/v2/" + "models/x/" * 6000 + "q/predict"

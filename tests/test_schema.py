@@ -92,7 +92,7 @@ def test_schema_rejects_a_string_for_names():
 
 @pytest.mark.parametrize("end", ["\n", "\r\n", "\r"])
 def test_csv_bodies_with_any_line_end(end):
-    from mdc_middleware.capture import parse_csv
+    from mdc_middleware.payloads.captured_request import parse_csv
 
     body = f'a,b{end}1,"x\ry"{end}3,4{end}'.encode()
     assert parse_csv(body) == [{"a": "1", "b": "x\ry"}, {"a": "3", "b": "4"}]
@@ -104,7 +104,7 @@ def test_csv_column_names_repeated_or_empty_are_named_as_pandas_names_them(heade
     """No cell overwrites another, and the names are those pandas.read_csv gives the same file."""
     import pandas as pd
 
-    from mdc_middleware.capture import parse_csv
+    from mdc_middleware.payloads.captured_request import parse_csv
 
     cells = ",".join(str(i) for i in range(header.count(",") + 1))
     records = parse_csv(f"{header}\n{cells}\n".encode())
@@ -114,7 +114,7 @@ def test_csv_column_names_repeated_or_empty_are_named_as_pandas_names_them(heade
 
 
 def test_a_csv_row_with_more_cells_than_names_refuses_the_body():
-    from mdc_middleware.capture import parse_csv
+    from mdc_middleware.payloads.captured_request import parse_csv
 
     with pytest.raises(PayloadMismatch) as info:
         parse_csv(b"a,b\n1,2\n3,4,5\n")
@@ -122,13 +122,13 @@ def test_a_csv_row_with_more_cells_than_names_refuses_the_body():
 
 
 def test_a_short_csv_row_is_padded_with_empty_cells():
-    from mdc_middleware.capture import parse_csv
+    from mdc_middleware.payloads.captured_request import parse_csv
 
     assert parse_csv(b"a,b,c\n1\n\n4,5,6\n") == [{"a": "1", "b": None, "c": None}, {"a": "4", "b": "5", "c": "6"}]
 
 
 def test_a_csv_body_the_csv_module_refuses_is_skipped_with_a_reason():
-    from mdc_middleware.capture import parse_csv
+    from mdc_middleware.payloads.captured_request import parse_csv
 
     with pytest.raises(PayloadMismatch) as info:
         parse_csv(b"a\n" + b"x" * 200_000)  # one field past the csv module's 128 KiB limit
@@ -140,14 +140,14 @@ def test_a_csv_body_the_csv_module_refuses_is_skipped_with_a_reason():
 def test_json_integers_past_64_bits_are_read_exactly(literal):
     """orjson reads them as floats, rounded (1e+23 for 99999999999999999999999): a 20-digit id would be
     written wrong."""
-    from mdc_middleware.capture import parse_json
+    from mdc_middleware.payloads.captured_request import parse_json
 
     value = parse_json(b'{"data": [[' + literal + b', 0.0012345678901234567, 1]]}')["data"][0]
     assert value == [int(literal), 0.0012345678901234567, 1] and type(value[0]) is int
 
 
 def test_json_without_long_integers_takes_orjson():
-    from mdc_middleware.capture import _may_hold_a_long_integer
+    from mdc_middleware.payloads.captured_request import _may_hold_a_long_integer
 
     assert not _may_hold_a_long_integer(b'{"data": [[0.0012345678901234567, 9223372036854775, -1e-05]]}')
     assert _may_hold_a_long_integer(b"12345678901234567890")

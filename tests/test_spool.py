@@ -5,9 +5,9 @@ import subprocess
 import pytest
 
 from mdc_middleware.metrics import Metrics
-from mdc_middleware.sinks import LocalSink
-from mdc_middleware.spool import Batch, Spool
-from mdc_middleware.writer import Writer
+from mdc_middleware.storage.local import LocalSink
+from mdc_middleware.pipeline.spool import Batch, Spool
+from mdc_middleware.pipeline.writer import Writer
 
 from .conftest import PYTHON, rows
 from .test_writer import FlakySink, record, wait_for
@@ -89,7 +89,7 @@ def test_garbage_between_records_resynchronises(tmp_path):
 
 SPOOL_ON_A_FULL_DISK = """
 import resource, signal, sys
-from mdc_middleware.spool import Batch, Spool
+from mdc_middleware.pipeline.spool import Batch, Spool
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 spool = Spool(sys.argv[1])
@@ -193,7 +193,7 @@ def test_a_replayed_batch_that_landed_as_its_process_died_is_not_delivered_twice
     where the cursor says the append went, and skips the block."""
     from azure.storage.blob import BlobServiceClient, ContainerClient
 
-    from mdc_middleware.sinks.blob import BlobSink
+    from mdc_middleware.storage.blob import BlobSink
 
     def sink() -> BlobSink:
         return BlobSink(lambda: BlobServiceClient.from_connection_string(azurite.connection_string, retry_total=0),

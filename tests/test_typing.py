@@ -14,8 +14,7 @@ from fastapi import FastAPI
 from flask import Flask
 
 import mdc_middleware
-from mdc_middleware import (DataCollectionMiddleware, ModelDataCollector, Schema, Settings,
-                            WSGIDataCollectionMiddleware)
+from mdc_middleware import (DataCollectionMiddleware, ModelDataCollector, Schema, Settings, WSGIDataCollectionMiddleware)
 from mdc_middleware.analysis import open_source, read_collected
 from mdc_middleware.analysis.join import join_predictions
 

@@ -7,10 +7,11 @@ import pytest
 
 import mdc_middleware
 from mdc_middleware import ModelDataCollector, Settings
-from mdc_middleware.paths import Target
+from mdc_middleware.storage.paths import Target
 from mdc_middleware.records import Record
-from mdc_middleware.sinks import LocalSink, SinkError
-from mdc_middleware.writer import Writer
+from mdc_middleware.storage.local import LocalSink
+from mdc_middleware.storage.sink import SinkError
+from mdc_middleware.pipeline.writer import Writer
 
 from .conftest import rows
 
@@ -205,7 +206,7 @@ def test_metrics_sum_over_writers(settings, data_dir, tmp_path):
 def test_the_consumer_looks_often_while_many_items_come_and_backs_off_while_few_do():
     import queue as stdlib_queue
 
-    from mdc_middleware.handoff import HandoffQueue
+    from mdc_middleware.pipeline.handoff import HandoffQueue
 
     handoff = HandoffQueue(100, poll_interval=0.01, idle_interval=0.1, few=2, many=4)
     waits = []
@@ -250,7 +251,7 @@ def test_rows_of_numbers_and_other_rows_end_with_the_same_correlation_cells(ids)
 
 
 def test_a_run_of_captures_stops_at_another_kind_at_the_count_and_at_the_bytes():
-    from mdc_middleware.handoff import HandoffQueue
+    from mdc_middleware.pipeline.handoff import HandoffQueue
 
     queue = HandoffQueue(100)
     for i in range(5):
@@ -267,9 +268,9 @@ def test_a_run_of_captures_stops_at_another_kind_at_the_count_and_at_the_bytes()
 def test_captures_are_encoded_in_runs_bounded_by_count_and_by_body_bytes():
     """Between two pauses the batcher encodes at most 16 captures or about 8 KiB of their bodies, in order;
     a reason (a str) in place of a body counts for nothing."""
-    from mdc_middleware.capture_encoding import ENCODE_CHUNK as _ENCODE_CHUNK
-    from mdc_middleware.capture_encoding import ENCODE_CHUNK_BYTES as _ENCODE_CHUNK_BYTES
-    from mdc_middleware.capture_encoding import _chunks
+    from mdc_middleware.pipeline.capture_encoding import ENCODE_CHUNK as _ENCODE_CHUNK
+    from mdc_middleware.pipeline.capture_encoding import ENCODE_CHUNK_BYTES as _ENCODE_CHUNK_BYTES
+    from mdc_middleware.pipeline.capture_encoding import _chunks
 
     small = [(0, b"x" * 10, (), b"y" * 10, "", "", f"id-{i}", "", 0.0) for i in range(40)]
     large = [(0, b"x" * 3000, (), "body_too_large", "", "", f"big-{i}", "", 0.0) for i in range(7)]
@@ -294,7 +295,7 @@ def test_rows_as_json_keep_every_cell_as_written_and_the_correlation_cells(tmp_p
 
     import pandas as pd
 
-    from mdc_middleware.encoder import ROW_JSON, as_json_rows, encode_record
+    from mdc_middleware.pipeline.encoder import ROW_JSON, as_json_rows, encode_record
     from mdc_middleware.metrics import Metrics
 
     target = Target("s", "r", "w", "svc", "m", "1", "inputs")

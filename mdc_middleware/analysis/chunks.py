@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 import pandas as pd
 
-from ..paths import JSONL
+from ..storage.paths import JSONL
 from .read import Day, Source, _data_files, list_data_files, read_jsonl_lines
 from .source import is_container
 

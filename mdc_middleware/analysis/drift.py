@@ -26,8 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..records import META_COLUMNS, SCORING_TIMESTAMP
-from .distributions import (NumericCounts, NumericGrid, add_categories, categorical_statistics,
-                            numeric_statistics)
+from .distributions import NumericCounts, NumericGrid, add_categories, categorical_statistics, numeric_statistics
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import pandas as pd
 
-from ..paths import JSONL, JSONL_ROOT, ROOT, ParsedPath, parse_path
+from ..storage.paths import JSONL, JSONL_ROOT, ROOT, ParsedPath, parse_path
 from .source import is_container as _is_container
 
 Source = Union[str, Path, Any]  # a directory, or an azure.storage.blob.ContainerClient

@@ -24,7 +24,7 @@ def open_source(settings: Optional[Settings] = None, *, path: Union[str, Path, N
     settings = settings if settings is not None else Settings.from_env()
     if not settings.uses_blob_storage:
         return _existing_directory(Path(settings.local_dir))
-    from ..sinks.blob import client_factory
+    from ..storage.blob import client_factory
 
     return client_factory(settings)().get_container_client(settings.container)
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from ..paths import parse_path
+from ..storage.paths import parse_path
 from ..records import BOUNDARY, CORRELATION_ID, META_COLUMNS, SCORING_TIMESTAMP
 from .distributions import NumericCounts, add_categories
 from .drift import DriftCounter, DriftResult

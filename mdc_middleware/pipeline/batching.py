@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from .capture import RawCapture, warn_once
+from ..payloads.captured_request import RawCapture, warn_once
 from .capture_encoding import CaptureEncoder
 from .delivery import Delivery, Marker, StopDeadline
 from .encoder import ROW_JSON, Encoded, as_json_rows, encode_record
@@ -24,9 +24,9 @@ from .handoff import HandoffQueue
 from .journal import JOURNAL_INTERVAL, Generation, Journal
 from .jsonl import encode_record_jsonl
 from .memory import MemoryReleaser
-from .metrics import Metrics
-from .paths import JSONL, SCHEMA_STEM, Target
-from .records import Record, give_way
+from ..metrics import Metrics
+from ..storage.paths import JSONL, SCHEMA_STEM, Target
+from ..records import Record, give_way
 from .spool import Batch
 
 logger = logging.getLogger("mdc_middleware")

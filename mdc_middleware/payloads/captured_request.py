@@ -28,14 +28,14 @@ from urllib.parse import parse_qsl
 import orjson
 
 from . import media
-from .metrics import Metrics
-from .paths import Target
+from ..metrics import Metrics
+from ..storage.paths import Target
 from .privacy import HEADER_PREFIX, MAX_HEADER_VALUE
-from .records import Record
+from ..records import Record
 from .schema import PayloadMismatch
 
 if TYPE_CHECKING:
-    from .policy import RoutePlan
+    from ..capture.policy import RoutePlan
 
 logger = logging.getLogger("mdc_middleware")
 

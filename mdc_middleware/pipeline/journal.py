@@ -30,7 +30,7 @@ import zlib
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from .metrics import Metrics
+from ..metrics import Metrics
 from .spool import _HEAD, MAGIC, Batch, Spool, _records, create_locked
 
 logger = logging.getLogger("mdc_middleware")

@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 from typing import Callable, Iterator, List, Optional, Protocol
 
-from .capture import Capture, RawCapture, body_bytes, plan_by_id
+from ..payloads.captured_request import Capture, RawCapture, body_bytes, plan_by_id
 from .encoder import Encoded, encode_captures
 from .encoder_process import EncoderProcess
 from .jsonl import encode_records_jsonl
-from .metrics import Metrics
+from ..metrics import Metrics
 
 logger = logging.getLogger("mdc_middleware")
 

@@ -30,9 +30,9 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random_e
 
 from ..config import ConfigError, Settings
 from ..metrics import Metrics
-from ..paths import file_name, file_part
+from .paths import file_name, file_part
 from ..records import last_row_end
-from .base import Deadline, SinkError
+from .sink import Deadline, SinkError
 
 logger = logging.getLogger("mdc_middleware")
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Tuple
 
-from .metrics import Metrics
+from ..metrics import Metrics
 
 logger = logging.getLogger("mdc_middleware")
 

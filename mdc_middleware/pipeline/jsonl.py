@@ -27,9 +27,9 @@ import numpy as np
 import orjson
 
 from .encoder import Encoded, with_rules
-from .metrics import Metrics
-from .paths import COLLECTIONS, Target
-from .records import Record, _json_value, format_timestamp, rows_as_lists, unreserved
+from ..metrics import Metrics
+from ..storage.paths import COLLECTIONS, Target
+from ..records import Record, _json_value, format_timestamp, rows_as_lists, unreserved
 
 logger = logging.getLogger("mdc_middleware")
 

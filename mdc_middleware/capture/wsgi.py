@@ -11,12 +11,12 @@ import logging
 import time
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
-from . import prometheus, runtime, startup
-from .capture import BODY_NOT_READ, BoundedBody, inputs_in_query
-from .config import Settings
+from .. import prometheus, runtime, startup
+from ..payloads.captured_request import BODY_NOT_READ, BoundedBody, inputs_in_query
+from ..config import Settings
 from .policy import CapturePolicy, RoutePlan
 from .routes import RoutesSpec
-from .writer import Writer
+from ..pipeline.writer import Writer
 
 logger = logging.getLogger("mdc_middleware")
 

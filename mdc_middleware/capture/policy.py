@@ -5,13 +5,13 @@ import logging
 import random
 from typing import Any, Dict, Optional, Tuple, Union
 
-from . import runtime
-from .capture import REQUEST_ID_HEADERS, new_correlation_id, pick_request_id, register_plan
-from .config import ConfigError, Settings
-from .paths import Target
-from .privacy import FieldRules
+from .. import runtime
+from ..payloads.captured_request import REQUEST_ID_HEADERS, new_correlation_id, pick_request_id, register_plan
+from ..config import ConfigError, Settings
+from ..storage.paths import Target
+from ..payloads.privacy import FieldRules
 from .routes import Route, RoutesSpec, RouteTable, model_in_path
-from .writer import Writer
+from ..pipeline.writer import Writer
 
 logger = logging.getLogger("mdc_middleware")
 

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .paths import as_component
+from ..storage.paths import as_component
 from .privacy import FieldRules, Redactor
 
 Table = Tuple[Tuple[str, ...], List[list]]

@@ -14,11 +14,10 @@ import json
 import logging
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
-from .capture import Capture, warn_once
-from .metrics import Metrics
-from .paths import Target
-from .records import (META_COLUMNS, CsvLines, Record, default_prefix, encode, header_line, infer_columns, is_reserved,
-                      plain_lines, text_columns, unreserved)
+from ..payloads.captured_request import Capture, warn_once
+from ..metrics import Metrics
+from ..storage.paths import Target
+from ..records import (META_COLUMNS, CsvLines, Record, default_prefix, encode, header_line, infer_columns, is_reserved, plain_lines, text_columns, unreserved)
 
 logger = logging.getLogger("mdc_middleware")
 

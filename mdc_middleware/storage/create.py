@@ -5,7 +5,7 @@ from typing import Optional
 
 from ..config import Settings, check_writable_directory
 from ..metrics import Metrics
-from .base import Sink, SinkError
+from .sink import Sink, SinkError
 from .local import LocalSink
 
 

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .config import ConfigError, parse_routes
-from .schema import Schema
+from ..config import ConfigError, parse_routes
+from ..payloads.schema import Schema
 
 MODEL_PLACEHOLDERS = ("model", "model_name")
 VERSION_PLACEHOLDERS = ("version", "model_version")

@@ -31,13 +31,13 @@ import time
 from multiprocessing.connection import Connection, Pipe
 from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 
-from .capture import Capture, RawCapture, plan_by_id
+from ..payloads.captured_request import Capture, RawCapture, plan_by_id
 from .backoff import Backoff
 from .encoder import Encoded, encode_captures
-from .metrics import Metrics
+from ..metrics import Metrics
 
 if TYPE_CHECKING:
-    from .policy import RoutePlan
+    from ..capture.policy import RoutePlan
 
 logger = logging.getLogger("mdc_middleware")
 
@@ -167,7 +167,7 @@ class EncoderProcess:
         env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in sys.path)
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-c", "from mdc_middleware.encoder_process import main; main()",
+                [sys.executable, "-c", "from mdc_middleware.pipeline.encoder_process import main; main()",
                  str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
         except (OSError, ValueError) as exc:  # ValueError: no pass_fds on Windows; the thread encodes there

@@ -23,9 +23,9 @@ from typing import Any, Deque, Optional
 
 from .backoff import Backoff
 from .journal import Journal
-from .metrics import Metrics
-from .records import csv_row_count
-from .sinks.base import Sink, SinkError
+from ..metrics import Metrics
+from ..records import csv_row_count
+from ..storage.sink import Sink, SinkError
 from .spool import Batch, Spool
 
 logger = logging.getLogger("mdc_middleware")

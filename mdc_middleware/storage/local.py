@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
 
 from ..metrics import Metrics
-from ..paths import file_name
-from .base import Deadline, SinkError
+from .paths import file_name
+from .sink import Deadline, SinkError
 
 
 class LocalSink:

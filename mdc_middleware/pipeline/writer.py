@@ -23,14 +23,14 @@ import weakref
 from typing import Any, Dict, List, Optional
 
 from .batching import MAX_COLUMN_SETS, Batcher, BatchLimits, Pacer, count_drop
-from .capture import RawCapture, body_bytes
+from ..payloads.captured_request import RawCapture, body_bytes
 from .capture_encoding import CaptureEncoder, HelperProcessEncoder, InThreadEncoder
 from .delivery import Delivery, Marker, StopDeadline
 from .encoder_process import EncoderProcess
 from .handoff import HandoffQueue
 from .journal import JOURNAL_INTERVAL, Journal
-from .metrics import Metrics
-from .sinks.base import Sink
+from ..metrics import Metrics
+from ..storage.sink import Sink
 from .spool import Spool
 
 logger = logging.getLogger("mdc_middleware")

@@ -1,0 +1,1 @@
+"""From queued captures to storage: queue, encoding, batching, journal, delivery, spool."""

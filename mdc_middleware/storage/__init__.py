@@ -1,0 +1,1 @@
+"""Where batches end up: the local folder or Azure Blob Storage, in one layout."""
