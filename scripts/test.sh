@@ -17,7 +17,7 @@ if [ ! -x .tools/azurite/node_modules/.bin/azurite-blob ] \
 fi
 export MDC_AZURITE_BIN="$PWD/.tools/azurite/node_modules/.bin/azurite-blob"
 
-# Microsoft's own scoring server, for the drop-in tests (tests/test_served_request.py), in a venv of its own:
+# Microsoft's own scoring server, for the drop-in tests (tests/system/test_served_request.py), in a venv of its own:
 # it pins Flask, pydantic and OpenTelemetry versions the dev extra need not share.
 AZMLINFSRV_VERSION="1.5.1"
 if ! .tools/azmlinfsrv/bin/python -m pip show azureml-inference-server-http 2>/dev/null | grep -q "^Version: $AZMLINFSRV_VERSION$"; then
@@ -25,7 +25,7 @@ if ! .tools/azmlinfsrv/bin/python -m pip show azureml-inference-server-http 2>/d
   .tools/azmlinfsrv/bin/python -m pip install -q "azureml-inference-server-http==$AZMLINFSRV_VERSION" -e . >/dev/null
 fi
 
-# A Java runtime for PySpark's local mode (tests/test_spark.py), from Debian where there is none.
+# A Java runtime for PySpark's local mode (tests/system/test_spark.py), from Debian where there is none.
 if ! command -v java >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
     if ! apt-get install -y -q openjdk-17-jre-headless >/dev/null 2>&1; then

@@ -124,3 +124,12 @@ def record_figures(kind: str, figures: dict) -> None:
         Path(directory).mkdir(parents=True, exist_ok=True)
         with open(Path(directory) / f"{kind}.jsonl", "a") as out:
             out.write(json.dumps(figures) + "\n")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Tests under tests/system/ (real servers, PySpark, the examples) and every test that uses Azurite are marked
+    ``system``: a quick run of the others, which needs nothing but Python, is ``pytest -m "not system"``."""
+    system = Path(__file__).parent / "system"
+    for item in items:
+        if system in Path(str(item.fspath)).parents or "azurite" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.system)

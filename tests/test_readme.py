@@ -2,7 +2,7 @@
 
 The snippets run in order, in a fresh folder, with collection on (``MDC_ENABLED``) into ``./mdc-data``. What a
 snippet cannot run here is said per snippet: the two commands at the top (the demo and this very suite) run in
-CI as they are, Spark's reading line is compiled only, and the Spark engine's snippet runs in tests/test_spark.py
+CI as they are, Spark's reading line is compiled only, and the Spark engine's snippet runs in tests/system/test_spark.py
 (with its session).
 """
 import os

@@ -18,5 +18,5 @@ def healthz():
 @app.post("/score")
 async def score(request: Request, response: Response):
     rows = (await request.json())["data"]
-    response.headers["x-worker-pid"] = str(os.getpid())  # which worker answered: tests/test_process_death.py
+    response.headers["x-worker-pid"] = str(os.getpid())  # which worker answered: tests/system/test_process_death.py
     return {"predictions": [row[0] for row in rows]}

@@ -19,5 +19,5 @@ def healthz():
 def score():
     rows = request.get_json()["data"]
     response = jsonify({"predictions": [row[0] for row in rows]})
-    response.headers["x-worker-pid"] = str(os.getpid())  # which worker answered: tests/test_process_death.py
+    response.headers["x-worker-pid"] = str(os.getpid())  # which worker answered: tests/system/test_process_death.py
     return response

@@ -14,7 +14,7 @@ from azure.storage.blob import ContainerClient
 
 from mdc_middleware.analysis import read_collected
 
-from .conftest import PYTHON, ROOT, free_port, record_figures, start_server
+from ..conftest import PYTHON, ROOT, free_port, record_figures, start_server
 from .process_death_driver import Clients
 
 pytestmark = [pytest.mark.azurite, pytest.mark.slow]
@@ -78,7 +78,7 @@ def test_sigkill_of_workers_at_random_moments_loses_no_acknowledged_row(azurite,
         master = start_server(SERVERS[server](port), env, port, output=output)
         seen = tmp_path / "driver.json"
         try:
-            subprocess.run([PYTHON, "-m", "tests.process_death_driver", str(port), str(master.pid), str(KILLS), "1",
+            subprocess.run([PYTHON, "-m", "tests.system.process_death_driver", str(port), str(master.pid), str(KILLS), "1",
                             str(seen)], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True, timeout=300)
         finally:
             master.send_signal(signal.SIGTERM)

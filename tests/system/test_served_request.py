@@ -13,7 +13,7 @@ import mdc_middleware
 from mdc_middleware.runtime import WriterHandle
 from mdc_middleware.analysis import read_collected
 
-from .conftest import ROOT, free_port, start_server
+from ..conftest import ROOT, free_port, start_server
 
 AZMLINFSRV = ROOT / ".tools" / "azmlinfsrv" / "bin" / "azmlinfsrv"
 
@@ -45,7 +45,7 @@ def send(client, path: str, count: int, start: int = 0) -> dict:
 def test_plain_flask_app_joins_inputs_and_predictions(data_dir, monkeypatch):
     monkeypatch.setenv("MDC_ENABLED", "true")
     monkeypatch.setenv("MDC_LOCAL_DIR", str(data_dir))
-    from .apps import plain_flask_score
+    from ..apps import plain_flask_score
 
     plain_flask_score.inputs_dc.settings = plain_flask_score.prediction_dc.settings = mdc_middleware.Settings.from_env()
     for dc in (plain_flask_score.inputs_dc, plain_flask_score.prediction_dc):  # the module's collectors, re-pointed
@@ -64,7 +64,7 @@ def test_fastapi_routes_join_inputs_and_predictions(data_dir, monkeypatch, path)
 
     monkeypatch.setenv("MDC_ENABLED", "true")
     monkeypatch.setenv("MDC_LOCAL_DIR", str(data_dir))
-    from .apps import plain_fastapi_score
+    from ..apps import plain_fastapi_score
 
     plain_fastapi_score.inputs_dc.settings = plain_fastapi_score.prediction_dc.settings = \
         mdc_middleware.Settings.from_env()
@@ -141,7 +141,7 @@ def test_a_request_id_no_log_could_hold_is_not_taken(data_dir, monkeypatch):
     """As the middleware does (capture.pick_request_id): too long, or with a comma, the correlation id stands in."""
     monkeypatch.setenv("MDC_ENABLED", "true")
     monkeypatch.setenv("MDC_LOCAL_DIR", str(data_dir))
-    from .apps import plain_flask_score
+    from ..apps import plain_flask_score
 
     plain_flask_score.inputs_dc.settings = plain_flask_score.prediction_dc.settings = mdc_middleware.Settings.from_env()
     for dc in (plain_flask_score.inputs_dc, plain_flask_score.prediction_dc):  # the module's collectors, re-pointed

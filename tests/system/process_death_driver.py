@@ -1,9 +1,9 @@
-"""Clients and a killer for tests/test_process_death.py, in a process of their own.
+"""Clients and a killer for tests/system/test_process_death.py, in a process of their own.
 
 Acknowledgement times are taken by client threads: in the test runner's own process, threads left by earlier
 tests competed for the GIL and stretched them, so the driver runs fresh, and writes what it saw as JSON:
 
-    python -m tests.process_death_driver PORT MASTER_PID KILLS SEED OUT.json
+    python -m tests.system.process_death_driver PORT MASTER_PID KILLS SEED OUT.json
 """
 from __future__ import annotations
 

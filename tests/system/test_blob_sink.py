@@ -16,9 +16,9 @@ from mdc_middleware.records import header_line
 from mdc_middleware.storage.sink import SinkError
 from mdc_middleware.storage.blob import BlobSink, split_blocks
 
-from .azurite import ACCOUNT, KEY, connection_string
-from .conftest import blob_rows
-from .faultproxy import FaultProxy
+from ..azurite import ACCOUNT, KEY, connection_string
+from ..conftest import blob_rows
+from ..faultproxy import FaultProxy
 
 pytestmark = pytest.mark.azurite
 TARGET = Target("s", "r", "w", "svc", "m", "1", "inputs")

@@ -1,0 +1,1 @@
+"""System tests: real servers on loopback, Azurite, PySpark, the examples run as written."""
