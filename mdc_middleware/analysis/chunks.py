@@ -1,8 +1,8 @@
 """Collected rows in bounded pieces: the streaming reader behind ``mdc read``, ``join``, ``drift`` and ``quality``.
 
 Each data file is read in chunks of at most ``chunk_rows`` rows, cells as the text written (empty cells as
-""). Blobs are streamed (``StorageStreamDownloader.read``, a few MiB at a time), never held whole. Peak
-memory is one chunk and the download buffer, whatever the number of rows.
+""). Blobs are streamed (``StorageStreamDownloader.read``: the SDK's first range of up to 32 MiB, then 4 MiB at a
+time), never held whole. Peak memory is one chunk and the download buffer, whatever the number of rows.
 """
 from __future__ import annotations
 
