@@ -92,7 +92,7 @@ class Metrics:
         shard.dropped[reason] += rows
         shard.counts["rows_dropped"] += rows
 
-    def deltas(self) -> Tuple[Dict[str, int], Dict[str, int], Dict[str, int]]:
+    def totals(self) -> Tuple[Dict[str, int], Dict[str, int], Dict[str, int]]:
         """(counts, skipped, dropped) as plain dicts: what a helper process reports back."""
         counts, skipped, dropped, _, _ = self._summed()
         return dict(counts), dict(skipped), dict(dropped)

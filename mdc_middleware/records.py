@@ -237,8 +237,7 @@ def uncollectable(data: Any) -> Optional[str]:
 def _series_rows(series: "pd.Series") -> Any:
     """A Series labelled by names (``frame.iloc[0]``) is one row; one with a positional index
     (``frame["score"]``, ``pd.Series(predictions)``) is a column, named by the Series' name or, without
-    one, as a list's column is. It used to be a column either way, named "0" without a name: a row of
-    four features became four rows."""
+    one, as a list's column is."""
     if series.index.inferred_type == "string":
         return series.to_frame().T
     return series.to_frame() if series.name is not None else series.tolist()
@@ -247,7 +246,7 @@ def _series_rows(series: "pd.Series") -> Any:
 def _dict_rows(data: dict) -> list:
     """A payload as score.py parses it (``{"data": [[1, 2], [3, 4]]}``) is its rows, as the middleware reads
     that body; a dict of equal-length lists is columns (``{"a": [1, 2], "b": [3, 4]}``: two rows); else it is
-    one record, as the middleware's schema reads a JSON object. It used to be one cell of JSON."""
+    one record, as the middleware's schema reads a JSON object."""
     enveloped = enveloped_rows(data)
     if enveloped is not None:
         rows, names = enveloped
@@ -352,7 +351,7 @@ def _cell(value: Any, neutralize: bool) -> Any:
         return _cell(value.tolist(), neutralize)
     if value is None or isinstance(value, int):  # the usual cells: no look-up below
         return value
-    if type(value).__name__ in _PANDAS_MISSING:  # empty, as in a frame's cells (it was "<NA>", "NaT")
+    if type(value).__name__ in _PANDAS_MISSING:  # empty, as in a frame's cells (never "<NA>", "NaT")
         return None
     return value
 
@@ -503,7 +502,7 @@ def encode(record: Record, columns: Sequence[str], neutralize: bool = True, with
             and data.shape[1] == width and width):
         if not len(data):
             return 0, ""
-        separator = _row_end(record, neutralize)
+        separator = _row_suffix(record, neutralize)
         if data.dtype.kind == "f" and not np.isfinite(data).all():
             lines = [",".join(_float_text(v) for v in row) for row in data.tolist()]
             return len(lines), separator.join(lines) + separator
@@ -590,7 +589,7 @@ def plain_lines(records: Sequence[Record], width: int, neutralize: bool) -> Opti
         text = _plain_rows(rows, width, neutralize)
         if text is None:
             return None
-        separator = _row_end(records[0], neutralize)
+        separator = _row_suffix(records[0], neutralize)
         return len(rows), text.replace("],[", separator) + separator
     rows = list(itertools.chain.from_iterable(record.data for record in records))
     text = _plain_rows(rows, width, neutralize)
@@ -601,14 +600,14 @@ def plain_lines(records: Sequence[Record], width: int, neutralize: bool) -> Opti
     start = 0
     for record in records:
         end = start + len(record.data)
-        separator = _row_end(record, neutralize)
+        separator = _row_suffix(record, neutralize)
         parts.append(separator.join(lines[start:end]))
         parts.append(separator)
         start = end
     return len(rows), "".join(parts)
 
 
-def _row_end(record: Record, neutralize: bool) -> str:
+def _row_suffix(record: Record, neutralize: bool) -> str:
     """What follows the data cells of every row of a record: its correlation cells and the line end.
 
     The fast paths write numbers, which never need quoting; of these cells only the two ids might,
@@ -679,7 +678,7 @@ def _float_text(value: float) -> str:
     return repr(value) if type(value) is float else repr(float(value))
 
 
-def _row_ends(payload: bytes, start: int = 0, end: Optional[int] = None) -> List[int]:
+def _row_end_offsets(payload: bytes, start: int = 0, end: Optional[int] = None) -> List[int]:
     """Offsets just past each row end in ``payload[start:end]`` (a newline outside quotes)."""
     end = len(payload) if end is None else end
     ends = []
@@ -699,12 +698,12 @@ def csv_row_count(payload: bytes) -> int:
     """Rows in CSV text, newlines inside quoted cells not counted."""
     if b'"' not in payload:
         return payload.count(b"\n")
-    return len(_row_ends(payload))
+    return len(_row_end_offsets(payload))
 
 
 def nth_row_end(payload: bytes, start: int, end: int, n: int) -> int:
     """The offset just past the ``n``-th row (counting from 1) in ``payload[start:end]``, or -1 if fewer end there."""
-    ends = _row_ends(payload, start, end)
+    ends = _row_end_offsets(payload, start, end)
     return ends[n - 1] if 0 < n <= len(ends) else -1
 
 
@@ -713,5 +712,5 @@ def last_row_end(payload: bytes, start: int, end: int) -> int:
     if b'"' not in payload[start:end]:
         cut = payload.rfind(b"\n", start, end)
         return cut + 1 if cut >= 0 else -1
-    ends = _row_ends(payload, start, end)
+    ends = _row_end_offsets(payload, start, end)
     return ends[-1] if ends else -1

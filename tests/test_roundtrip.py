@@ -337,8 +337,8 @@ def test_a_run_of_captured_requests_is_written_as_each_alone_would_be(tmp_path, 
     one_by_one = _by_file([encode_record(record, alone, True, counted=False)  # the general path, record by record
                           for raw in raws for record in Capture.from_raw(raw, plan_by_id(raw[0])).to_records(alone)])
     assert in_one_run == one_by_one
-    assert together.deltas() == alone.deltas()
-    assert together.deltas()[0].get("internal_errors", 0) == 0
+    assert together.totals() == alone.totals()
+    assert together.totals()[0].get("internal_errors", 0) == 0
 
 
 _FLOAT_CELL = re.compile(r"(?<![^,\n])-?[0-9.]+[eE.][-+0-9e]*(?![^,\n])")
@@ -443,5 +443,5 @@ def test_a_bug_in_writing_records_together_costs_no_row(tmp_path, monkeypatch):
     metrics = Metrics()
     assert _by_file(encoder.encode_captures([Capture.from_raw(raw, plan_by_id(raw[0])) for raw in raws], metrics,
                                             True)) == expected
-    counts = metrics.deltas()[0]
+    counts = metrics.totals()[0]
     assert counts["internal_errors"] == 2 and counts["rows_captured"] == 10  # inputs and predictions: 5 rows each

@@ -23,8 +23,7 @@ Day = Union[dt.date, dt.datetime, str, Any]  # a date, a datetime or pandas Time
 
 def as_day(value: Optional[Day], name: str = "day") -> Optional[dt.date]:
     """The UTC day a ``start``/``end`` filter means. Folders are UTC days: an aware datetime is converted to
-    UTC first, a naive one is taken as UTC. Before, anything but a ``date`` raised a TypeError deep in the
-    comparison (a ``datetime`` is a ``date`` that cannot be compared with one)."""
+    UTC first, a naive one is taken as UTC. Raises ValueError naming ``name`` for anything else."""
     if value is None or type(value) is dt.date:
         return value
     try:

@@ -114,7 +114,7 @@ class RouteTable:
     """Which requests to capture, and with which schema. No routes configured: every POST.
 
     Routes given as text are patterns separated by commas, as in ``MDC_ROUTES``: ``routes="/score"`` is one
-    route (it was six one-letter ones that matched nothing)."""
+    route, not six one-letter ones."""
 
     def __init__(self, routes: RoutesSpec = None, env_routes: Sequence[str] = ()) -> None:
         built: List[Route] = []

@@ -198,7 +198,7 @@ class Delivery:
 
     def _on_failure(self, batch: Batch, exc: Exception, requeue: bool = True) -> None:
         delivered = exc.delivered if isinstance(exc, SinkError) else 0
-        hint = exc.maybe_at if isinstance(exc, SinkError) else None
+        hint = exc.hint if isinstance(exc, SinkError) else None
         remainder = Batch(batch.folder, batch.stem, batch.header, batch.payload[delivered:],
                           csv_row_count(batch.payload[delivered:]) if delivered else batch.rows, hint)
         if delivered:

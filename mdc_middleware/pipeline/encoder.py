@@ -63,7 +63,7 @@ def encode_captures(captures: Iterable[Capture], metrics: Metrics, neutralize_fo
     for many requests, the rest as ``encode_record`` writes them. (A test holds the two ways to the same
     bytes.)
     """
-    files: Dict[tuple, _File] = {}
+    files: Dict[tuple, _FileRows] = {}
     pieces: List[Encoded] = []
     captured = 0
     for capture in captures:
@@ -91,7 +91,7 @@ def encode_captures(captures: Iterable[Capture], metrics: Metrics, neutralize_fo
             key = (id(record.target), columns, int(record.timestamp // 86_400))
             file = files.get(key)
             if file is None:
-                file = files[key] = _File(record.target, columns, key[2])
+                file = files[key] = _FileRows(record.target, columns, key[2])
             sampled = _text_of(record, columns)
             if sampled - file.text:
                 file.text = file.text | sampled
@@ -122,7 +122,7 @@ _SMALL_RUN = 256    # …up to this many records in one orjson call
 _PIECE_CHARS = 16 * 1024
 
 
-class _File:
+class _FileRows:
     """The rows of a run of captures that go to one file under one header, in the order they came."""
 
     __slots__ = ("target", "columns", "epoch_day", "rows", "texts", "chars", "small", "text")

@@ -249,7 +249,7 @@ def _serve(conn: Connection) -> None:
             group[1] += encoded.rows
             group[2] = group[2] | encoded.text
         results = [(*key, b"".join(payloads), rows, text) for key, (payloads, rows, text) in grouped.items()]
-        counts, skipped, dropped = metrics.deltas()
+        counts, skipped, dropped = metrics.totals()
         conn.send_bytes(pickle.dumps((results, counts, skipped, dropped, sorted(not_loaded | unloadable)),
                                      pickle.HIGHEST_PROTOCOL))
 

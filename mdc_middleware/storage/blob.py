@@ -183,7 +183,7 @@ class BlobSink:
                     else:
                         self._retrying(deadline, lambda: self._append_block(key, header_bytes, block))
                 except SinkError as exc:
-                    exc.delivered, exc.maybe_at = delivered, self._last_attempt
+                    exc.delivered, exc.hint = delivered, self._last_attempt
                     raise
                 hint = None
                 self._on_attempt = None

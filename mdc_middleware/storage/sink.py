@@ -11,17 +11,17 @@ Deadline = Union[float, Callable[[], float], None]
 class SinkError(Exception):
     """A write failed. ``permanent``: retrying cannot help (bad credentials, bad container).
 
-    ``delivered``: bytes at the start of the payload that did land (whole rows). ``maybe_at``: where
+    ``delivered``: bytes at the start of the payload that did land (whole rows). ``hint``: where
     the next block may have landed although the call failed (blob name, offset), to pass back as
     ``hint`` so a later try does not write it twice.
     """
 
     def __init__(self, message: str, permanent: bool = False, delivered: int = 0,
-                 maybe_at: Optional[Tuple[str, int]] = None) -> None:
+                 hint: Optional[Tuple[str, int]] = None) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.delivered = delivered
-        self.maybe_at = maybe_at
+        self.hint = hint
 
 
 class Sink(Protocol):
