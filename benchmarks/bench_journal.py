@@ -21,7 +21,7 @@ from common import median, table  # noqa: E402  (common also puts the project on
 
 from mdc_middleware.pipeline.journal import Journal
 from mdc_middleware.storage.paths import Target
-from mdc_middleware.records import Record
+from mdc_middleware.records.record import Record
 from mdc_middleware.storage.local import LocalSink
 from mdc_middleware.pipeline.spool import Spool
 from mdc_middleware.pipeline.writer import Writer

@@ -65,7 +65,7 @@ def child(case: str, rows: int) -> None:
     from mdc_middleware import Schema, Settings
     from mdc_middleware.capture.policy import CapturePolicy
     from mdc_middleware.storage.paths import Target
-    from mdc_middleware.records import Record
+    from mdc_middleware.records.record import Record
     from mdc_middleware.storage.local import LocalSink
     from mdc_middleware.pipeline.writer import Writer
 

@@ -27,7 +27,7 @@ from common import (AZURITE_BEFORE_CRC64, azurite, azurite_binary, azurite_versi
                     median, table)  # (common also puts the project on sys.path)
 
 from mdc_middleware.storage.paths import Target
-from mdc_middleware.records import Record
+from mdc_middleware.records.record import Record
 from mdc_middleware.storage.local import LocalSink
 from mdc_middleware.storage.blob import BlobSink
 from mdc_middleware.pipeline.writer import Writer

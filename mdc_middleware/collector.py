@@ -16,7 +16,8 @@ from .payloads.captured_request import new_correlation_id, warn_once
 from .config import ConfigError, Settings, model_version_in_config_map
 from .storage.paths import Target
 from .payloads.privacy import FieldRules, Redactor
-from .records import (BOUNDARY, CORRELATION_ID, SCORING_TIMESTAMP, FrameSnapshot, Record, count_rows, default_prefix, format_timestamp, infer_columns, is_frame, numeric_only, snapshot, uncollectable)
+from .records.record import BOUNDARY, CORRELATION_ID, SCORING_TIMESTAMP, Record, format_timestamp
+from .records.snapshot import (FrameSnapshot, count_rows, default_prefix, infer_columns, is_frame, numeric_only, snapshot, uncollectable)
 from .served_request import served_request_context
 from .pipeline.writer import Writer
 

@@ -11,7 +11,7 @@ import pytest
 import mdc_middleware
 from mdc_middleware import ConfigError, ModelDataCollector, Settings
 from mdc_middleware.analysis import read_collected
-from mdc_middleware.records import META_COLUMNS
+from mdc_middleware.records.record import META_COLUMNS
 
 from .conftest import ROOT, rows
 

@@ -5,7 +5,7 @@ import pandas as pd
 from mdc_middleware.analysis import partitions
 from mdc_middleware.analysis.join import join_predictions
 from mdc_middleware.analysis.partitions import JoinTotals, join_partitioned
-from mdc_middleware.records import CORRELATION_ID
+from mdc_middleware.records.record import CORRELATION_ID
 
 
 def collected(rng, requests: int):

@@ -20,7 +20,7 @@ from mdc_middleware import ModelDataCollector, collector
 from mdc_middleware.analysis import read_collected
 from mdc_middleware.analysis.join import drop_redelivered, join_predictions
 from mdc_middleware.cli import main
-from mdc_middleware.records import CORRELATION_ID
+from mdc_middleware.records.record import CORRELATION_ID
 
 from .conftest import ROOT, blob_rows
 

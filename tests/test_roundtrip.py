@@ -157,7 +157,8 @@ def test_blocks_are_cut_at_row_ends_whatever_the_cells_hold(rows, data):
     import csv
     import io
 
-    from mdc_middleware.records import CsvLines, csv_row_count
+    from mdc_middleware.records.csv_encoding import CsvLines
+    from mdc_middleware.records.csv_scanning import csv_row_count
     from mdc_middleware.storage.blob import split_blocks
 
     if sys.version_info < (3, 11):  # the csv module there refuses a NUL (the encoder replaces it before)
@@ -219,7 +220,7 @@ def test_redeliveries_and_only_they_are_taken_back_out(records, again):
     from itertools import groupby
 
     from mdc_middleware.analysis.join import drop_redelivered
-    from mdc_middleware.records import CORRELATION_ID
+    from mdc_middleware.records.record import CORRELATION_ID
 
     order = list(range(len(records)))
     for which, where in again:  # a redelivery: later than its original, never beside a record of its id
@@ -361,9 +362,10 @@ def same_floats(text: str) -> str:
 def test_rows_written_by_orjson_are_the_bytes_the_csv_module_writes(data, neutralize, records):
     """Rows of plain numbers and of text that needs no quoting (class labels) are written by orjson, for one
     record or many: the same text as the csv path gives each record, or the csv path itself."""
-    from mdc_middleware import records as records_module
+    from mdc_middleware.records import csv_encoding as records_module
     from mdc_middleware.storage.paths import Target
-    from mdc_middleware.records import Record, encode, plain_lines
+    from mdc_middleware.records.csv_encoding import encode, plain_lines
+    from mdc_middleware.records.record import Record
 
     width = data.draw(st.integers(1, 3))
     label = st.sampled_from(["setosa", "Iris virginica", "", " padded ", "é", "1.5", "-1", "=1+2", "+x", "@x",

@@ -8,7 +8,7 @@ import pytest
 import mdc_middleware
 from mdc_middleware import ModelDataCollector, Settings
 from mdc_middleware.storage.paths import Target
-from mdc_middleware.records import Record
+from mdc_middleware.records.record import Record
 from mdc_middleware.storage.local import LocalSink
 from mdc_middleware.storage.sink import SinkError
 from mdc_middleware.pipeline.writer import Writer
@@ -243,7 +243,7 @@ def test_the_consumer_looks_often_while_many_items_come_and_backs_off_while_few_
                                  ("car\rriage", "\r"), ("cr\r\nlf", "x\ry")])
 def test_rows_of_numbers_and_other_rows_end_with_the_same_correlation_cells(ids):
     """The numbers fast path writes the correlation cells itself; they must match the csv path's, byte for byte."""
-    from mdc_middleware.records import encode
+    from mdc_middleware.records.csv_encoding import encode
 
     numbers = Record(TARGET, [[1.5]], ("x",), ids[0], 1_764_000_000.25, ids[1], rows=1)
     text = Record(TARGET, [["1.5"]], ("x",), ids[0], 1_764_000_000.25, ids[1], rows=1)

@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import pandas as pd
 
-from ..records import META_COLUMNS, SCORING_TIMESTAMP
+from ..records.record import META_COLUMNS, SCORING_TIMESTAMP
 from .distributions import NumericCounts, NumericGrid, add_categories, categorical_statistics, numeric_statistics
 
 

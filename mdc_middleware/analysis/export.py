@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Text
 import numpy as np
 import pandas as pd
 
-from ..records import LINE_END, RowsEndingInNewline
+from ..records.csv_encoding import LINE_END, RowsEndingInNewline
 from .chunks import Chunk
 from .read import _utc_times, typed
 

@@ -13,7 +13,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from ..records import CORRELATION_ID, META_COLUMNS
+from ..records.record import CORRELATION_ID, META_COLUMNS
 
 _POSITION = "$mdc_row"
 POSITION = "$mdc_read_position"  # a row's place in the whole read, where rows were spread over partitions

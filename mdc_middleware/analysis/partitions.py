@@ -17,7 +17,7 @@ from typing import Iterable, Iterator, List, Optional, Tuple
 import numpy as np
 import pandas as pd
 
-from ..records import CORRELATION_ID
+from ..records.record import CORRELATION_ID
 from .join import POSITION, join_predictions, joined_columns
 
 PARTITION_BYTES = 16 << 20  # of CSV per partition and side: about what a join holds in memory, times ten

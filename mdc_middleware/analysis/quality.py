@@ -16,7 +16,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import numpy as np
 import pandas as pd
 
-from ..records import CORRELATION_ID, META_COLUMNS, SCORING_TIMESTAMP
+from ..records.record import CORRELATION_ID, META_COLUMNS, SCORING_TIMESTAMP
 from .partitions import JoinTotals, Workspace, join_partitioned, partitions_for, spread, zip_parts
 
 _MAX_CLASSES = 20

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..storage.paths import parse_path
-from ..records import BOUNDARY, CORRELATION_ID, META_COLUMNS, SCORING_TIMESTAMP
+from ..records.record import BOUNDARY, CORRELATION_ID, META_COLUMNS, SCORING_TIMESTAMP
 from .distributions import NumericCounts, add_categories
 from .drift import DriftCounter, DriftResult
 from .read import _TEXT_COLUMNS, Day, _wanted, as_day

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
-from ..records import csv_row_count, last_row_end, nth_row_end
+from ..records.csv_scanning import csv_row_count, last_row_end, nth_row_end
 from .read import file_sizes, list_data_files
 from .source import is_container
 

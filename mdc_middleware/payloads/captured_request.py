@@ -31,7 +31,7 @@ from . import media
 from ..metrics import Metrics
 from ..storage.paths import Target
 from .privacy import HEADER_PREFIX, MAX_HEADER_VALUE
-from ..records import Record
+from ..records.record import Record
 from .schema import PayloadMismatch
 
 if TYPE_CHECKING:

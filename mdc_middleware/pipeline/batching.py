@@ -26,7 +26,8 @@ from .jsonl import encode_record_jsonl
 from .memory import MemoryReleaser
 from ..metrics import Metrics
 from ..storage.paths import JSONL, SCHEMA_STEM, Target
-from ..records import Record, give_way
+from ..records.csv_encoding import give_way
+from ..records.record import Record
 from .spool import Batch
 
 logger = logging.getLogger("mdc_middleware")

@@ -24,7 +24,7 @@ from typing import Any, Deque, Optional
 from .backoff import Backoff
 from .journal import Journal
 from ..metrics import Metrics
-from ..records import csv_row_count
+from ..records.csv_scanning import csv_row_count
 from ..storage.sink import Sink, SinkError
 from .spool import Batch, Spool
 

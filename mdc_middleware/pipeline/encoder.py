@@ -17,7 +17,9 @@ from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 from ..payloads.captured_request import Capture, warn_once
 from ..metrics import Metrics
 from ..storage.paths import Target
-from ..records import (META_COLUMNS, CsvLines, Record, default_prefix, encode, header_line, infer_columns, is_reserved, plain_lines, text_columns, unreserved)
+from ..records.csv_encoding import CsvLines, encode, header_line, plain_lines
+from ..records.record import META_COLUMNS, Record, is_reserved, unreserved
+from ..records.snapshot import default_prefix, infer_columns, text_columns
 
 logger = logging.getLogger("mdc_middleware")
 

@@ -29,7 +29,9 @@ import orjson
 from .encoder import Encoded, with_rules
 from ..metrics import Metrics
 from ..storage.paths import COLLECTIONS, Target
-from ..records import Record, _json_value, format_timestamp, rows_as_lists, unreserved
+from ..records.csv_encoding import _json_value
+from ..records.record import Record, format_timestamp, unreserved
+from ..records.snapshot import rows_as_lists
 
 logger = logging.getLogger("mdc_middleware")
 

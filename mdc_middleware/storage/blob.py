@@ -31,7 +31,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random_e
 from ..config import ConfigError, Settings
 from ..metrics import Metrics
 from .paths import file_name, file_part
-from ..records import last_row_end
+from ..records.csv_scanning import last_row_end
 from .sink import Deadline, SinkError
 
 logger = logging.getLogger("mdc_middleware")

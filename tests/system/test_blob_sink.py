@@ -12,7 +12,7 @@ import mdc_middleware
 from mdc_middleware import ModelDataCollector, Settings
 from mdc_middleware.metrics import Metrics
 from mdc_middleware.storage.paths import Target
-from mdc_middleware.records import header_line
+from mdc_middleware.records.csv_encoding import header_line
 from mdc_middleware.storage.sink import SinkError
 from mdc_middleware.storage.blob import BlobSink, split_blocks
 
