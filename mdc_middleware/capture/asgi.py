@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any, Awaitable, Callable, MutableMapping, Optional
 
 from .. import prometheus, runtime, startup
-from ..payloads.captured_request import BODY_NOT_READ, BoundedBody, inputs_in_query
+from ..payloads.captured_request import BoundedBody
 from ..config import ConfigError, Settings
+from .exchange import Exchange
 from .policy import CapturePolicy, RoutePlan
 from .routes import RoutesSpec
 from ..pipeline.writer import Writer
@@ -136,40 +136,22 @@ class DataCollectionMiddleware:
         return lifespan_send
 
 
-class _Exchange:
-    """One request/response pair: bounded body buffers, ids, and the hand-off to the queue.
+class _Exchange(Exchange):
+    """The ASGI adapter of an exchange: its ``receive`` and ``send`` stand in for the server's, and fill the
+    shared state as messages pass. Everything about the request that the request path does not need is worked
+    out later, off it."""
 
-    Its ``receive`` and ``send`` stand in for the server's. Everything about the request that the
-    request path does not need is worked out later, off it.
-    """
-
-    __slots__ = ("policy", "plan", "writer", "inner_receive", "inner_send", "method", "query", "headers",
-                 "correlation_id", "request_id", "timestamp", "request", "request_complete", "response",
-                 "response_type", "response_encoding", "status", "done")
+    __slots__ = ("inner_receive", "inner_send")
 
     def __init__(self, policy: CapturePolicy, plan: RoutePlan, scope: Scope, receive: Receive, send: Send) -> None:
-        self.policy = policy
-        self.plan = plan
-        self.writer = policy.writer
-        self.inner_receive = receive
-        self.inner_send = send
-        self.method = scope["method"]
-        self.query = scope.get("query_string", b"")
         wanted = policy.wanted_header_bytes
         found = {}
         for key, value in scope["headers"]:  # ASGI gives header names in lower case
             if key in wanted:
                 found[key.decode("latin-1")] = value.decode("latin-1")
-        self.headers = found
-        self.correlation_id, self.request_id = policy.request_ids(found)
-        self.timestamp = time.time()
-        self.request = BoundedBody(plan.max_body_bytes, found.get("content-type"))
-        self.request_complete = False
-        self.response: Optional[BoundedBody] = None
-        self.response_type = ""
-        self.response_encoding = ""
-        self.status = 0
-        self.done = False
+        super().__init__(policy, plan, scope["method"], scope.get("query_string", b""), found)
+        self.inner_receive = receive
+        self.inner_send = send
 
     async def receive(self) -> Message:
         message = await self.inner_receive()
@@ -179,7 +161,7 @@ class _Exchange:
                 if not message.get("more_body", False):
                     self.request_complete = True
         except Exception:
-            self._internal_error()
+            self.internal_error()
         return message
 
     async def send(self, message: Message) -> None:
@@ -203,7 +185,7 @@ class _Exchange:
                     message = {**message, "headers": list(headers)}
                 message = self._on_start(message)
         except Exception:
-            self._internal_error()
+            self.internal_error()
         await self.inner_send(message)
 
     def _on_start(self, message: Message) -> Message:
@@ -227,19 +209,4 @@ class _Exchange:
 
     def _finish(self) -> None:
         self.done = True
-        if self.response is None:
-            self.writer.metrics.skip(f"status_{self.status}")
-            return
-        request_body = self.request.take() if self.request_complete else BODY_NOT_READ
-        request_body, headers = inputs_in_query(request_body, self.method, self.query, self.headers)
-        response_body = self.response.take()
-        self.writer.submit_capture(
-            (self.plan.id, request_body, tuple(headers.items()), response_body, self.response_type,
-             self.response_encoding, self.correlation_id, self.request_id, self.timestamp))
-
-    def _internal_error(self) -> None:
-        logger.exception("mdc: capture failed; the request is unaffected")
-        try:
-            self.policy.writer.metrics.add("internal_errors")
-        except Exception:
-            pass
+        self.hand_over()
