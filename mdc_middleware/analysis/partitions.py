@@ -7,12 +7,12 @@ frames, read back by it alone), in a private temporary folder removed at the end
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import pickle
-import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Tuple
+from typing import ContextManager, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -31,14 +31,14 @@ def partitions_for(total_bytes: int) -> int:
 class Partitioned:
     """One side's rows (all of ``columns``), spread over ``count`` partitions."""
 
-    def __init__(self, columns: List[str], count: int, directory: Optional[Path], name: str,
+    def __init__(self, columns: List[str], count: int, directory: Optional[str], name: str,
                  key: str = CORRELATION_ID) -> None:
         self.key = key
         self.columns = [c for c in columns if c != POSITION] + [POSITION]
         self.count = count
         self.rows = 0
         self._memory: List[pd.DataFrame] = []  # one partition: kept in memory
-        self._paths = [directory / f"{name}-{i}.pickle" for i in range(count)] if count > 1 and directory else []
+        self._paths = [Path(directory, f"{name}-{i}.pickle") for i in range(count)] if count > 1 and directory else []
 
     def add(self, frame: pd.DataFrame) -> None:
         frame = frame.reindex(columns=self.columns[:-1], fill_value="")
@@ -72,21 +72,12 @@ def _frames_in(path: Path) -> Iterator[pd.DataFrame]:
                 return
 
 
-class Workspace:
-    """A temporary folder for partitions, removed on exit."""
-
-    def __init__(self, needed: bool) -> None:
-        self.path: Optional[Path] = Path(tempfile.mkdtemp(prefix="mdc-join-")) if needed else None
-
-    def __enter__(self) -> "Workspace":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.path is not None:
-            shutil.rmtree(self.path, ignore_errors=True)
+def workspace(needed: bool) -> ContextManager[Optional[str]]:
+    """A private temporary folder for partitions, removed on exit; None when one partition needs none."""
+    return tempfile.TemporaryDirectory(prefix="mdc-join-") if needed else contextlib.nullcontext()
 
 
-def spread(frames: Iterable[pd.DataFrame], columns: List[str], count: int, directory: Optional[Path],
+def spread(frames: Iterable[pd.DataFrame], columns: List[str], count: int, directory: Optional[str],
            name: str, key: str = CORRELATION_ID) -> Partitioned:
     parts = Partitioned(columns, count, directory, name, key)
     for frame in frames:
@@ -114,9 +105,9 @@ def join_partitioned(inputs: Iterable[pd.DataFrame], predictions: Iterable[pd.Da
     in input order within a partition; ``totals`` adds up as they come."""
     count = partitions_for(total_bytes)
     columns = joined_columns(input_columns, prediction_columns)
-    with Workspace(count > 1) as space:
-        left = spread(inputs, input_columns, count, space.path, "inputs")
-        right = spread(predictions, prediction_columns, count, space.path, "predictions")
+    with workspace(count > 1) as folder:
+        left = spread(inputs, input_columns, count, folder, "inputs")
+        right = spread(predictions, prediction_columns, count, folder, "predictions")
         totals.inputs, totals.predictions = left.rows, right.rows
         for ins, outs in zip_parts(left, right):
             result = join_predictions(ins, outs, how=how)

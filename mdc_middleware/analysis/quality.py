@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..records.record import CORRELATION_ID, META_COLUMNS, SCORING_TIMESTAMP
-from .partitions import JoinTotals, Workspace, join_partitioned, partitions_for, spread, zip_parts
+from .partitions import JoinTotals, join_partitioned, partitions_for, spread, workspace, zip_parts
 
 _MAX_CLASSES = 20
 
@@ -94,10 +94,10 @@ def model_quality_streamed(inputs: Iterable[pd.DataFrame], predictions: Iterable
                                  (_select(f, [prediction, CORRELATION_ID]) for f in predictions),
                                  pair_columns, [prediction, CORRELATION_ID], "inner", total_bytes, totals)
         count = partitions_for(total_bytes)
-        with Workspace(count > 1) as space:
-            by_key = spread(pairs, pair_columns + [prediction], count, space.path, "pairs", key)
+        with workspace(count > 1) as folder:
+            by_key = spread(pairs, pair_columns + [prediction], count, folder, "pairs", key)
             truths = spread((_select(f, [key, label]).rename(columns={label: LABEL}) for f in labels), [key, LABEL], count,
-                            space.path, "labels", key)
+                            folder, "labels", key)
             for scored_pairs, known in zip_parts(by_key, truths):
                 latest = known.drop_duplicates(subset=[key], keep="last")[[key, LABEL]]
                 scored = scored_pairs.merge(latest, on=key, how="inner")

@@ -87,16 +87,11 @@ def _header(spark: "SparkSession", name: str) -> str:
     jvm = spark.sparkContext._jvm  # type: ignore[union-attr]
     hadoop_path = jvm.org.apache.hadoop.fs.Path(name)
     stream = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).open(hadoop_path)
-    try:
-        buffer = bytearray()
-        while len(buffer) < (1 << 20):
-            byte = stream.read()
-            if byte < 0 or byte == 10:
-                break
-            buffer.append(byte)
-        return _first_line(bytes(buffer))
+    reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(stream, "UTF-8"))
+    try:  # one call for the line, not one py4j round trip a byte
+        return _first_line((reader.readLine() or "").encode("utf-8"))
     finally:
-        stream.close()
+        reader.close()
 
 
 def _first_line(data: bytes) -> str:

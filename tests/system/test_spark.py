@@ -129,3 +129,12 @@ def test_the_readme_spark_snippet_runs_as_written(spark, settings, data_dir, mon
     assert done["inputs"].count() == len(read_collected(data_dir, "inputs", model="iris")) > 0
     assert done["joined"].matched == done["inputs"].count()
     assert done["result"].compared_features == ["a", "b"]
+
+
+def test_a_header_read_through_hadoop_is_the_one_read_from_disk(spark, collected):
+    """Files on wasbs:// or abfss:// are opened through the cluster's Hadoop file system: file:// takes that way."""
+    from mdc_middleware.analysis.spark import _header, data_files
+
+    name = data_files(spark, str(collected), "inputs")[0]
+    assert _header(spark, "file://" + name) == _header(spark, name)
+    assert _header(spark, name).split("\x1f")[:3] == ["a", "b", "city"]
