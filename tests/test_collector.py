@@ -13,7 +13,7 @@ from mdc_middleware import ConfigError, ModelDataCollector, Settings
 from mdc_middleware.analysis import read_collected
 from mdc_middleware.records.record import META_COLUMNS
 
-from .conftest import ROOT, rows
+from tests.helpers import ROOT, rows
 
 
 def test_azure_score_py_runs_unchanged_but_for_the_import(data_dir, monkeypatch):

@@ -6,7 +6,7 @@ import pytest
 from mdc_middleware import ConfigError, ModelDataCollector, Settings, config
 from mdc_middleware.storage.paths import Target, parse_path, validate_component
 
-from .conftest import ROOT
+from tests.helpers import ROOT
 
 CONNECTION_STRING = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
                      "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;")

@@ -17,7 +17,7 @@ import pytest
 
 import mdc_middleware
 
-from .conftest import ROOT
+from tests.helpers import ROOT
 
 BLOCKS = re.findall(r"```(\w*)\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
 PYTHON = [code for lang, code in BLOCKS if lang == "python"]

@@ -3,7 +3,7 @@ import os
 import subprocess
 import sys
 
-from .conftest import ROOT
+from tests.helpers import ROOT
 
 README_USAGE = '''
 import datetime as dt

@@ -7,7 +7,7 @@ import subprocess
 import httpx
 import pytest
 
-from ..conftest import PYTHON, ROOT, free_port, start_server
+from tests.helpers import PYTHON, ROOT, free_port, start_server
 
 BAD = [("MDC_ENABLED", "maybe"), ("MDC_BATCH_ROWS", "abc"), ("MDC_ROUTES", "score"), ("MDC_FORMAT", "xml")]
 

@@ -8,7 +8,7 @@ from azure.storage.blob import ContainerClient
 
 from mdc_middleware.analysis import read_collected
 
-from ..conftest import PYTHON, free_port, start_server
+from tests.helpers import PYTHON, free_port, start_server
 
 pytestmark = pytest.mark.azurite
 THREADS, REQUESTS, ROWS = 8, 125, 100

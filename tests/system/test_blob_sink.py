@@ -16,9 +16,9 @@ from mdc_middleware.records.csv_encoding import header_line
 from mdc_middleware.storage.sink import SinkError
 from mdc_middleware.storage.blob import BlobSink, split_blocks
 
-from ..azurite import ACCOUNT, KEY, connection_string
-from ..conftest import blob_rows
-from ..faultproxy import FaultProxy
+from tests.azurite import ACCOUNT, KEY, connection_string
+from tests.helpers import blob_rows
+from tests.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.azurite
 TARGET = Target("s", "r", "w", "svc", "m", "1", "inputs")
@@ -299,7 +299,7 @@ def test_appends_that_meet_another_writers_rows_are_counted_as_conflicts(azurite
 
 
 def test_the_first_storage_failure_is_logged_at_once_with_host_and_cause(caplog):
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     port = free_port()  # nothing listens there
     conn = connection_string(port)

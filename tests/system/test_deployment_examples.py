@@ -17,7 +17,7 @@ import yaml
 
 from mdc_middleware import config
 
-from ..conftest import PYTHON, ROOT, blob_rows, free_port, start_server
+from tests.helpers import PYTHON, ROOT, blob_rows, free_port, start_server
 from .test_e2e_servers import send_traffic
 
 KNOWN_VARIABLES = {v for variables, _ in config.ENVIRONMENT.values() for v in variables} | {

@@ -9,7 +9,7 @@ import pytest
 
 from mdc_middleware.analysis import read_collected
 
-from ..conftest import PYTHON, free_port, start_server
+from tests.helpers import PYTHON, free_port, start_server
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
 

@@ -8,7 +8,7 @@ import pandas as pd
 
 from mdc_middleware.analysis import read_collected
 
-from ..conftest import PYTHON, ROOT
+from tests.helpers import PYTHON, ROOT
 
 
 def run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:

@@ -12,9 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mdc_middleware.analysis import read_collected
 
-from ..azurite import Azurite
-from ..conftest import PYTHON, free_port, record_figures, start_server
-from ..faultproxy import FaultProxy
+from tests.azurite import Azurite
+from tests.helpers import PYTHON, free_port, record_figures, start_server
+from tests.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.azurite
 REQUESTS, ROWS, THREADS = 300, 10, 4

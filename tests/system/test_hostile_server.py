@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from ..conftest import PYTHON, free_port, start_server
+from tests.helpers import PYTHON, free_port, start_server
 
 BODY_MB = 100
 CHUNK = b"0123456789abcdef" * 65536  # 1 MiB

@@ -12,8 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from mdc_middleware.analysis import read_collected
 from mdc_middleware.pipeline.spool import Spool
 
-from ..conftest import PYTHON, free_port, record_figures, start_server
-from ..faultproxy import FaultProxy
+from tests.helpers import PYTHON, free_port, record_figures, start_server
+from tests.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.azurite
 REQUESTS, ROWS, THREADS = 3000, 10, 4

@@ -14,7 +14,7 @@ from azure.storage.blob import ContainerClient
 
 from mdc_middleware.analysis import read_collected
 
-from ..conftest import PYTHON, ROOT, free_port, record_figures, start_server
+from tests.helpers import PYTHON, ROOT, free_port, record_figures, start_server
 from .process_death_driver import Clients
 
 pytestmark = [pytest.mark.azurite, pytest.mark.slow]

@@ -13,7 +13,7 @@ import mdc_middleware
 from mdc_middleware.runtime import WriterHandle
 from mdc_middleware.analysis import read_collected
 
-from ..conftest import ROOT, free_port, start_server
+from tests.helpers import ROOT, free_port, start_server
 
 AZMLINFSRV = ROOT / ".tools" / "azmlinfsrv" / "bin" / "azmlinfsrv"
 

@@ -13,7 +13,7 @@ from mdc_middleware.analysis.chunks import iter_chunks
 from mdc_middleware.analysis.drift import compute_drift
 from mdc_middleware.analysis.join import join_predictions
 
-from ..test_readback import DAYS, collect_on_days
+from tests.analysis.test_readback import DAYS, collect_on_days
 
 pyspark = pytest.importorskip("pyspark")  # the dev extra has it; scripts/test.sh installs a Java runtime
 if shutil.which("java") is None:
@@ -99,7 +99,7 @@ def test_mdc_drift_on_spark_says_what_the_embedded_engine_says(collected, tmp_pa
     import subprocess
     import sys
 
-    from ..conftest import ROOT
+    from tests.helpers import ROOT
 
     rng = np.random.default_rng(2)
     baseline = tmp_path / "baseline.csv"

@@ -9,8 +9,8 @@ from mdc_middleware.storage.local import LocalSink
 from mdc_middleware.pipeline.spool import Batch, Spool
 from mdc_middleware.pipeline.writer import Writer
 
-from .conftest import PYTHON, rows
-from .test_writer import FlakySink, record, wait_for
+from tests.helpers import PYTHON, rows
+from tests.helpers import FlakySink, record, wait_for
 
 
 def batch(i: int, rows: int = 2) -> Batch:

@@ -16,7 +16,7 @@ from mdc_middleware.capture.policy import CapturePolicy
 from mdc_middleware.storage.local import LocalSink
 from mdc_middleware.pipeline.writer import Writer
 
-from .test_writer import wait_for
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the helper is started with pass_fds")
 

@@ -8,7 +8,7 @@ from flask import Flask, Response, jsonify, request, send_file, stream_with_cont
 import mdc_middleware
 from mdc_middleware import ModelDataCollector, Schema, Settings, WSGIDataCollectionMiddleware
 
-from .conftest import rows
+from tests.helpers import rows
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 

@@ -16,7 +16,7 @@ import mdc_middleware
 from mdc_middleware import DataCollectionMiddleware, Settings, WSGIDataCollectionMiddleware
 from mdc_middleware.analysis import read_collected
 
-from .hostile_corpus import LIMIT, Case, body_of, corpus
+from tests.hostile_corpus import LIMIT, Case, body_of, corpus
 
 CORPUS = corpus()
 ECHOED_HEADER = "x-ms-request-id"
@@ -271,7 +271,7 @@ def test_a_client_cannot_forge_the_correlation_columns(settings, data_dir):
     from mdc_middleware.analysis import read_collected
     from mdc_middleware.analysis.join import join_predictions
 
-    from .test_asgi import make_app
+    from tests.capture.test_asgi import make_app
 
     body = [{"$aml_dc_correlation_id": "forged", "$aml_request_id": "x", "$mdc_row_json": "y", "a": 1}]
     with TestClient(make_app(settings=settings, routes=["/echo"])) as client:

@@ -7,7 +7,7 @@ import mdc_middleware
 from mdc_middleware import ModelDataCollector
 from mdc_middleware.analysis import read_collected
 
-from .conftest import PYTHON
+from tests.helpers import PYTHON
 
 # RLIMIT_FSIZE stands in for a full disk without root: a write that crosses it lands in part, then the next
 # fails (EFBIG), as a write to a filling disk does (ENOSPC). Only the child process is limited.

@@ -22,7 +22,7 @@ from mdc_middleware.analysis.join import drop_redelivered, join_predictions
 from mdc_middleware.cli import main
 from mdc_middleware.records.record import CORRELATION_ID
 
-from .conftest import ROOT, blob_rows
+from tests.helpers import ROOT, blob_rows
 
 FEATURES = ["a", "b", "city"]
 DAYS = [dt.date(2026, 3, 30), dt.date(2026, 3, 31), dt.date(2026, 4, 1)]
@@ -276,7 +276,7 @@ def test_cli_reads_joins_and_tails_a_blob_container(azurite, blob_settings, cont
 def test_cli_reads_a_container_with_a_sas_token(azurite, blob_settings, container_name, monkeypatch):
     from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
-    from .azurite import ACCOUNT, KEY
+    from tests.azurite import ACCOUNT, KEY
 
     collect_on_days(blob_settings, monkeypatch, days=DAYS[:1], requests_per_day=5)
     expected = blob_rows(azurite, container_name, "predictions")
@@ -402,7 +402,7 @@ def test_drift_with_nothing_to_compare_is_an_error_not_ok(small_collection, tmp_
 
 
 def test_a_storage_failure_is_one_line_naming_where_and_why():
-    from .conftest import free_port
+    from tests.helpers import free_port
 
     port = free_port()
     connection = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"

@@ -14,8 +14,8 @@ from mdc_middleware.storage.local import LocalSink
 from mdc_middleware.pipeline.spool import Batch, Spool
 from mdc_middleware.pipeline.writer import Writer
 
-from .conftest import PYTHON, ROOT, rows
-from .test_writer import FlakySink, record, wait_for
+from tests.helpers import PYTHON, ROOT, rows
+from tests.helpers import FlakySink, record, wait_for
 
 KILLED_WRITER = """
 import os, signal, sys, time
@@ -23,7 +23,7 @@ from mdc_middleware.pipeline.journal import Journal
 from mdc_middleware.storage.local import LocalSink
 from mdc_middleware.pipeline.spool import Spool
 from mdc_middleware.pipeline.writer import Writer
-from tests.test_writer import record
+from tests.helpers import record
 
 spool = Spool(sys.argv[2])
 writer = Writer(LocalSink(sys.argv[1]), spool=spool, journal=Journal(spool), flush_interval=60, batch_rows=10**6)

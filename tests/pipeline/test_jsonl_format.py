@@ -9,7 +9,7 @@ from mdc_middleware import ConfigError, DataCollectionMiddleware, ModelDataColle
 from mdc_middleware.analysis import read_collected
 from mdc_middleware.cli import main
 
-from .test_readback import runner
+from tests.analysis.test_readback import runner
 
 AZURE_FIELDS = {"specversion", "id", "source", "type", "datacontenttype", "time", "data", "correlationid",
                 "xrequestid", "contentrange", "modelversion", "collectdatatype", "agent"}

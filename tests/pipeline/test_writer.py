@@ -1,4 +1,3 @@
-import json
 import multiprocessing
 import threading
 import time
@@ -7,48 +6,11 @@ import pytest
 
 import mdc_middleware
 from mdc_middleware import ModelDataCollector, Settings
-from mdc_middleware.storage.paths import Target
 from mdc_middleware.records.record import Record
 from mdc_middleware.storage.local import LocalSink
-from mdc_middleware.storage.sink import SinkError
 from mdc_middleware.pipeline.writer import Writer
 
-from .conftest import rows
-
-TARGET = Target("s", "r", "w", "svc", "m", "1", "inputs")
-
-
-def record(value, ts=None):
-    return Record(TARGET, [[value]], ("x",), f"cid-{value}", ts or time.time(), "rid", rows=1)
-
-
-def wait_for(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
-
-
-class FlakySink(LocalSink):
-    """The local sink, failing its first ``failures`` appends (or blocking until released)."""
-
-    def __init__(self, root, failures=0, gate=None):
-        super().__init__(root)
-        self.failures = failures
-        self.gate = gate
-        self.calls = 0
-
-    def append(self, folder, stem, header, payload, deadline=None, hint=None):
-        self.calls += 1
-        if self.gate is not None:
-            self.gate.wait(10)
-        if self.failures:
-            self.failures -= 1
-            raise SinkError("injected failure")
-        super().append(folder, stem, header, payload, deadline)
-
+from tests.helpers import TARGET, FlakySink, record, rows, wait_for
 
 def written_values(data_dir):
     return rows(data_dir, "inputs")["x"].tolist()
@@ -203,84 +165,7 @@ def test_metrics_sum_over_writers(settings, data_dir, tmp_path):
     assert mdc_middleware.metrics()["rows_written"] == 3
 
 
-def test_the_consumer_looks_often_while_many_items_come_and_backs_off_while_few_do():
-    import queue as stdlib_queue
 
-    from mdc_middleware.pipeline.handoff import HandoffQueue
-
-    handoff = HandoffQueue(100, poll_interval=0.01, idle_interval=0.1, few=2, many=4)
-    waits = []
-    wait = handoff._cond.wait
-    handoff._cond.wait = lambda timeout: waits.append(timeout) or wait(timeout)
-    with pytest.raises(stdlib_queue.Empty):
-        handoff.get(timeout=1.0)
-    assert waits[:5] == [0.01, 0.02, 0.04, 0.08, 0.1]  # idle: ten wake-ups a second, not a hundred
-    assert len(waits) <= 15
-    waits.clear()
-    threading.Timer(0.05, handoff.put_nowait, args=("item",)).start()  # below wake_at: found by polling
-    assert handoff.get(timeout=1.0) == "item"
-    assert waits == [0.1]
-    assert handoff._next_poll == 0.1  # one item (fewer than few): the next look comes no sooner
-
-    arrivals: list = []
-
-    def wait_while_items_arrive(timeout):
-        waits.append(timeout)
-        handoff._items.extend(arrivals)
-        arrivals.clear()
-
-    handoff._cond.wait = wait_while_items_arrive
-    # more than many: look again soon; from few to many: as often as before; fewer than few: half as often
-    for count, next_poll in ((5, 0.01), (3, 0.01), (2, 0.01), (1, 0.02), (1, 0.04), (9, 0.01)):
-        arrivals.extend(range(count))
-        assert handoff.get(timeout=1.0) == 0
-        while handoff.qsize():
-            handoff.get_nowait()
-        assert handoff._next_poll == next_poll, (count, handoff._next_poll)
-
-
-@pytest.mark.parametrize("ids", [("cid", "rid"), ('a,"b', "=1+1"), ("line\nbreak", ""), ("@x", "tab\tx"),
-                                 ("car\rriage", "\r"), ("cr\r\nlf", "x\ry")])
-def test_rows_of_numbers_and_other_rows_end_with_the_same_correlation_cells(ids):
-    """The numbers fast path writes the correlation cells itself; they must match the csv path's, byte for byte."""
-    from mdc_middleware.records.csv_encoding import encode
-
-    numbers = Record(TARGET, [[1.5]], ("x",), ids[0], 1_764_000_000.25, ids[1], rows=1)
-    text = Record(TARGET, [["1.5"]], ("x",), ids[0], 1_764_000_000.25, ids[1], rows=1)
-    assert encode(numbers, ("x",))[1] == encode(text, ("x",))[1]
-
-
-def test_a_run_of_captures_stops_at_another_kind_at_the_count_and_at_the_bytes():
-    from mdc_middleware.pipeline.handoff import HandoffQueue
-
-    queue = HandoffQueue(100)
-    for i in range(5):
-        queue.put_nowait(((i,), 10))
-    queue.put_nowait((record(1), 10))
-    queue.put_nowait(((9,), 10))
-    assert [item for item, _ in queue.pop_run(tuple, 3, 1000)] == [(0,), (1,), (2,)]
-    assert [item for item, _ in queue.pop_run(tuple, 3, 15)] == [(3,), (4,)]  # the bytes cap: 10 + 10 ≥ 15
-    assert queue.pop_run(tuple, 3, 1000) == []  # a record comes next
-    assert isinstance(queue.get_nowait()[0], Record)
-    assert [item for item, _ in queue.pop_run(tuple, 3, 1000)] == [(9,)]
-
-
-def test_captures_are_encoded_in_runs_bounded_by_count_and_by_body_bytes():
-    """Between two pauses the batcher encodes at most 16 captures or about 8 KiB of their bodies, in order;
-    a reason (a str) in place of a body counts for nothing."""
-    from mdc_middleware.pipeline.capture_encoding import ENCODE_CHUNK as _ENCODE_CHUNK
-    from mdc_middleware.pipeline.capture_encoding import ENCODE_CHUNK_BYTES as _ENCODE_CHUNK_BYTES
-    from mdc_middleware.pipeline.capture_encoding import _chunks
-
-    small = [(0, b"x" * 10, (), b"y" * 10, "", "", f"id-{i}", "", 0.0) for i in range(40)]
-    large = [(0, b"x" * 3000, (), "body_too_large", "", "", f"big-{i}", "", 0.0) for i in range(7)]
-    captures = small[:20] + large + small[20:]
-    chunks = list(_chunks(captures))
-    assert [raw for chunk in chunks for raw in chunk] == captures
-    assert all(len(chunk) <= _ENCODE_CHUNK for chunk in chunks)
-    # 16 small; 4 small and 3 large (the third passes 8 KiB); 3 large; the last large and 15 small; 5 small
-    assert [len(chunk) for chunk in chunks] == [16, 7, 3, 16, 5]
-    assert all(sum(len(raw[1]) for raw in chunk[:-1]) < _ENCODE_CHUNK_BYTES for chunk in chunks)
 
 
 @pytest.mark.parametrize("interval", [0, -1.0, float("nan"), float("inf")])
@@ -288,25 +173,3 @@ def test_a_flush_interval_the_batcher_could_spin_on_is_refused(tmp_path, interva
     """With 0 or NaN the batcher never waited: it spun on a core while the queue was empty."""
     with pytest.raises(ValueError, match="flush_interval"):
         Writer(LocalSink(tmp_path), flush_interval=interval)
-
-
-def test_rows_as_json_keep_every_cell_as_written_and_the_correlation_cells(tmp_path):
-    import io
-
-    import pandas as pd
-
-    from mdc_middleware.pipeline.encoder import ROW_JSON, as_json_rows, encode_record
-    from mdc_middleware.metrics import Metrics
-
-    target = Target("s", "r", "w", "svc", "m", "1", "inputs")
-    cells = [["comma, quote \"x\"", "line\nbreak", "cr\rhere", "=formula", "東京", None, 1.5, "\\back"],
-             ["", "tab\tin", "[1, 2]", "{\"k\": 1}", "-3", True, 10 ** 20, "é"]]
-    record = Record(target=target, data=cells, columns=tuple(f"c{i}" for i in range(8)), correlation_id="id,1",
-                    timestamp=1e9, request_id='r"1', rows=2)
-    encoded = encode_record(record, Metrics(), True, counted=True)
-    as_json = as_json_rows(encoded)
-    read = lambda e: pd.read_csv(io.BytesIO(e.header.encode() + e.payload), dtype=str, keep_default_na=False)
-    original, rows_json = read(encoded), read(as_json)
-    assert as_json.rows == encoded.rows == 2 and list(rows_json.columns)[0] == ROW_JSON
-    assert [json.loads(cell) for cell in rows_json[ROW_JSON]] == original[list(record.columns)].to_dict("records")
-    pd.testing.assert_frame_equal(rows_json.iloc[:, 1:], original.iloc[:, 8:])

@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 import mdc_middleware
 from mdc_middleware import DataCollectionMiddleware, ModelDataCollector, Schema
 
-from .conftest import rows
+from tests.helpers import rows
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 

@@ -15,8 +15,8 @@ import mdc_middleware
 from mdc_middleware import ConfigError, DataCollectionMiddleware, ModelDataCollector, Schema, Settings
 from mdc_middleware.analysis import read_collected
 
-from .conftest import PYTHON, free_port, rows, start_server
-from .test_hostile import fastapi_app, flask_app
+from tests.helpers import PYTHON, free_port, rows, start_server
+from tests.payloads.test_hostile import fastapi_app, flask_app
 
 
 def all_text(data_dir) -> str:
@@ -146,7 +146,7 @@ def test_unparsed_payloads_are_withheld_from_routes_with_field_rules(data_dir):
 @pytest.mark.azurite
 @pytest.mark.parametrize("credential", ["wrong_key", "bad_sas"])
 def test_a_failing_credential_run_never_shows_the_secret(credential, azurite, tmp_path):
-    from .azurite import ACCOUNT
+    from tests.azurite import ACCOUNT
 
     wrong_key = base64.b64encode(b"not the key, but shaped like one: " + b"k" * 30).decode()
     signature = "SIGNATURE" + "x" * 30
