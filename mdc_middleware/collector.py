@@ -40,8 +40,24 @@ class ModelDataCollector:
                  settings: Optional[Settings] = None, writer: Optional[Writer] = None,
                  include_features: Optional[Sequence[str]] = None, exclude_features: Sequence[str] = (),
                  redact: Optional[Mapping[str, Redactor]] = None) -> None:
-        """Azure's arguments, plus: ``include_features``/``exclude_features`` (names or globs) and
-        ``redact`` (name → function of the value) for personal data that must never be written."""
+        """Azure ML's ``azureml.monitoring.ModelDataCollector`` arguments, with the same meaning and defaults:
+
+        :param model_name: the model's folder under the service's.
+        :param designation: ``inputs``, ``predictions``, …; ``"default"`` files under ``general/`` as Azure's did.
+        :param feature_names: the column names of the rows ``collect()`` is given; by default taken from the
+            data (DataFrame columns, record keys) or ``feature_<i>``.
+        :param workspace: ``<subscriptionid>/<resourcegroup>/<workspace>``; by default from the settings.
+        :param webservice_name, model_version, collection_name: as Azure's; a default version comes from
+            ``MDC_MODEL_VERSION`` or Azure ML's model config map.
+
+        And beyond Azure's:
+
+        :param settings: by default ``Settings.from_env()``.
+        :param writer: a writer to share; by default the process's writer for these settings.
+        :param include_features, exclude_features: names or globs of the columns that may, or may not, be written.
+        :param redact: name → function of the value, for personal data that must never be written as given.
+        :raises ConfigError: an argument or setting is invalid (a bad workspace, a name that cannot be a folder).
+        """
         self.settings = settings or Settings.from_env()
         try:
             rules = self.settings.field_rules.merged(

@@ -68,8 +68,7 @@ class Metrics:
         """Add the counters of threads that have ended into one set (under the registry lock).
 
         A server that starts a thread per request (werkzeug's threaded dev server, ThreadingMixIn)
-        otherwise left one set per request behind: 470 bytes each, and every snapshot summed them all
-        (116 ms after 11,000 requests). An ended thread counts nothing more, so moving its counts is safe.
+        would otherwise leave one set per request behind, and every snapshot would sum them all. An ended thread counts nothing more, so moving its counts is safe.
         """
         live = []
         for owner, shard in self._shards:

@@ -52,10 +52,19 @@ def _route_path(path: str, root_path: Optional[str]) -> str:
 
 
 class DataCollectionMiddleware:
-    """Collect request features (``inputs``) and response predictions (``predictions``) of routes.
+    """ASGI middleware: collects request features (``inputs``) and response predictions (``predictions``) of
+    routes, never changing the response (beyond the optional request-id header) and never raising into the app.
 
-    ``routes``: a list of paths/globs, a mapping of path → ``Schema``, or ``Route`` objects; none
-    means every POST. Settings come from the environment; keyword arguments override them.
+    :param app: the ASGI app to wrap (Starlette passes it).
+    :param routes: what to capture: a list of paths or globs (``"/score"``, ``"POST /v2/*"``), a mapping of
+        path → ``Schema``, or ``Route`` objects; ``None`` captures every POST (or ``MDC_ROUTES``).
+    :param settings: the settings to use; by default ``Settings.from_env()`` (the ``MDC_*`` variables).
+    :param writer: a writer to share (tests, several apps in one process); by default the process's writer
+        for these settings, started on first use.
+    :param overrides: ``Settings`` fields by name (``batch_rows=500``), over ``settings``.
+    :raises ConfigError: a setting or route is invalid; the message names the variable or argument.
+        Inside a running server (Starlette builds middleware on the first event) the error instead fails the
+        ASGI lifespan start-up, and requests pass through untouched.
     """
 
     def __init__(self, app: ASGIApp, /, routes: RoutesSpec = None, *, settings: Optional[Settings] = None,

@@ -18,8 +18,8 @@ from ..metrics import Metrics
 
 logger = logging.getLogger("mdc_middleware")
 
-# Captured requests encoded together between pauses: about 0.2 ms of work, whatever their size. Runs of 64
-# one-row requests saved no more time and held the GIL long enough to take bench_http's p99 from 3.5 to 5-6 ms.
+# Captured requests encoded together between pauses: about 0.2 ms of work, whatever their size. Longer runs
+# save no more time and hold the GIL long enough to raise the server's p99 (benchmarks/bench_http.py).
 ENCODE_CHUNK = 16
 ENCODE_CHUNK_BYTES = 8 << 10  # of bodies: 100-row requests go three at a time
 

@@ -58,8 +58,8 @@ def encode_captures(captures: Iterable[Capture], metrics: Metrics, neutralize_fo
     """Captured request/response pairs → their inputs and predictions (and unparsed payloads) as CSV: one
     piece per file and header, rows in the order the requests came.
 
-    Why not one request at a time: a one-row request makes two records, and each then had its own
-    header, UTF-8 encoding, Encoded and place in a batch, and its own orjson call: 14 µs a capture. Here
+    Why not one request at a time: a one-row request makes two records, and each would have its own
+    header, UTF-8 encoding, Encoded and place in a batch, and its own orjson call. Here
     the records that go to one file under one header share all that; small records of plain numbers and
     labels (what a scoring client usually sends, and a classifier answers) are written by one orjson call
     for many requests, the rest as ``encode_record`` writes them. (A test holds the two ways to the same
@@ -119,8 +119,8 @@ def encode_captures(captures: Iterable[Capture], metrics: Metrics, neutralize_fo
 
 _SMALL_ROWS = 16    # a record of at most this many rows is written with others…
 _SMALL_RUN = 256    # …up to this many records in one orjson call
-# Text joined into one piece up to about this much. Past it a piece gains nothing and the join costs: runs
-# of 100-row requests were 8 % slower to encode with 64 KiB pieces, as fast as one by one with 16 KiB.
+# Text joined into one piece up to about this much. Past it a piece gains nothing and the join costs (runs
+# of 100-row requests encode more slowly with 64 KiB pieces than with 16 KiB: benchmarks/bench_writer.py).
 _PIECE_CHARS = 16 * 1024
 
 

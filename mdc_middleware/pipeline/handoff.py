@@ -6,11 +6,12 @@ collects. Like OpenTelemetry's BatchSpanProcessor, this queue wakes the batcher 
 wait or a control item (flush, shutdown) arrives; otherwise the batcher looks every ``poll_interval``.
 A put is a deque append: atomic under the GIL, no lock taken.
 
-The batcher looks often while many items come (every 10 ms: a few hundred microseconds of work each time,
-where looking every 50 ms made bursts of several milliseconds that request threads waited behind: p99
-4.8 → 3.1 ms in bench_http). While few come it backs off, doubling up to ``idle_interval``, until a look
+The batcher looks often while many items come (every 10 ms: a few hundred microseconds of work each time;
+looking less often makes bursts of several milliseconds that request threads wait behind, which shows in
+the p99 of benchmarks/bench_http.py). While few come it backs off, doubling up to ``idle_interval``, until a look
 finds at least ``few`` of them: each look costs about 100 µs beyond its items (it starts on cold caches),
-which at 400 requests/s made the batcher's CPU per request three times what it is under full load.
+which at a few hundred requests a second would make the batcher's CPU per request several times what it
+is under full load.
 """
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ def _scalar(value: np.generic) -> Any:
 
 def _json_value(value: Any) -> Any:
     """What json.dumps cannot write itself, inside a list or dict cell: numpy numbers as numbers (an int64
-    was written as the string "3"), arrays as lists (their text cuts long ones short), the rest as text."""
+    would be the string "3"), arrays as lists (their text cuts long ones short), the rest as text."""
     if isinstance(value, np.generic):
         return _scalar(value)
     if isinstance(value, np.ndarray):
@@ -78,8 +78,8 @@ class RowsEndingInNewline:
 
     Why: csv.writer quotes a cell for the delimiter, the quote character and the characters of its line
     end only. Told to end rows with "\n", it leaves a bare "\r" unquoted, and readers (pandas, Excel,
-    Spark) take that for a line break: one cell or column name holding a "\r" broke its whole file for
-    them. Told "\r\n", it quotes both; it writes each row with one call, so each is fixed here.
+    Spark) take that for a line break: one cell or column name holding a "\r" would break its whole file
+    for them. Told "\r\n", it quotes both; it writes each row with one call, so each is fixed here.
     """
 
     __slots__ = ("_write",)
@@ -98,7 +98,7 @@ class CsvLines(list):
     RowsEndingInNewline), and read back by ``text()`` ending in LINE_END.
 
     Each row is kept as written, ending in "\r\n", and fixed once for all of them: a C-speed replace
-    when no cell holds a "\r", which is almost always (a Python call per row cost 14 % of the csv path).
+    when no cell holds a "\r", which is almost always (not a Python call per row).
     """
 
     write = list.append  # what csv.writer calls, once per row
@@ -213,7 +213,7 @@ def _plain_rows(rows: list, width: int, neutralize: bool) -> Optional[str]:
     """
     try:
         # Rows that are lists: a dict's len() is its number of keys and a string's its number of characters,
-        # and orjson writes them as objects and strings (collect([{"a": 1}]) wrote "a:1", ["a", "b"] ",").
+        # and orjson writes them as objects and strings, not as cells.
         if set(map(type, rows)) != {list} or set(map(len, rows)) != {width}:
             return None
         text = orjson.dumps(rows, option=orjson.OPT_PASSTHROUGH_SUBCLASS)  # subclasses of int are refused
@@ -342,7 +342,7 @@ def _float_text(value: float) -> str:
     if math.isnan(value):
         return ""
     # A float subclass is written as the float it is: numpy 2 gives np.float64 (a subclass of float) the repr
-    # "np.float64(0.1)", and that was the cell, for every np.float64 in a list row or an object column.
+    # "np.float64(0.1)", which is no cell.
     return repr(value) if type(value) is float else repr(float(value))
 
 

@@ -134,7 +134,7 @@ def is_collection(data: Any) -> bool:
 
 def uncollectable(data: Any) -> Optional[str]:
     """Why ``collect()`` must leave this alone: an iterator (a generator, ``map``, ``zip``…) is used up by
-    reading it, and the scoring code may still need it. Its repr was written as one cell."""
+    reading it, and the scoring code may still need it."""
     return "iterator" if isinstance(data, collections.abc.Iterator) else None
 
 
