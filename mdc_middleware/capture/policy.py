@@ -23,8 +23,8 @@ class RoutePlan:
     process is sent each plan once.
     """
 
-    __slots__ = ("id", "route", "inputs_target", "predictions_target", "unparsed_target", "rules", "boundary",
-                 "max_body_bytes", "unparsed_max_bytes", "collect_headers")
+    __slots__ = ("id", "route", "inputs_target", "predictions_target", "unparsed_target", "rules", "active_rules",
+                 "boundary", "max_body_bytes", "unparsed_max_bytes", "collect_headers")
 
     def __init__(self, route: Route, targets: Tuple[Target, Target, Target], rules: FieldRules,
                  settings: Settings) -> None:
@@ -32,6 +32,7 @@ class RoutePlan:
         self.inputs_target, self.predictions_target, unparsed = targets
         self.unparsed_target = unparsed if settings.record_unparsed else None
         self.rules = rules
+        self.active_rules = rules if rules.active else None  # what each record carries
         self.boundary = settings.boundary
         self.max_body_bytes = settings.max_body_bytes
         self.unparsed_max_bytes = settings.unparsed_max_bytes

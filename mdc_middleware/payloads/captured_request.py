@@ -12,6 +12,7 @@ import csv
 import email.message
 import email.parser
 import email.policy
+import functools
 import io
 import itertools
 import json
@@ -254,7 +255,7 @@ class Capture:
     def _record(self, target: Target, rows: List[list], columns: Tuple[str, ...]) -> Record:
         return Record(target=target, data=rows, columns=columns, correlation_id=self.correlation_id,
                       timestamp=self.timestamp, request_id=self.request_id, boundary=self.plan.boundary,
-                      rows=len(rows), rules=self.plan.rules if self.plan.rules.active else None)
+                      rows=len(rows), rules=self.plan.active_rules)
 
     def _unparsed(self, designation: str, reason: str, body: Body, ctype: str, encoding: str,
                   metrics: Metrics) -> Optional[Record]:
@@ -321,7 +322,9 @@ def _parse(body: bytes, content_type: str, metrics: Metrics, designation: str) -
         raise PayloadMismatch("empty_body")
     if media.sniff_media(body[:media.SNIFF_BYTES]):  # whatever it claims to be; after decompression too
         raise PayloadMismatch("media_magic_bytes")
-    mime = content_type.split(";", 1)[0].strip().lower()
+    mime = _mime(content_type)
+    if mime == "application/json":  # what scoring clients send: straight to the parser
+        return _unwrapped(parse_json(body))
     if mime == "multipart/form-data":
         return _parse_multipart(body, content_type, metrics, designation)
     if mime == "application/x-www-form-urlencoded" and body.lstrip()[:1] not in (b"{", b"["):
@@ -340,14 +343,24 @@ def _parse(body: bytes, content_type: str, metrics: Metrics, designation: str) -
         if mime == "text/plain" or (mime == "text/html" and body.lstrip()[:1] != b"<"):
             return _plain_text(body, content_type)
         raise
-    if isinstance(payload, str) and payload.lstrip()[:1] in ("{", "["):
-        # JSON encoded twice: a ported score.py's run() returns json.dumps(...) and FastAPI encodes that
-        # string again; clients post requests' json=json.dumps(...). Read what the string holds.
+    return _unwrapped(payload)
+
+
+def _unwrapped(payload: Any) -> Any:
+    """JSON encoded twice (a ported score.py's run() returns json.dumps(...) and FastAPI encodes that string
+    again; clients post requests' json=json.dumps(...)): what the string holds. Else the payload."""
+    if type(payload) is str and payload.lstrip()[:1] in ("{", "["):
         try:
             return parse_json(payload.encode("utf-8", "surrogatepass"))
         except PayloadMismatch:
             pass
     return payload
+
+
+@functools.lru_cache(maxsize=256)  # a service sees a handful of content types
+def _mime(content_type: str) -> str:
+    """The media type of a Content-Type header, without parameters, in lower case."""
+    return content_type.split(";", 1)[0].strip().lower()
 
 
 # One JSON value a line (batch scoring clients, streamed predictions): a record or row per line.

@@ -126,6 +126,8 @@ def _locate(payload: Any, dotted: Optional[str], keys: Sequence[str],
 
 def _rows_of(value: Any) -> Tuple[Any, Optional[Sequence[str]]]:
     """The rows inside what a known key (or a field path) points at, through a few envelopes."""
+    if type(value) is list and (not value or type(value[0]) is not dict):  # rows already: no envelope, no tensors
+        return value, None
     outer = value
     for _ in range(_MAX_ENVELOPES):
         if not isinstance(value, dict):

@@ -17,7 +17,7 @@ from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 from ..payloads.captured_request import Capture, warn_once
 from ..metrics import Metrics
 from ..storage.paths import Target
-from ..records.csv_encoding import CsvLines, encode, header_line, plain_lines
+from ..records.csv_encoding import CsvLines, encode, header_line, plain_lines, share_row_suffix
 from ..records.record import META_COLUMNS, Record, is_reserved, unreserved
 from ..records.snapshot import default_prefix, infer_columns, text_columns
 
@@ -75,6 +75,8 @@ def encode_captures(captures: Iterable[Capture], metrics: Metrics, neutralize_fo
             logger.exception("mdc: could not turn a captured request into rows")
             metrics.add("internal_errors")
             continue
+        if len(records) > 1:
+            share_row_suffix(records, neutralize_formulas)
         for record in records:
             small = (record.rules is None and type(record.data) is list and 0 < len(record.data) <= _SMALL_ROWS
                      and bool(record.columns))
@@ -223,12 +225,17 @@ def _text_of(record: Record, columns: Sequence[str]) -> frozenset:
 
 
 def _count_reserved(columns: Sequence[str], rows: int, metrics: Metrics) -> None:
-    renamed = sum(1 for name in columns if is_reserved(name))
+    renamed = _reserved_names(tuple(columns))
     if renamed:
         metrics.skip("reserved_name_renamed", renamed)
         warn_once(("reserved", tuple(columns)), "mdc: a payload or collect() column is named like the correlation "
                   "columns ($aml_*, $mdc_*); it is written as _<name> (counted as reserved_name_renamed; logged once "
                   "per set of columns)")
+
+
+@functools.lru_cache(maxsize=1024)  # once per set of columns
+def _reserved_names(columns: Tuple[str, ...]) -> int:
+    return sum(1 for name in columns if is_reserved(name))
 
 
 # NUL ends a cell without a word in readers written in C: pandas before 3.0 reads "a\0b" as "a". It is written

@@ -281,9 +281,24 @@ def _row_suffix(record: Record, neutralize: bool) -> str:
     The fast paths write numbers, which never need quoting; of these cells only the two ids might,
     and the four a target fixes are written once per target. The same cells as ``_meta`` (what the
     csv path writes), without a csv writer per record: a test holds the two to the same bytes."""
+    if record.row_suffix is not None and record.row_suffix[0] is neutralize:
+        return record.row_suffix[1]
     return (f",{_field(_cell(record.correlation_id, neutralize))},{format_timestamp(record.timestamp)},"
             f"{record.boundary},{_target_text(record.target, neutralize)},"
             f"{_field(_cell(record.request_id, neutralize))}{LINE_END}")
+
+
+def share_row_suffix(records: Sequence[Record], neutralize: bool) -> None:
+    """Work out once the row suffix of records that share their correlation cells: the inputs and the
+    predictions of one captured request (same ids and time, targets that differ only by designation)."""
+    first = records[0]
+    suffix = (neutralize, _row_suffix(first, neutralize))
+    cells = _target_cells(first.target, neutralize)
+    for record in records:
+        if (record.correlation_id is first.correlation_id and record.request_id is first.request_id
+                and record.timestamp == first.timestamp and record.boundary == first.boundary
+                and _target_cells(record.target, neutralize) == cells):
+            record.row_suffix = suffix
 
 
 def _field(value: Any) -> str:

@@ -81,6 +81,9 @@ class Record:
     boundary: int = 1440
     rows: int = 0                 # known row count (for metrics and batching)
     rules: Optional[FieldRules] = None  # which fields may be written; applied on the writer thread
+    # (neutralize_formulas, the correlation cells and line end as csv_encoding writes them), when worked
+    # out once for several records (csv_encoding.share_row_suffix)
+    row_suffix: Optional[Tuple[bool, str]] = None
 
     def with_rules_applied(self, columns: Sequence[str]) -> Tuple["Record", Tuple[str, ...]]:
         """This record without the fields its rules withhold, and the columns that remain."""
