@@ -10,6 +10,12 @@ turn, for several rounds; the table gives the median µs per request and its rat
 requests/s would be if the server cost nothing). Modes as in bench_http.py: off, passthrough (a middleware
 that only wraps the body streams), discard (our request path, captures thrown away at the queue) and
 on-local (collection to a local folder: the writer thread's parsing and CSV run in this process too).
+
+Two clocks: wall time, and the CPU time of the whole process (every thread, ``time.process_time``), which a
+busy neighbour on a shared machine disturbs less. For on-local the timed span ends when the writer has
+written every row (``flush``), so its CPU column is the whole cost of collecting: request path, queue,
+parsing, CSV and the file writes. "CPU beyond passthrough" divides each mode's extra CPU by the
+passthrough's: the ratios #25 sets targets for.
 """
 from __future__ import annotations
 
@@ -93,14 +99,19 @@ def child(stack: str, mode: str, requests: int) -> None:
     sys.path.insert(0, str(HERE))
     import http_apps
 
+    import mdc_middleware
+
     run = _asgi_runner(http_apps.fastapi) if stack == "fastapi" else _wsgi_runner(http_apps.flask.wsgi_app)
     run(500)
-    seconds = min(run(requests) for _ in range(3))
-    if mode == "on-local":
-        import mdc_middleware
-
-        mdc_middleware.shutdown(30)
-    print(json.dumps({"us": seconds / requests * 1e6}))
+    mdc_middleware.flush(30)
+    walls, cpus = [], []
+    for _ in range(3):
+        cpu = time.process_time()
+        walls.append(run(requests))
+        mdc_middleware.flush(30)  # the writer's share of the work is in the span (no-op without one)
+        cpus.append(time.process_time() - cpu)
+    mdc_middleware.shutdown(30)
+    print(json.dumps({"us": min(walls) / requests * 1e6, "cpu_us": min(cpus) / requests * 1e6}))
 
 
 def main() -> None:
@@ -116,23 +127,31 @@ def main() -> None:
         return
     stacks, modes = args.stacks.split(","), args.modes.split(",")
     results = {(stack, mode): [] for stack in stacks for mode in modes}
+    cpu = {(stack, mode): [] for stack in stacks for mode in modes}
     for round_number in range(1, args.rounds + 1):
         for stack in stacks:
             for mode in modes:
                 out = subprocess.run([sys.executable, __file__, "--child", stack, mode, "--requests",
                                       str(args.requests)], capture_output=True, text=True, check=True, timeout=300)
-                us = json.loads(out.stdout.strip().splitlines()[-1])["us"]
-                results[(stack, mode)].append(us)
-                print(f"{stack} {mode} round {round_number}: {us:.2f} µs/request", flush=True)
+                measured = json.loads(out.stdout.strip().splitlines()[-1])
+                results[(stack, mode)].append(measured["us"])
+                cpu[(stack, mode)].append(measured["cpu_us"])
+                print(f"{stack} {mode} round {round_number}: {measured['us']:.2f} µs/request, "
+                      f"CPU {measured['cpu_us']:.2f} µs/request", flush=True)
     rows = []
     for stack in stacks:
         off = median(results[(stack, "off")]) if "off" in modes else None
+        off_cpu = median(cpu[(stack, "off")]) if "off" in modes else None
+        floor = (median(cpu[(stack, "passthrough")]) - off_cpu) if off_cpu and "passthrough" in modes else None
         for mode in modes:
-            us = median(results[(stack, mode)])
+            us, cpu_us = median(results[(stack, mode)]), median(cpu[(stack, mode)])
+            extra = cpu_us - off_cpu if off_cpu else None
             rows.append([stack, mode, f"{us:.1f}", f"{off / us:.3f}" if off else "—",
-                         f"{us - off:+.1f}" if off else "—"])
+                         f"{cpu_us:.1f}", f"{extra:+.1f}" if extra is not None else "—",
+                         f"{extra / floor:.1f}×" if floor and floor > 0 and extra is not None else "—"])
     print()
-    print(table(["stack", "mode", "µs/request", "vs off", "µs beyond off"], rows))
+    print(table(["stack", "mode", "wall µs/request", "vs off", "CPU µs/request", "CPU beyond off",
+                 "CPU beyond off ÷ passthrough's"], rows))
 
 
 if __name__ == "__main__":

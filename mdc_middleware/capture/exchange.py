@@ -11,7 +11,8 @@ import logging
 import time
 from typing import Dict, Optional, Union
 
-from ..payloads.captured_request import BODY_NOT_READ, BoundedBody, inputs_in_query
+from ..payloads.captured_request import (BODY_NOT_READ, BoundedBody, inputs_in_query, new_correlation_id,
+                                         pick_request_id)
 from ..pipeline.writer import Writer
 from .policy import CapturePolicy, RoutePlan
 
@@ -34,7 +35,8 @@ class Exchange:
         self.method = method
         self.query = query
         self.headers = headers
-        self.correlation_id, self.request_id = policy.request_ids(headers)
+        self.correlation_id = correlation_id = new_correlation_id()
+        self.request_id = pick_request_id(headers) or correlation_id
         self.timestamp = time.time()
         self.request = BoundedBody(plan.max_body_bytes, headers.get("content-type"))
         self.request_complete = False
@@ -50,7 +52,9 @@ class Exchange:
             self.writer.metrics.skip(f"status_{self.status}")
             return
         request_body = self.request.take() if self.request_complete else BODY_NOT_READ
-        request_body, headers = inputs_in_query(request_body, self.method, self.query, self.headers)
+        headers = self.headers
+        if self.query:  # a GET's inputs
+            request_body, headers = inputs_in_query(request_body, self.method, self.query, headers)
         self.writer.submit_capture(
             (self.plan.id, request_body, tuple(headers.items()), self.response.take(), self.response_type,
              self.response_encoding, self.correlation_id, self.request_id, self.timestamp))

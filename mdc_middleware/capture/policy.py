@@ -6,7 +6,7 @@ import random
 from typing import Any, Dict, Optional, Tuple, Union
 
 from .. import runtime
-from ..payloads.captured_request import REQUEST_ID_HEADERS, new_correlation_id, pick_request_id, register_plan
+from ..payloads.captured_request import REQUEST_ID_HEADERS, register_plan
 from ..config import ConfigError, Settings
 from ..storage.paths import Target
 from ..payloads.privacy import FieldRules
@@ -165,11 +165,6 @@ class CapturePolicy:
             return tuple(Target(designation=d, **common) for d in ("inputs", "predictions", "unparsed"))
         except ValueError as exc:
             raise ConfigError(f"route {route.pattern!r}: {exc}") from None
-
-    def request_ids(self, found: Dict[str, str]) -> Tuple[str, str]:
-        """(correlation id, request id) of a request, from its wanted headers (lower-case name → value)."""
-        correlation_id = new_correlation_id()
-        return correlation_id, pick_request_id(found) or correlation_id
 
     def wants_status(self, status: int) -> bool:
         return self.collect_all_statuses or 200 <= status < 300

@@ -292,7 +292,7 @@ class Capture:
             columns, rows = self.plan.route.schema.extract_inputs(payload)
         else:
             columns, rows = self.plan.route.schema.extract_predictions(payload)
-        media_cells = _blank_media_cells(rows)
+        media_cells = blank_media_cells(rows)
         if media_cells:
             metrics.skip(f"{designation}:media_in_json", media_cells)
         return columns, rows
@@ -322,7 +322,7 @@ def _parse(body: bytes, content_type: str, metrics: Metrics, designation: str) -
         raise PayloadMismatch("empty_body")
     if media.sniff_media(body[:media.SNIFF_BYTES]):  # whatever it claims to be; after decompression too
         raise PayloadMismatch("media_magic_bytes")
-    mime = _mime(content_type)
+    mime = mime_of(content_type)
     if mime == "application/json":  # what scoring clients send: straight to the parser
         return _unwrapped(parse_json(body))
     if mime == "multipart/form-data":
@@ -358,7 +358,7 @@ def _unwrapped(payload: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=256)  # a service sees a handful of content types
-def _mime(content_type: str) -> str:
+def mime_of(content_type: str) -> str:
     """The media type of a Content-Type header, without parameters, in lower case."""
     return content_type.split(";", 1)[0].strip().lower()
 
@@ -431,7 +431,7 @@ _LONG_INTEGER = b"0" * 19
 _LONG_INTEGER_AFTER_BLANK = b" " + _LONG_INTEGER
 
 
-def _may_hold_a_long_integer(body: bytes) -> bool:
+def may_hold_a_long_integer(body: bytes) -> bool:
     """Whether the body may hold an integer past 64 bits, which orjson would read as a float, rounded,
     without a word (99999999999999999999999 → 1e+23). In C: about a third of orjson's own time."""
     shaped = body.translate(_INTEGER_SHAPE)
@@ -442,7 +442,7 @@ def parse_json(body: bytes) -> Any:
     """orjson first (several times faster); the standard library for what orjson refuses or would read
     wrong, but JSON scoring clients send anyway: NaN and Infinity, integers past 64 bits (ids), lone
     surrogates, deep nesting."""
-    if not _may_hold_a_long_integer(body):
+    if not may_hold_a_long_integer(body):
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -497,7 +497,7 @@ def _parse_multipart(body: bytes, content_type: str, metrics: Metrics, designati
     return [fields]
 
 
-def _blank_media_cells(rows: List[list]) -> int:
+def blank_media_cells(rows: List[list]) -> int:
     """Media smuggled into JSON strings (data: URIs, base64 of image/audio/video) is never written."""
     if str not in set(map(type, itertools.chain.from_iterable(rows))):  # numbers only: one pass in C
         return 0

@@ -23,8 +23,8 @@ from .privacy import FieldRules, Redactor
 
 Table = Tuple[Tuple[str, ...], List[list]]
 
-_INPUT_KEYS = ("input_data", "data", "instances", "inputs", "dataframe_split", "dataframe_records")
-_PREDICTION_KEYS = ("predictions", "result", "results", "outputs", "output", "prediction", "scores")
+INPUT_KEYS = ("input_data", "data", "instances", "inputs", "dataframe_split", "dataframe_records")
+PREDICTION_KEYS = ("predictions", "result", "results", "outputs", "output", "prediction", "scores")
 _MAX_ENVELOPES = 8  # dicts around the rows: {"Inputs": {"input1": {"data": ...}}} is three
 
 
@@ -75,11 +75,11 @@ class Schema:
                 object.__setattr__(self, name, tuple(str(v) for v in value))
 
     def extract_inputs(self, payload: Any) -> Table:
-        values, columns = _locate(payload, self.input_field, _INPUT_KEYS, single_record_ok=True)
+        values, columns = _locate(payload, self.input_field, INPUT_KEYS, single_record_ok=True)
         return _tabulate(values, columns, self.inputs, "feature", self.media_fields)
 
     def extract_predictions(self, payload: Any) -> Table:
-        values, columns = _locate(payload, self.prediction_field, _PREDICTION_KEYS, single_record_ok=True)
+        values, columns = _locate(payload, self.prediction_field, PREDICTION_KEYS, single_record_ok=True)
         return _tabulate(values, columns, self.predictions, "prediction", self.media_fields)
 
 
@@ -87,7 +87,7 @@ def enveloped_rows(payload: dict) -> Optional[Tuple[list, Optional[List[str]]]]:
     """The rows of a payload handed over already parsed, as score.py does (``json.loads(raw_data)``):
     (rows, the column names it gives), or None when it is not wrapped in a known key. A dict whose other
     values are lists is columns, not an envelope: None."""
-    key = _known_key(payload, (*_INPUT_KEYS, *_PREDICTION_KEYS))
+    key = _known_key(payload, (*INPUT_KEYS, *PREDICTION_KEYS))
     if key is None or any(isinstance(v, (list, tuple)) for k, v in payload.items() if k != key):
         return None
     values, columns = _rows_of(payload[key])
@@ -248,7 +248,7 @@ def _tabulate(values: Any, given: Optional[Sequence[str]], declared: Optional[Se
             values = [[row[i] for i in picks] for row in values]
             names = tuple(declared)
         else:
-            names = tuple(declared or given or _default_names(prefix, width))
+            names = tuple(declared or given or default_names(prefix, width))
             if len(names) != width:
                 raise PayloadMismatch("width_mismatch", f"{width} values, {len(names)} names")
         return _drop_media_columns(names, values, media_fields)
@@ -263,7 +263,7 @@ def _tabulate(values: Any, given: Optional[Sequence[str]], declared: Optional[Se
     return _drop_media_columns(names, [[v] for v in values], media_fields)
 
 
-def _default_names(prefix: str, width: int) -> Tuple[str, ...]:
+def default_names(prefix: str, width: int) -> Tuple[str, ...]:
     return (prefix,) if width == 1 else tuple(f"{prefix}_{i}" for i in range(width))
 
 

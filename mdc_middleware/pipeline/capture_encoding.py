@@ -11,7 +11,8 @@ import logging
 from typing import Callable, Iterator, List, Optional, Protocol
 
 from ..payloads.captured_request import Capture, RawCapture, body_bytes, plan_by_id
-from .encoder import Encoded, encode_captures
+from .encoder import Encoded
+from .plain_runs import encode_run
 from .encoder_process import EncoderProcess
 from .jsonl import encode_records_jsonl
 from ..metrics import Metrics
@@ -54,8 +55,8 @@ class InThreadEncoder:
                     records = Capture.from_raw(raw, plan_by_id(raw[0])).to_records(self.metrics)
                     yield from encode_records_jsonl(records, self.metrics)
                 chunk = [raw for raw in chunk if plan_by_id(raw[0]).inputs_target.layout != "jsonl"]
-            yield from encode_captures([Capture.from_raw(raw, plan_by_id(raw[0])) for raw in chunk], self.metrics,
-                                       self.neutralize_formulas)
+            yield from encode_run([Capture.from_raw(raw, plan_by_id(raw[0])) for raw in chunk], self.metrics,
+                                  self.neutralize_formulas)
             self.pause()
 
     def start(self) -> None:

@@ -12,7 +12,7 @@ import functools
 import io
 import json
 import logging
-from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..payloads.captured_request import Capture, warn_once
 from ..metrics import Metrics
@@ -51,7 +51,7 @@ def encode_record(record: Record, metrics: Metrics, neutralize_formulas: bool, c
     if not rows:
         return None
     return Encoded(record.target, day_folder(record.target, int(record.timestamp // 86_400)),
-                   _header(columns), _utf8([text], metrics), rows, _text_of(record, columns))
+                   file_header(columns), as_utf8([text], metrics), rows, _text_of(record, columns))
 
 
 def encode_captures(captures: Iterable[Capture], metrics: Metrics, neutralize_formulas: bool) -> List[Encoded]:
@@ -169,8 +169,8 @@ class _FileRows:
         return self.rows - before
 
     def piece(self, metrics: Metrics) -> Encoded:
-        return Encoded(self.target, day_folder(self.target, self.epoch_day), _header(self.columns),
-                       _utf8(self.texts, metrics), self.rows, self.text)
+        return Encoded(self.target, day_folder(self.target, self.epoch_day), file_header(self.columns),
+                       as_utf8(self.texts, metrics), self.rows, self.text)
 
 
 def with_rules(record: Record, metrics: Metrics) -> Optional[Tuple[Record, Tuple[str, ...]]]:
@@ -214,18 +214,24 @@ _sampled: Dict[Tuple[int, Tuple[str, ...]], int] = {}
 
 
 def _text_of(record: Record, columns: Sequence[str]) -> frozenset:
-    key = (id(record.target), tuple(columns))
+    return sampled_text_columns(record.target, columns, record.data)
+
+
+def sampled_text_columns(target: Target, columns: Sequence[str], data: Any) -> frozenset:
+    """The columns of ``data`` that hold text in its first row, for the first records of each target and set
+    of columns; an empty set for the rest."""
+    key = (id(target), tuple(columns))
     seen = _sampled.get(key, 0)
     if seen >= _SAMPLED_RECORDS:
         return frozenset()
     if len(_sampled) >= 4096:
         _sampled.clear()
     _sampled[key] = seen + 1
-    return text_columns(record.data, columns)
+    return text_columns(data, columns)
 
 
 def _count_reserved(columns: Sequence[str], rows: int, metrics: Metrics) -> None:
-    renamed = _reserved_names(tuple(columns))
+    renamed = reserved_names(tuple(columns))
     if renamed:
         metrics.skip("reserved_name_renamed", renamed)
         warn_once(("reserved", tuple(columns)), "mdc: a payload or collect() column is named like the correlation "
@@ -234,7 +240,7 @@ def _count_reserved(columns: Sequence[str], rows: int, metrics: Metrics) -> None
 
 
 @functools.lru_cache(maxsize=1024)  # once per set of columns
-def _reserved_names(columns: Tuple[str, ...]) -> int:
+def reserved_names(columns: Tuple[str, ...]) -> int:
     return sum(1 for name in columns if is_reserved(name))
 
 
@@ -243,14 +249,14 @@ def _reserved_names(columns: Tuple[str, ...]) -> int:
 _NUL, _REPLACEMENT = "\x00", "\ufffd"
 
 
-def _header(columns: Sequence[str]) -> str:
+def file_header(columns: Sequence[str]) -> str:
     header = header_line(unreserved(columns))
     if not header.isascii():
         header = header.encode("utf-8", "replace").decode("utf-8")  # column names from payload keys
     return header.replace(_NUL, _REPLACEMENT) if _NUL in header else header
 
 
-def _utf8(texts: List[str], metrics: Metrics) -> bytes:
+def as_utf8(texts: List[str], metrics: Metrics) -> bytes:
     """The texts as UTF-8, one after the other. Lone surrogates (a JSON escape of half a pair) are not
     UTF-8: replaced, and counted once per text that held one. NUL characters: replaced, each counted."""
     text = "".join(texts)

@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 
 from ..payloads.captured_request import Capture, RawCapture, plan_by_id
 from .backoff import Backoff
-from .encoder import Encoded, encode_captures
+from .encoder import Encoded
+from .plain_runs import encode_run
 from ..metrics import Metrics
 
 if TYPE_CHECKING:
@@ -239,7 +240,7 @@ def _serve(conn: Connection) -> None:
             else:
                 captures.append(Capture.from_raw(item, plan))
         grouped: Dict[tuple, list] = {}
-        for encoded in encode_captures(captures, metrics, neutralize_formulas):
+        for encoded in encode_run(captures, metrics, neutralize_formulas):
             plan_id, target_index = target_ids[id(encoded.target)]
             key = (plan_id, target_index, encoded.folder, encoded.header)
             group = grouped.get(key)

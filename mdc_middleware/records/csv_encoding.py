@@ -202,7 +202,7 @@ _PLAIN_CELL_TYPES = {int, float, str}
 _FORMULA_TEXT = tuple(b'"' + start.encode() for start in _FORMULA_START if start.isprintable())
 
 
-def _plain_rows(rows: list, width: int, neutralize: bool) -> Optional[str]:
+def plain_rows(rows: list, width: int, neutralize: bool) -> Optional[str]:
     """The CSV cells of ``rows``, rows joined by "],[", when every row holds exactly ``width`` plain
     cells, else None. Written by orjson in C, not cell by cell in Python.
 
@@ -228,7 +228,7 @@ def _plain_rows(rows: list, width: int, neutralize: bool) -> Optional[str]:
 
 
 def _plain_text_rows(rows: list, text: bytes, width: int, neutralize: bool) -> Optional[str]:
-    """As ``_plain_rows``, for rows that hold text as well as numbers: None unless every string is one
+    """As ``plain_rows``, for rows that hold text as well as numbers: None unless every string is one
     the csv module writes unquoted and ``_cell`` leaves alone.
 
     orjson escapes a quote, a backslash and every control character ("\\n", "\\r", "\\t"), so text
@@ -254,13 +254,13 @@ def plain_lines(records: Sequence[Record], width: int, neutralize: bool) -> Opti
     A test holds this to the bytes the csv path writes."""
     if len(records) == 1:
         rows = records[0].data
-        text = _plain_rows(rows, width, neutralize)
+        text = plain_rows(rows, width, neutralize)
         if text is None:
             return None
         separator = _row_suffix(records[0], neutralize)
         return len(rows), text.replace("],[", separator) + separator
     rows = list(itertools.chain.from_iterable(record.data for record in records))
-    text = _plain_rows(rows, width, neutralize)
+    text = plain_rows(rows, width, neutralize)
     if text is None:
         return None
     lines = text.split("],[")  # one per row: plain cells hold no comma, so no "],["
@@ -283,9 +283,16 @@ def _row_suffix(record: Record, neutralize: bool) -> str:
     csv path writes), without a csv writer per record: a test holds the two to the same bytes."""
     if record.row_suffix is not None and record.row_suffix[0] is neutralize:
         return record.row_suffix[1]
-    return (f",{_field(_cell(record.correlation_id, neutralize))},{format_timestamp(record.timestamp)},"
-            f"{record.boundary},{_target_text(record.target, neutralize)},"
-            f"{_field(_cell(record.request_id, neutralize))}{LINE_END}")
+    return row_suffix(record.correlation_id, record.timestamp, record.boundary, record.target, record.request_id,
+                      neutralize)
+
+
+def row_suffix(correlation_id: str, timestamp: float, boundary: int, target: Target, request_id: str,
+               neutralize: bool) -> str:
+    """The correlation cells of a row, each after a comma, and the line end."""
+    return (f",{_field(_cell(correlation_id, neutralize))},{format_timestamp(timestamp)},"
+            f"{boundary},{_target_text(target, neutralize)},"
+            f"{_field(_cell(request_id, neutralize))}{LINE_END}")
 
 
 def share_row_suffix(records: Sequence[Record], neutralize: bool) -> None:

@@ -83,12 +83,18 @@ def test_which_statuses_are_kept(writer, collect_status, kept):
 
 def test_a_usable_client_request_id_is_kept_and_a_hostile_one_replaced(writer):
     chosen = policy(writer)
-    correlation, request = chosen.request_ids({"x-ms-request-id": "abc-1"})
+    plan = chosen.select("POST", "/score")
+
+    def ids(headers):
+        exchange = Exchange(chosen, plan, "POST", b"", headers)
+        return exchange.correlation_id, exchange.request_id
+
+    correlation, request = ids({"x-ms-request-id": "abc-1"})
     assert request == "abc-1" and correlation != request
     for hostile in ("a,b", "x\ny", "r" * 129):
-        correlation, request = chosen.request_ids({"x-request-id": hostile})
+        correlation, request = ids({"x-request-id": hostile})
         assert request == correlation
-    assert len({chosen.request_ids({})[0] for _ in range(10_000)}) == 10_000
+    assert len({ids({})[0] for _ in range(10_000)}) == 10_000
 
 
 def test_an_exchange_hands_over_its_capture_or_counts_why_not(writer, monkeypatch):

@@ -147,7 +147,7 @@ def test_json_integers_past_64_bits_are_read_exactly(literal):
 
 
 def test_json_without_long_integers_takes_orjson():
-    from mdc_middleware.payloads.captured_request import _may_hold_a_long_integer
+    from mdc_middleware.payloads.captured_request import may_hold_a_long_integer
 
-    assert not _may_hold_a_long_integer(b'{"data": [[0.0012345678901234567, 9223372036854775, -1e-05]]}')
-    assert _may_hold_a_long_integer(b"12345678901234567890")
+    assert not may_hold_a_long_integer(b'{"data": [[0.0012345678901234567, 9223372036854775, -1e-05]]}')
+    assert may_hold_a_long_integer(b"12345678901234567890")
