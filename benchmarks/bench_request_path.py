@@ -6,8 +6,8 @@ bench_http.py measures the real thing, but its figures move by ±5 % from run to
 more than most changes to the request path are worth. Here the same apps (benchmarks/http_apps.py,
 trivial endpoint) are called directly: the FastAPI app as ASGI with a stand-in server's receive and send,
 the Flask app as WSGI with a fresh environ per request. Each (stack, mode) runs in a process of its own, in
-turn, for several rounds; the table gives the median µs per request and its ratio to "off" (what
-requests/s would be if the server cost nothing). Modes as in bench_http.py: off, passthrough (a middleware
+turn, for several rounds; the table gives the least µs per request over the rounds (the run a busy
+neighbour disturbed least) and its ratio to "off" (what requests/s would be if the server cost nothing). Modes as in bench_http.py: off, passthrough (a middleware
 that only wraps the body streams), discard (our request path, captures thrown away at the queue) and
 on-local (collection to a local folder: the writer thread's parsing and CSV run in this process too).
 
@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import median, table  # noqa: E402
+from common import table  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 BODY = json.dumps({"data": [[5.1, 3.5, 1.4, 0.2]]}).encode()
@@ -140,11 +140,11 @@ def main() -> None:
                       f"CPU {measured['cpu_us']:.2f} µs/request", flush=True)
     rows = []
     for stack in stacks:
-        off = median(results[(stack, "off")]) if "off" in modes else None
-        off_cpu = median(cpu[(stack, "off")]) if "off" in modes else None
-        floor = (median(cpu[(stack, "passthrough")]) - off_cpu) if off_cpu and "passthrough" in modes else None
+        off = min(results[(stack, "off")]) if "off" in modes else None
+        off_cpu = min(cpu[(stack, "off")]) if "off" in modes else None
+        floor = (min(cpu[(stack, "passthrough")]) - off_cpu) if off_cpu and "passthrough" in modes else None
         for mode in modes:
-            us, cpu_us = median(results[(stack, mode)]), median(cpu[(stack, mode)])
+            us, cpu_us = min(results[(stack, mode)]), min(cpu[(stack, mode)])
             extra = cpu_us - off_cpu if off_cpu else None
             rows.append([stack, mode, f"{us:.1f}", f"{off / us:.3f}" if off else "—",
                          f"{cpu_us:.1f}", f"{extra:+.1f}" if extra is not None else "—",
