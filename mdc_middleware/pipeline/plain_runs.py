@@ -106,20 +106,23 @@ def _encode_plain_run(captures: List[Capture], metrics: Metrics, neutralize: boo
 
 
 def _plain_texts(rows: List[list], width: int, neutralize: bool) -> Optional[List[str]]:
-    """Each capture's rows as CSV cells, rows joined by "],[" (see ``csv_encoding.plain_rows``); None unless
-    every cell is plain. One orjson call for a run of one-row requests, one a request otherwise."""
-    all_rows = list(itertools.chain.from_iterable(rows))
-    if blank_media_cells(all_rows):  # media in a string: the general way blanks and counts it
-        return None
-    if len(all_rows) == len(rows):
-        text = plain_rows(all_rows, width, neutralize)
-        return None if text is None else text.split("],[")
-    texts = []
-    for capture_rows in rows:
-        text = plain_rows(capture_rows, width, neutralize)
+    """Each capture's rows as CSV cells, rows joined by "],[" (see ``csv_encoding.plain_rows``, which also
+    checks that every row is a list of ``width`` plain cells); None unless all are. One orjson call for a run
+    of one-row requests, one a request otherwise."""
+    if sum(map(len, rows)) == len(rows):
+        text = plain_rows(list(itertools.chain.from_iterable(rows)), width, neutralize)
         if text is None:
             return None
-        texts.append(text)
+        texts = text.split("],[")
+    else:
+        texts = []
+        for capture_rows in rows:
+            text = plain_rows(capture_rows, width, neutralize)
+            if text is None:
+                return None
+            texts.append(text)
+    if any('"' in text for text in texts) and blank_media_cells(list(itertools.chain.from_iterable(rows))):
+        return None  # media in a string: the general way blanks and counts it
     return texts
 
 
@@ -162,21 +165,13 @@ def _rows_of_bodies(bodies: Sequence[Any], types: Sequence[str], encodings: Sequ
 
 def _table(per_capture: List[list], declared: Optional[Sequence[str]], prefix: str
            ) -> Optional[Tuple[Tuple[str, ...], List[list]]]:
-    """(columns, each capture's rows) as ``Schema`` tabulates them: rows of one width, or scalars of one column
-    (a row each), both in one run; None for any other shape (the general way then decides)."""
-    given_rows = [values for values in per_capture if type(values[0]) is list]
-    scalars = [values for values in per_capture if type(values[0]) is not list]
-    if given_rows and set(map(type, itertools.chain.from_iterable(given_rows))) != {list}:
-        return None
-    if scalars:
-        kinds = set(map(type, itertools.chain.from_iterable(scalars)))
-        if list in kinds or dict in kinds or (declared is not None and len(declared) != 1):
-            return None  # (several declared names: a flat list may be one row; the general way decides)
+    """(columns, each capture's rows) as ``Schema`` tabulates them: each capture's values are rows (a list first)
+    or scalars of one column (a row each). Whether every row then really is a list of plain cells as wide as
+    the columns is ``plain_rows``'s check, made as it writes them."""
     rows = [values if type(values[0]) is list else [[value] for value in values] for values in per_capture]
-    widths = set(map(len, itertools.chain.from_iterable(rows)))
-    if len(widths) != 1:
-        return None
-    width = widths.pop()
+    if declared is not None and len(declared) != 1 and any(type(values[0]) is not list for values in per_capture):
+        return None  # several declared names and a flat list: maybe one row (the general way decides)
+    width = len(rows[0][0])
     columns = tuple(declared) if declared is not None else default_names(prefix, width)
     if len(columns) != width or not width:
         return None
