@@ -198,7 +198,8 @@ class _Exchange(Exchange):
         await self.inner_send(message)
 
     def _on_start(self, message: Message) -> Message:
-        self.status = status = int(message["status"])
+        status = message["status"]
+        self.status = status = status if type(status) is int else int(status)
         headers = message.get("headers") or ()
         echo = self.policy.echo_header  # None when off
         for key, value in headers:
@@ -209,11 +210,10 @@ class _Exchange(Exchange):
                 self.response_encoding = value.decode("latin-1")
             elif name == echo:
                 echo = None  # the app set its own
-        if self.policy.wants_status(status):
+        if 200 <= status < 300 or self.policy.collect_all_statuses:  # (policy.wants_status)
             self.response = BoundedBody(self.plan.max_body_bytes, self.response_type)
         if echo is not None:
-            message = dict(message)
-            message["headers"] = [*headers, (echo, self.request_id.encode("latin-1"))]
+            message = {**message, "headers": [*headers, (echo, self.request_id.encode("latin-1"))]}
         return message
 
     def _finish(self) -> None:

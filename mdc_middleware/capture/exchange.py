@@ -13,7 +13,6 @@ from typing import Dict, Optional, Union
 
 from ..payloads.captured_request import (BODY_NOT_READ, BoundedBody, inputs_in_query, new_correlation_id,
                                          pick_request_id)
-from ..pipeline.writer import Writer
 from .policy import CapturePolicy, RoutePlan
 
 logger = logging.getLogger("mdc_middleware")
@@ -31,7 +30,8 @@ class Exchange:
         """:param headers: the request headers the policy wants (``policy.wanted_headers``), names in lower case."""
         self.policy = policy
         self.plan = plan
-        self.writer: Writer = policy.writer
+        self.writer = writer = policy.writer
+        writer.metrics.add("requests_seen")
         self.method = method
         self.query = query
         self.headers = headers
@@ -56,7 +56,7 @@ class Exchange:
         if self.query:  # a GET's inputs
             request_body, headers = inputs_in_query(request_body, self.method, self.query, headers)
         self.writer.submit_capture(
-            (self.plan.id, request_body, tuple(headers.items()), self.response.take(), self.response_type,
+            (self.plan.id, request_body, headers, self.response.take(), self.response_type,
              self.response_encoding, self.correlation_id, self.request_id, self.timestamp))
 
     def internal_error(self) -> None:

@@ -86,7 +86,8 @@ class CapturePolicy:
         return self._writer_handle.writer
 
     def select(self, method: str, path: str, full_path: str = "") -> Optional[RoutePlan]:
-        """The plan to capture this request with, or None to pass it straight through.
+        """The plan to capture this request with, or None to pass it straight through. (The exchange made
+        for a plan counts the request as seen.)
 
         ``path`` is the path as the app routes it, below where it is mounted (ASGI ``root_path``, WSGI
         ``SCRIPT_NAME``); ``full_path``, when the app is mounted, the path with that prefix, so routes
@@ -106,7 +107,6 @@ class CapturePolicy:
         if self._sample_rate < 1.0 and random.random() >= self._sample_rate:
             self.writer.metrics.skip("sampled_out")
             return None
-        self.writer.metrics.add("requests_seen")
         return plan
 
     def _plan_for(self, method: str, path: str) -> Union[RoutePlan, _Refusal, None]:

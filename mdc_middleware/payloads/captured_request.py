@@ -79,7 +79,8 @@ class BoundedBody:
         self.limit = limit
         self.chunks: List[bytes] = []
         self.size = 0
-        self.skip_reason: Optional[str] = "media_content_type" if media.is_media_type(content_type) else None
+        self.skip_reason: Optional[str] = ("media_content_type" if content_type and media.is_media_type(content_type)
+                                           else None)
 
     def feed(self, chunk: bytes) -> None:
         if self.skip_reason is not None or not chunk:
@@ -161,7 +162,7 @@ def pick_request_id(headers: Mapping[str, str]) -> Optional[str]:
 RawCapture = Tuple[
     int,                              # the route plan's id (policy.plan_by_id)
     Body,                             # the request body, or why it was not kept
-    Tuple[Tuple[str, str], ...],      # the wanted request headers: (lower-case name, value)
+    Dict[str, str],                   # the wanted request headers: lower-case name → value
     Body,                             # the response body, or why it was not kept
     str,                              # the response content type
     str,                              # the response content encoding
