@@ -13,7 +13,6 @@ columns; a property test holds them to it.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -49,53 +48,48 @@ def encode_run(captures: List[Capture], metrics: Metrics, neutralize_formulas: b
 
 
 def _encode_plain_run(captures: List[Capture], metrics: Metrics, neutralize: bool) -> Optional[List[Encoded]]:
-    """None, having counted nothing, when the run does not qualify."""
+    """None, having counted nothing, when the run does not qualify.
+
+    Capture by capture: each body is parsed, checked and, unless it is one row, written at once, so that
+    what a request's JSON became is freed before the next is parsed. (Holding a run's parsed bodies together
+    made enough live objects to start the garbage collector's full collections: pauses of 20 ms.)"""
     plan = captures[0].plan
     schema = plan.route.schema
     if (plan.active_rules is not None or schema.input_field or schema.prediction_field or schema.media_fields
             or any(capture.plan is not plan or capture.headers for capture in captures)):
         return None
-    inputs = _rows_of_bodies([c.request_body for c in captures], [c.request_type for c in captures],
-                             [c.request_encoding for c in captures], _INPUT_KEYS)
-    if inputs is None:
+    inputs = _Side(schema.inputs, "feature", neutralize)
+    predictions = _Side(schema.predictions, "prediction", neutralize)
+    for capture in captures:
+        values = _values(capture.request_body, capture.request_type, capture.request_encoding, _INPUT_KEYS)
+        if values is None or not inputs.add(values):
+            return None
+        values = _values(capture.response_body, capture.response_type, capture.response_encoding, _PREDICTION_KEYS)
+        if values is None or not predictions.add(values):
+            return None
+    if not inputs.finish() or not predictions.finish():
         return None
-    predictions = _rows_of_bodies([c.response_body for c in captures], [c.response_type for c in captures],
-                                  [c.response_encoding for c in captures], _PREDICTION_KEYS)
-    if predictions is None:
-        return None
-    sides = []
-    for designation, target, per_capture, declared, prefix in (
-            ("inputs", plan.inputs_target, inputs, schema.inputs, "feature"),
-            ("predictions", plan.predictions_target, predictions, schema.predictions, "prediction")):
-        table = _table(per_capture, declared, prefix)
-        if table is None:
-            return None
-        columns, rows = table
-        if reserved_names(columns):
-            return None
-        texts = _plain_texts(rows, len(columns), neutralize)
-        if texts is None:  # a cell that needs quoting, a null, a bool, media in a string…: the general way
-            return None
-        sides.append((designation, target, columns, rows, texts))
     # Counted only now: a run that did not qualify is counted by the general way alone.
     suffixes = [row_suffix(c.correlation_id, c.timestamp, plan.boundary, plan.inputs_target, c.request_id, neutralize)
                 for c in captures]
     pieces: List[Encoded] = []
     captured = 0
-    for designation, target, columns, rows, texts in sides:
+    for target, side in ((plan.inputs_target, inputs), (plan.predictions_target, predictions)):
         if target is not plan.inputs_target and not _same_cells(target, plan.inputs_target, plan.boundary,
                                                                   neutralize):
             suffixes_here = [row_suffix(c.correlation_id, c.timestamp, plan.boundary, target, c.request_id,
                                         neutralize) for c in captures]
         else:
             suffixes_here = suffixes
+        columns = side.columns
         days: Dict[int, Tuple[List[str], List[frozenset], List[int]]] = {}
-        for capture, capture_rows, text, suffix in zip(captures, rows, texts, suffixes_here):
+        for capture, text, rows, first_row, suffix in zip(captures, side.texts, side.counts, side.first_rows,
+                                                          suffixes_here):
             parts, text_columns, counts = days.setdefault(int(capture.timestamp // 86_400), ([], [], [0]))
-            parts.append(text.replace("],[", suffix) if len(capture_rows) > 1 else text)
+            parts.append(text.replace("],[", suffix) if rows > 1 else text)
             parts.append(suffix)
-            text_columns.append(sampled_text_columns(target, columns, capture_rows))
-            counts[0] += len(capture_rows)
+            text_columns.append(sampled_text_columns(target, columns, [first_row]))
+            counts[0] += rows
         for day, (parts, text_columns, counts) in days.items():
             pieces.append(Encoded(target, day_folder(target, day), file_header(columns),
                                   as_utf8(["".join(parts)], metrics), counts[0], frozenset().union(*text_columns)))
@@ -105,25 +99,60 @@ def _encode_plain_run(captures: List[Capture], metrics: Metrics, neutralize: boo
     return pieces
 
 
-def _plain_texts(rows: List[list], width: int, neutralize: bool) -> Optional[List[str]]:
-    """Each capture's rows as CSV cells, rows joined by "],[" (see ``csv_encoding.plain_rows``, which also
-    checks that every row is a list of ``width`` plain cells); None unless all are. One orjson call for a run
-    of one-row requests, one a request otherwise."""
-    if sum(map(len, rows)) == len(rows):
-        text = plain_rows(list(itertools.chain.from_iterable(rows)), width, neutralize)
-        if text is None:
-            return None
-        texts = text.split("],[")
-    else:
-        texts = []
-        for capture_rows in rows:
-            text = plain_rows(capture_rows, width, neutralize)
-            if text is None:
-                return None
-            texts.append(text)
-    if any('"' in text for text in texts) and blank_media_cells(list(itertools.chain.from_iterable(rows))):
-        return None  # media in a string: the general way blanks and counts it
-    return texts
+class _Side:
+    """One designation of a run, filled capture by capture as ``Schema`` tabulates it: a capture's values are
+    rows (a list first) or scalars of one column (a row each). Keeps each capture's CSV cells (rows joined by
+    "],[", ``csv_encoding.plain_rows``, which also checks every row is a list of plain cells as wide as the
+    columns), its row count and first row; one-row captures are written together at the end, one orjson call."""
+
+    __slots__ = ("declared", "prefix", "neutralize", "columns", "texts", "counts", "first_rows", "single")
+
+    def __init__(self, declared: Optional[Sequence[str]], prefix: str, neutralize: bool) -> None:
+        self.declared = declared
+        self.prefix = prefix
+        self.neutralize = neutralize
+        self.columns: Tuple[str, ...] = ()
+        self.texts: List[str] = []
+        self.counts: List[int] = []
+        self.first_rows: List[list] = []
+        self.single: List[Tuple[int, list]] = []  # (where in texts, the row) of one-row captures
+
+    def add(self, values: list) -> bool:
+        if type(values[0]) is list:
+            rows = values
+        elif self.declared is not None and len(self.declared) != 1:
+            return False  # several declared names and a flat list: maybe one row (the general way decides)
+        else:
+            rows = [values] if len(values) == 1 else [[value] for value in values]
+        if not self.columns:
+            width = len(rows[0])
+            columns = tuple(self.declared) if self.declared is not None else default_names(self.prefix, width)
+            if len(columns) != width or not width or reserved_names(columns):
+                return False
+            self.columns = columns
+        if len(rows) == 1:
+            self.single.append((len(self.texts), rows[0]))
+            self.texts.append("")
+        else:
+            text = plain_rows(rows, len(self.columns), self.neutralize)
+            if text is None or ('"' in text and blank_media_cells(rows)):
+                return False  # a cell that needs quoting, a null, a bool, media in a string…: the general way
+            self.texts.append(text)
+        self.counts.append(len(rows))
+        self.first_rows.append(rows[0])
+        return True
+
+    def finish(self) -> bool:
+        """Write the one-row captures; False when one of them is not plain."""
+        if not self.single:
+            return True
+        rows = [row for _, row in self.single]
+        text = plain_rows(rows, len(self.columns), self.neutralize)
+        if text is None or ('"' in text and blank_media_cells(rows)):
+            return False
+        for (index, _), line in zip(self.single, text.split("],[")):
+            self.texts[index] = line
+        return True
 
 
 def _same_cells(target: Target, other: Target, boundary: int, neutralize: bool) -> bool:
@@ -132,47 +161,22 @@ def _same_cells(target: Target, other: Target, boundary: int, neutralize: bool) 
                                                                                  neutralize)
 
 
-def _rows_of_bodies(bodies: Sequence[Any], types: Sequence[str], encodings: Sequence[str],
-                    keys: frozenset) -> Optional[List[list]]:
-    """Each body's values (a list: rows, or scalars of one column), as the schema would find them; None
-    unless every body is plain JSON in one of the shapes this module takes."""
-    if any(type(body) is not bytes for body in bodies) or any(encodings):
+def _values(body: Any, content_type: str, encoding: str, keys: frozenset) -> Optional[list]:
+    """A body's values (a non-empty list: rows, or scalars of one column), as the schema would find them;
+    None unless the body is plain JSON in one of the shapes this module takes."""
+    if (type(body) is not bytes or encoding or mime_of(content_type) != "application/json"
+            or sniff_media(body[:SNIFF_BYTES]) or may_hold_a_long_integer(body)):
         return None
-    if any(mime_of(content_type) != "application/json" for content_type in set(types)):
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:  # empty, NaN, invalid…: the general way says which
         return None
-    if any(sniff_media(body[:SNIFF_BYTES]) for body in bodies):
-        return None
-    if may_hold_a_long_integer(b",".join(bodies)):  # (the comma keeps two bodies' digits apart)
-        return None
-    values = []
-    loads = orjson.loads
-    for body in bodies:
-        try:
-            document = loads(body)
-        except orjson.JSONDecodeError:  # empty, NaN, invalid…: the general way says which
+    if type(document) is dict:
+        if len(document) != 1:
             return None
-        if type(document) is dict:
-            if len(document) != 1:
-                return None
-            key, document = next(iter(document.items()))
-            if key not in keys:
-                return None
-        if type(document) is not list or not document or type(document[0]) is dict:
+        key, document = next(iter(document.items()))
+        if key not in keys:
             return None
-        values.append(document)
-    return values
-
-
-def _table(per_capture: List[list], declared: Optional[Sequence[str]], prefix: str
-           ) -> Optional[Tuple[Tuple[str, ...], List[list]]]:
-    """(columns, each capture's rows) as ``Schema`` tabulates them: each capture's values are rows (a list first)
-    or scalars of one column (a row each). Whether every row then really is a list of plain cells as wide as
-    the columns is ``plain_rows``'s check, made as it writes them."""
-    rows = [values if type(values[0]) is list else [[value] for value in values] for values in per_capture]
-    if declared is not None and len(declared) != 1 and any(type(values[0]) is not list for values in per_capture):
-        return None  # several declared names and a flat list: maybe one row (the general way decides)
-    width = len(rows[0][0])
-    columns = tuple(declared) if declared is not None else default_names(prefix, width)
-    if len(columns) != width or not width:
+    if type(document) is not list or not document or type(document[0]) is dict:
         return None
-    return columns, rows
+    return document
