@@ -4,8 +4,8 @@ A run qualifies when every capture in it is of one route without field rules, he
 and both of its bodies are JSON (``application/json``, not compressed) holding plain rows: a list of rows, or
 one under a known key and nothing else (``{"data": [[5.1, 3.5, 1.4, 0.2]]}`` in, ``{"predictions": [0]}`` or
 ``[0]`` out), rows as wide as the route's columns, cells that are numbers or text the csv module writes as it
-is. Such a run is parsed body by body, checked with a few passes in C over all its rows at once, and written
-with one orjson call per designation: no record, no table, no CSV writer per request.
+is. Such a run is parsed, checked and written request by request, by orjson and C-level passes: no record,
+no table, no CSV writer per request, and one orjson call for all the run's one-row requests.
 
 Anything else and the whole run goes the general way (``encoder.encode_captures``), so a file's rows keep the
 order the requests came in. Both ways give the same bytes, the same counts and the same notes on text
@@ -50,9 +50,9 @@ def encode_run(captures: List[Capture], metrics: Metrics, neutralize_formulas: b
 def _encode_plain_run(captures: List[Capture], metrics: Metrics, neutralize: bool) -> Optional[List[Encoded]]:
     """None, having counted nothing, when the run does not qualify.
 
-    Capture by capture: each body is parsed, checked and, unless it is one row, written at once, so that
-    what a request's JSON became is freed before the next is parsed. (Holding a run's parsed bodies together
-    made enough live objects to start the garbage collector's full collections: pauses of 20 ms.)"""
+    Capture by capture: each body is parsed, checked and, unless it is one row, written at once, so the run
+    never holds more than one request's parsed JSON. A run's worth (16 requests of 100 rows: 1,600 lists)
+    would pass the garbage collector's threshold and start its full collections, which pause the server."""
     plan = captures[0].plan
     schema = plan.route.schema
     if (plan.active_rules is not None or schema.input_field or schema.prediction_field or schema.media_fields
@@ -83,13 +83,13 @@ def _encode_plain_run(captures: List[Capture], metrics: Metrics, neutralize: boo
             suffixes_here = suffixes
         columns = side.columns
         days: Dict[int, Tuple[List[str], List[frozenset], List[int]]] = {}
-        for capture, text, rows, first_row, suffix in zip(captures, side.texts, side.counts, side.first_rows,
-                                                          suffixes_here):
+        for capture, text, count, first_row, suffix in zip(captures, side.texts, side.counts, side.first_rows,
+                                                           suffixes_here):
             parts, text_columns, counts = days.setdefault(int(capture.timestamp // 86_400), ([], [], [0]))
-            parts.append(text.replace("],[", suffix) if rows > 1 else text)
+            parts.append(text.replace("],[", suffix) if count > 1 else text)
             parts.append(suffix)
             text_columns.append(sampled_text_columns(target, columns, [first_row]))
-            counts[0] += rows
+            counts[0] += count
         for day, (parts, text_columns, counts) in days.items():
             pieces.append(Encoded(target, day_folder(target, day), file_header(columns),
                                   as_utf8(["".join(parts)], metrics), counts[0], frozenset().union(*text_columns)))
