@@ -29,13 +29,9 @@ class WSGIDataCollectionMiddleware:
     The same contract as the ASGI ``DataCollectionMiddleware``.
 
     :param app: the WSGI app to wrap.
-    :param routes: what to capture: a list of paths or globs (``"/score"``, ``"POST /v2/*"``), a mapping of
-        path → ``Schema``, or ``Route`` objects; ``None`` captures every POST (or ``MDC_ROUTES``).
-    :param settings: the settings to use; by default ``Settings.from_env()`` (the ``MDC_*`` variables).
-    :param writer: a writer to share (tests, several apps in one process); by default the process's writer
-        for these settings, started on first use.
-    :param overrides: ``Settings`` fields by name (``batch_rows=500``), over ``settings``.
-    :raises ConfigError: a setting or route is invalid; the message names the variable or argument.
+    :param routes, settings, writer, overrides: as for ``DataCollectionMiddleware``.
+    :raises ConfigError: a setting or route is invalid, when the middleware is made (the app's import); the
+        message names the variable or argument.
     """
 
     def __init__(self, app: WSGIApp, routes: RoutesSpec = None, *, settings: Optional[Settings] = None,
