@@ -16,6 +16,10 @@ busy neighbour on a shared machine disturbs less. For on-local the timed span en
 written every row (``flush``), so its CPU column is the whole cost of collecting: request path, queue,
 parsing, CSV and the file writes. "CPU beyond passthrough" divides each mode's extra CPU by the
 passthrough's: the ratios #25 sets targets for.
+
+``--interleaved --rounds 30 --requests 1000`` measures the request path alone (off, passthrough, discard)
+with all three apps in one process, alternated, the quietest view of a change to it; copied into a checkout of
+an older revision it compares the two in one sitting.
 """
 from __future__ import annotations
 
@@ -114,14 +118,47 @@ def child(stack: str, mode: str, requests: int) -> None:
     print(json.dumps({"us": min(walls) / requests * 1e6, "cpu_us": min(cpus) / requests * 1e6}))
 
 
+def interleaved(stacks: list, rounds: int, requests: int) -> None:
+    """off, passthrough and discard of each stack in this one process, alternated request batch by request
+    batch, each mode's least over the rounds: a busy neighbour's slow spell then falls on every mode alike.
+    (on-local cannot join them: discard replaces the writer's submit for the whole process.)"""
+    os.environ.update(BENCH_ENDPOINT="trivial", MDC_ENABLED="true", MDC_LOCAL_DIR=tempfile.mkdtemp(prefix="mdc-bench-"))
+    sys.path.insert(0, str(HERE))
+    import http_apps
+
+    http_apps._discard_captures()
+    rows = []
+    for stack in stacks:
+        runners = {}
+        for mode in ("off", "passthrough", "discard"):
+            http_apps.MODE = mode
+            runners[mode] = (_asgi_runner(http_apps.fastapi_app()) if stack == "fastapi"
+                             else _wsgi_runner(http_apps.flask_app().wsgi_app))
+            runners[mode](300)
+        least = {mode: run(requests) for mode, run in runners.items()}
+        for _ in range(rounds - 1):
+            for mode, run in runners.items():
+                least[mode] = min(least[mode], run(requests))
+        off = least["off"] / requests * 1e6
+        for mode, seconds in least.items():
+            us = seconds / requests * 1e6
+            rows.append([stack, mode, f"{us:.2f}", f"{us - off:+.2f}"])
+    print(table(["stack", "mode", "µs/request (least of the rounds)", "µs beyond off"], rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--stacks", default="fastapi,flask")
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--interleaved", action="store_true",
+                        help="off, passthrough and discard alternated in one process (the request path alone)")
     parser.add_argument("--child", nargs=2, metavar=("STACK", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.interleaved:
+        interleaved(args.stacks.split(","), args.rounds, args.requests)
+        return
     if args.child:
         child(*args.child, args.requests)
         return
