@@ -210,7 +210,7 @@ class _Exchange(Exchange):
                 self.response_encoding = value.decode("latin-1")
             elif name == echo:
                 echo = None  # the app set its own
-        if 200 <= status < 300 or self.policy.collect_all_statuses:  # (policy.wants_status)
+        if self.policy.wants_status(status):
             self.response = BoundedBody(self.plan.max_body_bytes, self.response_type)
         if echo is not None:
             message = {**message, "headers": [*headers, (echo, self.request_id.encode("latin-1"))]}

@@ -288,7 +288,7 @@ class Capture:
             metrics.skip(f"{designation}:{body.reason}")
             return None
         body = _decode_content(body, encoding, self.plan.max_body_bytes)
-        payload = _parse(body, ctype, metrics, designation)
+        payload = parse_payload(body, ctype, metrics, designation)
         if designation == "inputs":
             columns, rows = self.plan.route.schema.extract_inputs(payload)
         else:
@@ -318,7 +318,8 @@ def _decode_content(body: bytes, encoding: str, limit: int) -> bytes:
     return out
 
 
-def _parse(body: bytes, content_type: str, metrics: Metrics, designation: str) -> Any:
+def parse_payload(body: bytes, content_type: str, metrics: Metrics, designation: str) -> Any:
+    """A body as the value it holds, read by its content type; raises PayloadMismatch saying why it cannot be."""
     if not body.strip():
         raise PayloadMismatch("empty_body")
     if media.sniff_media(body[:media.SNIFF_BYTES]):  # whatever it claims to be; after decompression too

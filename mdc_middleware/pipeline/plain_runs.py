@@ -16,14 +16,11 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import orjson
 
 from ..metrics import Metrics
-from ..payloads.captured_request import Capture, blank_media_cells, may_hold_a_long_integer, mime_of
-from ..payloads.media import SNIFF_BYTES, sniff_media
-from ..payloads.schema import INPUT_KEYS, PREDICTION_KEYS, default_names
-from ..records.csv_encoding import plain_rows, row_suffix
-from ..storage.paths import Target
+from ..payloads.captured_request import Capture, blank_media_cells, mime_of, parse_payload
+from ..payloads.schema import INPUT_KEYS, PREDICTION_KEYS, PayloadMismatch, default_names
+from ..records.csv_encoding import plain_rows, row_suffix, same_row_cells
 from .encoder import Encoded, as_utf8, day_folder, encode_captures, file_header, reserved_names, sampled_text_columns
 
 logger = logging.getLogger("mdc_middleware")
@@ -61,10 +58,11 @@ def _encode_plain_run(captures: List[Capture], metrics: Metrics, neutralize: boo
     inputs = _Side(schema.inputs, "feature", neutralize)
     predictions = _Side(schema.predictions, "prediction", neutralize)
     for capture in captures:
-        values = _values(capture.request_body, capture.request_type, capture.request_encoding, _INPUT_KEYS)
+        values = _values(capture.request_body, capture.request_type, capture.request_encoding, _INPUT_KEYS, metrics)
         if values is None or not inputs.add(values):
             return None
-        values = _values(capture.response_body, capture.response_type, capture.response_encoding, _PREDICTION_KEYS)
+        values = _values(capture.response_body, capture.response_type, capture.response_encoding, _PREDICTION_KEYS,
+                         metrics)
         if values is None or not predictions.add(values):
             return None
     if not inputs.finish() or not predictions.finish():
@@ -75,8 +73,7 @@ def _encode_plain_run(captures: List[Capture], metrics: Metrics, neutralize: boo
     pieces: List[Encoded] = []
     captured = 0
     for target, side in ((plan.inputs_target, inputs), (plan.predictions_target, predictions)):
-        if target is not plan.inputs_target and not _same_cells(target, plan.inputs_target, plan.boundary,
-                                                                  neutralize):
+        if not same_row_cells(target, plan.inputs_target, neutralize):
             suffixes_here = [row_suffix(c.correlation_id, c.timestamp, plan.boundary, target, c.request_id,
                                         neutralize) for c in captures]
         else:
@@ -155,21 +152,15 @@ class _Side:
         return True
 
 
-def _same_cells(target: Target, other: Target, boundary: int, neutralize: bool) -> bool:
-    """Whether rows of the two targets end with the same correlation cells (they differ by designation only)."""
-    return row_suffix("", 0.0, boundary, target, "", neutralize) == row_suffix("", 0.0, boundary, other, "",
-                                                                                 neutralize)
-
-
-def _values(body: Any, content_type: str, encoding: str, keys: frozenset) -> Optional[list]:
+def _values(body: Any, content_type: str, encoding: str, keys: frozenset, metrics: Metrics) -> Optional[list]:
     """A body's values (a non-empty list: rows, or scalars of one column), as the schema would find them;
-    None unless the body is plain JSON in one of the shapes this module takes."""
-    if (type(body) is not bytes or encoding or mime_of(content_type) != "application/json"
-            or sniff_media(body[:SNIFF_BYTES]) or may_hold_a_long_integer(body)):
+    None unless the body is uncompressed JSON in one of the shapes this module takes. (What the parser reads
+    and orjson could not write back as it was, NaN or integers past 64 bits, fails ``plain_rows`` later.)"""
+    if type(body) is not bytes or encoding or mime_of(content_type) != "application/json":
         return None
     try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:  # empty, NaN, invalid…: the general way says which
+        document = parse_payload(body, content_type, metrics, "")  # (JSON never counts anything there)
+    except PayloadMismatch:  # empty, media, invalid…: the general way says which and counts it
         return None
     if type(document) is dict:
         if len(document) != 1:

@@ -300,12 +300,17 @@ def share_row_suffix(records: Sequence[Record], neutralize: bool) -> None:
     predictions of one captured request (same ids and time, targets that differ only by designation)."""
     first = records[0]
     suffix = (neutralize, _row_suffix(first, neutralize))
-    cells = _target_cells(first.target, neutralize)
     for record in records:
         if (record.correlation_id is first.correlation_id and record.request_id is first.request_id
                 and record.timestamp == first.timestamp and record.boundary == first.boundary
-                and _target_cells(record.target, neutralize) == cells):
+                and same_row_cells(record.target, first.target, neutralize)):
             record.row_suffix = suffix
+
+
+def same_row_cells(target: Target, other: Target, neutralize: bool) -> bool:
+    """Whether rows of the two targets carry the same target cells (workspace, service, model, version): the
+    inputs, predictions and unparsed targets of one route, which differ by designation only."""
+    return target is other or _target_cells(target, neutralize) == _target_cells(other, neutralize)
 
 
 def _field(value: Any) -> str:
