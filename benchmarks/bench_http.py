@@ -8,7 +8,9 @@ process on CPU 1), a trivial endpoint and one with a small real model (scikit-le
 on iris), one row per request. Modes:
 
     off                    no middleware
-    passthrough            a middleware that only wraps the body streams: the floor for any capture
+    passthrough            a middleware that only wraps the body streams and keeps references
+    floor-discard          the least a capture's request path can do (floor_collector.py), captures thrown away
+    floor                  the same, and a thread writing each row to CSV: the least collection can cost
     discard                mdc-middleware, captures thrown away at the queue: the request path alone
     on-local, on-azurite   mdc-middleware writing to a local folder / to Azurite (MDC_ENCODER=thread)
     on-local-helper-core0  MDC_ENCODER=process, the helper left on the server's core
@@ -66,13 +68,14 @@ wrk.body = '{body}'
 wrk.headers["Content-Type"] = "application/json"
 {pacing}"""
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
-PEERS = ("peer-aml", "peer-jsonlog")  # collection without us, for comparison (http_apps.py says how)
+PEERS = ("peer-aml", "peer-jsonlog")
+FLOORS = ("floor-discard", "floor")  # the least a capture can cost (floor_collector.py)  # collection without us, for comparison (http_apps.py says how)
 
 
 def start(stack: str, mode: str, endpoint: str, storage: dict) -> tuple:
     port = free_port()
     env = dict(os.environ, BENCH_STACK=stack,
-               BENCH_MODE=mode if mode in ("off", "basehttp", "passthrough", "discard", *PEERS) else "on",
+               BENCH_MODE=mode if mode in ("off", "basehttp", "passthrough", "discard", *FLOORS, *PEERS) else "on",
                BENCH_ENDPOINT=endpoint,
                PYTHONPATH=f"{HERE}{os.pathsep}{ROOT}", **storage)
     if mode != "off" and mode not in PEERS:
@@ -261,7 +264,7 @@ def main() -> None:
                                  f"{median([r['cpu_us'] for r in runs[mode]]):.0f}",
                                  " / ".join(f"{median([r[f'{kind}_us'] for r in runs[mode]]):.0f}"
                                             for kind in ("main", "threads", "helper")),
-                                 "—" if mode in ("off", "passthrough", "discard", *PEERS) else
+                                 "—" if mode in ("off", "passthrough", "discard", *FLOORS, *PEERS) else
                                  ("all" if complete else "MISSING")])
     print()
     print(table(["stack", "endpoint", "mode", "req/s", "vs off", "p50 ms", "p99 ms", "CPU µs/req",

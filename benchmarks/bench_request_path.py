@@ -7,9 +7,11 @@ more than most changes to the request path are worth. Here the same apps (benchm
 trivial endpoint) are called directly: the FastAPI app as ASGI with a stand-in server's receive and send,
 the Flask app as WSGI with a fresh environ per request. Each (stack, mode) runs in a process of its own, in
 turn, for several rounds; the table gives the least µs per request over the rounds (the run a busy
-neighbour disturbed least) and its ratio to "off" (what requests/s would be if the server cost nothing). Modes as in bench_http.py: off, passthrough (a middleware
-that only wraps the body streams), discard (our request path, captures thrown away at the queue) and
-on-local (collection to a local folder: the writer thread's parsing and CSV run in this process too).
+neighbour disturbed least) and its ratio to "off" (what requests/s would be if the server cost nothing).
+Modes as in bench_http.py: off, passthrough (a middleware that only wraps the body streams), discard (our request path, captures thrown away at the queue), on-local
+(collection to a local folder: the writer thread's parsing and CSV run in this process too), and the floor
+(``floor_collector.py``: the least a capture into CSV can do in Python, without bounds, counters, request ids,
+schemas or any of the safety), as ``floor-discard`` (its request path alone) and ``floor`` (with its writer).
 
 Two clocks: wall time, and the CPU time of the whole process (every thread, ``time.process_time``), which a
 busy neighbour on a shared machine disturbs less. For on-local the timed span ends when the writer has
@@ -17,8 +19,8 @@ written every row (``flush``), so its CPU column is the whole cost of collecting
 parsing, CSV and the file writes. "CPU beyond passthrough" divides each mode's extra CPU by the
 passthrough's: the ratios #25 sets targets for.
 
-``--interleaved --rounds 30 --requests 1000`` measures the request path alone (off, passthrough, discard)
-with all three apps in one process, alternated, the quietest view of a change to it; copied into a checkout of
+``--interleaved --rounds 30 --requests 1000`` measures the request path alone (off, passthrough, floor-discard,
+discard) with the four apps in one process, alternated, the quietest view of a change to it; copied into a checkout of
 an older revision it compares the two in one sitting.
 """
 from __future__ import annotations
@@ -38,7 +40,7 @@ from common import table  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 BODY = json.dumps({"data": [[5.1, 3.5, 1.4, 0.2]]}).encode()
-MODES = ("off", "passthrough", "discard", "on-local")
+MODES = ("off", "passthrough", "floor-discard", "discard", "floor", "on-local")
 
 
 def _asgi_runner(app):
@@ -106,20 +108,25 @@ def child(stack: str, mode: str, requests: int) -> None:
     import mdc_middleware
 
     run = _asgi_runner(http_apps.fastapi) if stack == "fastapi" else _wsgi_runner(http_apps.flask.wsgi_app)
+    def flush() -> None:  # the writer's share of the work is in the span (no-op without one)
+        mdc_middleware.flush(30)
+        if http_apps.FLOOR is not None:
+            http_apps.FLOOR.flush()
+
     run(500)
-    mdc_middleware.flush(30)
+    flush()
     walls, cpus = [], []
     for _ in range(3):
         cpu = time.process_time()
         walls.append(run(requests))
-        mdc_middleware.flush(30)  # the writer's share of the work is in the span (no-op without one)
+        flush()
         cpus.append(time.process_time() - cpu)
     mdc_middleware.shutdown(30)
     print(json.dumps({"us": min(walls) / requests * 1e6, "cpu_us": min(cpus) / requests * 1e6}))
 
 
 def interleaved(stacks: list, rounds: int, requests: int) -> None:
-    """off, passthrough and discard of each stack in this one process, alternated request batch by request
+    """off, passthrough, floor-discard and discard of each stack in this one process, alternated request batch by request
     batch, each mode's least over the rounds: a busy neighbour's slow spell then falls on every mode alike.
     (on-local cannot join them: discard replaces the writer's submit for the whole process.)"""
     os.environ.update(BENCH_ENDPOINT="trivial", MDC_ENABLED="true", MDC_LOCAL_DIR=tempfile.mkdtemp(prefix="mdc-bench-"))
@@ -130,7 +137,7 @@ def interleaved(stacks: list, rounds: int, requests: int) -> None:
     rows = []
     for stack in stacks:
         runners = {}
-        for mode in ("off", "passthrough", "discard"):
+        for mode in ("off", "passthrough", "floor-discard", "discard"):
             http_apps.MODE = mode
             runners[mode] = (_asgi_runner(http_apps.fastapi_app()) if stack == "fastapi"
                              else _wsgi_runner(http_apps.flask_app().wsgi_app))
@@ -179,13 +186,15 @@ def main() -> None:
     for stack in stacks:
         off = min(results[(stack, "off")]) if "off" in modes else None
         off_cpu = min(cpu[(stack, "off")]) if "off" in modes else None
-        floor = (min(cpu[(stack, "passthrough")]) - off_cpu) if off_cpu and "passthrough" in modes else None
+        passthrough_extra = ((min(cpu[(stack, "passthrough")]) - off_cpu) if off_cpu and "passthrough" in modes
+                             else None)
         for mode in modes:
             us, cpu_us = min(results[(stack, mode)]), min(cpu[(stack, mode)])
             extra = cpu_us - off_cpu if off_cpu else None
             rows.append([stack, mode, f"{us:.1f}", f"{off / us:.3f}" if off else "—",
                          f"{cpu_us:.1f}", f"{extra:+.1f}" if extra is not None else "—",
-                         f"{extra / floor:.1f}×" if floor and floor > 0 and extra is not None else "—"])
+                         (f"{extra / passthrough_extra:.1f}×" if passthrough_extra and passthrough_extra > 0
+                          and extra is not None else "—")])
     print()
     print(table(["stack", "mode", "wall µs/request", "vs off", "CPU µs/request", "CPU beyond off",
                  "CPU beyond off ÷ passthrough's"], rows))

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -67,6 +68,22 @@ def _peer_logger():
     return None
 
 
+FLOOR = None  # the floor mode's writer (floor_collector.py)
+
+
+def _floor_put():
+    """Where the floor middleware puts a capture: its writer's queue; for ``floor-discard`` (the request path
+    alone) a bounded deque nobody reads, as the passthrough keeps its references."""
+    global FLOOR
+    from floor_collector import FloorWriter
+
+    if MODE == "floor-discard":
+        return collections.deque(maxlen=1000).append
+    if FLOOR is None:
+        FLOOR = FloorWriter(os.environ.get("MDC_LOCAL_DIR") or tempfile.mkdtemp(prefix="mdc-floor-"))
+    return FLOOR.queue.append
+
+
 def _discard_captures():
     from mdc_middleware.pipeline.writer import Writer
 
@@ -101,6 +118,10 @@ def fastapi_app():
         app.add_middleware(_base_http_capture())
     elif MODE == "passthrough":
         app.add_middleware(_AsgiPassthrough)
+    elif MODE in ("floor", "floor-discard"):
+        from floor_collector import AsgiFloor
+
+        app.add_middleware(AsgiFloor, routes=["/score"], put=_floor_put())
     return app
 
 
@@ -233,6 +254,10 @@ def flask_app():
         app.wsgi_app = WSGIDataCollectionMiddleware(app.wsgi_app, routes=_schema())
     elif MODE == "passthrough":
         app.wsgi_app = _WsgiPassthrough(app.wsgi_app)
+    elif MODE in ("floor", "floor-discard"):
+        from floor_collector import WsgiFloor
+
+        app.wsgi_app = WsgiFloor(app.wsgi_app, ["/score"], _floor_put())
     return app
 
 
