@@ -31,6 +31,7 @@ class FloorWriter:
 
     def __init__(self, directory: str) -> None:
         self.queue: collections.deque = collections.deque()
+        os.makedirs(directory, exist_ok=True)
         self.inputs = open(os.path.join(directory, "floor-inputs.csv"), "ab")
         self.predictions = open(os.path.join(directory, "floor-predictions.csv"), "ab")
         self._wake = threading.Event()
