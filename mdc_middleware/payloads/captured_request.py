@@ -217,7 +217,8 @@ class Capture:
         (_, request_body, headers, response_body, response_type, response_encoding, correlation_id, request_id,
          timestamp) = raw
         found = dict(headers)
-        kept = tuple((name, found[name][:MAX_HEADER_VALUE]) for name in plan.collect_headers if name in found)
+        kept = (tuple((name, found[name][:MAX_HEADER_VALUE]) for name in plan.collect_headers if name in found)
+                if plan.collect_headers else ())
         return cls(plan, request_body, found.get("content-type", ""), found.get("content-encoding", ""),
                    response_body, response_type, response_encoding, correlation_id, request_id, timestamp, kept)
 

@@ -49,13 +49,14 @@ class InThreadEncoder:
 
     def encode(self, captures: List[RawCapture], deadline: Optional[float] = None) -> Iterator[Encoded]:
         for chunk in _chunks(captures):
-            jsonl = [raw for raw in chunk if plan_by_id(raw[0]).inputs_target.layout == "jsonl"]
-            if jsonl:
-                for raw in jsonl:
-                    records = Capture.from_raw(raw, plan_by_id(raw[0])).to_records(self.metrics)
-                    yield from encode_records_jsonl(records, self.metrics)
-                chunk = [raw for raw in chunk if plan_by_id(raw[0]).inputs_target.layout != "jsonl"]
-            yield from encode_run([Capture.from_raw(raw, plan_by_id(raw[0])) for raw in chunk], self.metrics,
+            pairs = [(raw, plan_by_id(raw[0])) for raw in chunk]
+            if any(plan.inputs_target.layout == "jsonl" for _, plan in pairs):
+                for raw, plan in pairs:
+                    if plan.inputs_target.layout == "jsonl":
+                        records = Capture.from_raw(raw, plan).to_records(self.metrics)
+                        yield from encode_records_jsonl(records, self.metrics)
+                pairs = [(raw, plan) for raw, plan in pairs if plan.inputs_target.layout != "jsonl"]
+            yield from encode_run([Capture.from_raw(raw, plan) for raw, plan in pairs], self.metrics,
                                   self.neutralize_formulas)
             self.pause()
 

@@ -217,6 +217,12 @@ def _text_of(record: Record, columns: Sequence[str]) -> frozenset:
     return sampled_text_columns(record.target, columns, record.data)
 
 
+def text_samples_left(target: Target, columns: Sequence[str]) -> int:
+    """How many more records of ``target`` and ``columns`` ``sampled_text_columns`` would look at; after them it
+    returns an empty set without looking."""
+    return max(0, _SAMPLED_RECORDS - _sampled.get((id(target), tuple(columns)), 0))
+
+
 def sampled_text_columns(target: Target, columns: Sequence[str], data: Any) -> frozenset:
     """The columns of ``data`` that hold text in its first row, for the first records of each target and set
     of columns; an empty set for the rest."""

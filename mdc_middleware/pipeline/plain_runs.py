@@ -21,7 +21,8 @@ from ..metrics import Metrics
 from ..payloads.captured_request import Capture, blank_media_cells, mime_of, parse_payload
 from ..payloads.schema import INPUT_KEYS, PREDICTION_KEYS, PayloadMismatch, default_names
 from ..records.csv_encoding import plain_rows, row_suffix, same_row_cells
-from .encoder import Encoded, as_utf8, day_folder, encode_captures, file_header, reserved_names, sampled_text_columns
+from .encoder import (Encoded, as_utf8, day_folder, encode_captures, file_header, reserved_names, sampled_text_columns,
+                      text_samples_left)
 
 logger = logging.getLogger("mdc_middleware")
 
@@ -70,6 +71,13 @@ def _encode_plain_run(captures: List[Capture], metrics: Metrics, neutralize: boo
     # Counted only now: a run that did not qualify is counted by the general way alone.
     suffixes = [row_suffix(c.correlation_id, c.timestamp, plan.boundary, plan.inputs_target, c.request_id, neutralize)
                 for c in captures]
+    days = [int(c.timestamp // 86_400) for c in captures]
+    by_day: Dict[int, List[int]] = {}  # day → the captures of that day, in order
+    if days[0] == days[-1] and days.count(days[0]) == len(days):
+        by_day[days[0]] = list(range(len(captures)))
+    else:
+        for index, day in enumerate(days):
+            by_day.setdefault(day, []).append(index)
     pieces: List[Encoded] = []
     captured = 0
     for target, side in ((plan.inputs_target, inputs), (plan.predictions_target, predictions)):
@@ -79,18 +87,22 @@ def _encode_plain_run(captures: List[Capture], metrics: Metrics, neutralize: boo
         else:
             suffixes_here = suffixes
         columns = side.columns
-        days: Dict[int, Tuple[List[str], List[frozenset], List[int]]] = {}
-        for capture, text, count, first_row, suffix in zip(captures, side.texts, side.counts, side.first_rows,
-                                                           suffixes_here):
-            parts, text_columns, counts = days.setdefault(int(capture.timestamp // 86_400), ([], [], [0]))
-            parts.append(text.replace("],[", suffix) if count > 1 else text)
-            parts.append(suffix)
-            text_columns.append(sampled_text_columns(target, columns, [first_row]))
-            counts[0] += count
-        for day, (parts, text_columns, counts) in days.items():
+        # What sampled_text_columns would say of each capture: it looks at the first few of a target only.
+        sampled = [sampled_text_columns(target, columns, [row])
+                   for row in side.first_rows[:text_samples_left(target, columns)]]
+        lines = [text.replace("],[", suffix) + suffix if count > 1 else text + suffix
+                 for text, count, suffix in zip(side.texts, side.counts, suffixes_here)]
+        counts = side.counts
+        for day, indices in by_day.items():
+            if len(indices) == len(captures):  # all of one day, as nearly always
+                rows, text, day_lines = sum(counts), frozenset().union(*sampled), lines
+            else:
+                rows = sum(counts[index] for index in indices)
+                text = frozenset().union(*(sampled[index] for index in indices if index < len(sampled)))
+                day_lines = [lines[index] for index in indices]
             pieces.append(Encoded(target, day_folder(target, day), file_header(columns),
-                                  as_utf8(["".join(parts)], metrics), counts[0], frozenset().union(*text_columns)))
-            captured += counts[0]
+                                  as_utf8(["".join(day_lines)], metrics), rows, text))
+            captured += rows
     metrics.add("rows_captured", captured)
     metrics.add("rows_enqueued", captured)
     return pieces

@@ -138,6 +138,27 @@ def test_what_scoring_clients_send_takes_the_fast_way(request_body, response_bod
     assert metrics.totals()[0]["rows_captured"] == 16 * rows + 16 * (2 if isinstance(response_body, list) else 1)
 
 
+@pytest.mark.parametrize("text_at", [3, 7, 8, 12])
+def test_text_columns_are_noted_from_the_same_first_requests_either_way(text_at):
+    """Which columns held text is read from the first few requests of a target only (``sampled_text_columns``);
+    past them a text label is not looked at. Runs after the first see the sampler part-used."""
+    settings = Settings.from_env({}, enabled=True, local_dir="/nonexistent")
+    plan = CapturePolicy({"/score": Schema(inputs=["a"], predictions=["y"], model_name="m")}, settings,
+                         writer=None).select("POST", "/score")
+    captures = [Capture.from_raw((plan.id, b'{"data": [[1]]}', (("content-type", "application/json"),),
+                                  b'["setosa"]' if i == text_at else b"[0]", "application/json", "", f"c{i}", f"r{i}",
+                                  MIDNIGHT + i), plan) for i in range(20)]
+    noted = {}
+    for name, encode in (("fast", encode_run), ("general", encoder.encode_captures)):
+        encoder._sampled.clear()
+        runs = [encode(captures[start:start + 5], Metrics(), True) for start in range(0, 20, 5)]
+        noted[name] = [files(pieces) for pieces in runs]
+    assert noted["fast"] == noted["general"]
+    predictions = [text for pieces in noted["fast"] for (designation, _, _), (_, _, text) in pieces.items()
+                   if designation == "predictions"]
+    assert (frozenset({"y"}) in predictions) == (text_at < 8)
+
+
 def test_a_run_with_field_rules_or_header_columns_goes_the_general_way():
     settings = Settings.from_env({}, enabled=True, local_dir="/nonexistent", collect_headers=("x-client",))
     plan = CapturePolicy({"/score": Schema(inputs=["a"], model_name="m")}, settings, writer=None).select(
