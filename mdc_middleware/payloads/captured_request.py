@@ -321,13 +321,10 @@ def _decode_content(body: bytes, encoding: str, limit: int) -> bytes:
 
 def parse_payload(body: bytes, content_type: str, metrics: Metrics, designation: str) -> Any:
     """A body as the value it holds, read by its content type; raises PayloadMismatch saying why it cannot be."""
-    if not body.strip():
-        raise PayloadMismatch("empty_body")
-    if media.sniff_media(body[:media.SNIFF_BYTES]):  # whatever it claims to be; after decompression too
-        raise PayloadMismatch("media_magic_bytes")
     mime = mime_of(content_type)
-    if mime == "application/json":  # what scoring clients send: straight to the parser
-        return _unwrapped(parse_json(body))
+    if mime == "application/json":  # what scoring clients send
+        return parse_json_payload(body)
+    _refuse_empty_or_media(body)
     if mime == "multipart/form-data":
         return _parse_multipart(body, content_type, metrics, designation)
     if mime == "application/x-www-form-urlencoded" and body.lstrip()[:1] not in (b"{", b"["):
@@ -347,6 +344,19 @@ def parse_payload(body: bytes, content_type: str, metrics: Metrics, designation:
             return _plain_text(body, content_type)
         raise
     return _unwrapped(payload)
+
+
+def parse_json_payload(body: bytes) -> Any:
+    """A body sent as ``application/json``, read as ``parse_payload`` reads it."""
+    _refuse_empty_or_media(body)
+    return _unwrapped(parse_json(body))
+
+
+def _refuse_empty_or_media(body: bytes) -> None:
+    if not body or body.isspace():  # (what strip() would leave empty, without copying the body)
+        raise PayloadMismatch("empty_body")
+    if media.sniff_media(body[:media.SNIFF_BYTES]):  # whatever it claims to be; after decompression too
+        raise PayloadMismatch("media_magic_bytes")
 
 
 def _unwrapped(payload: Any) -> Any:
@@ -434,9 +444,17 @@ _LONG_INTEGER = b"0" * 19
 _LONG_INTEGER_AFTER_BLANK = b" " + _LONG_INTEGER
 
 
+# The same test as a pattern: nineteen digits, not after a digit, a "." or an exponent's "e". Faster than the
+# translation on short bodies (one-row requests, predictions); its look-behind at every byte makes it slower on long ones.
+_LONG_INTEGER_PATTERN = re.compile(rb"(?<![0-9.eE])[0-9]{19}")
+_PATTERN_UP_TO = 512
+
+
 def may_hold_a_long_integer(body: bytes) -> bool:
     """Whether the body may hold an integer past 64 bits, which orjson would read as a float, rounded,
     without a word (99999999999999999999999 → 1e+23). In C: about a third of orjson's own time."""
+    if len(body) <= _PATTERN_UP_TO:
+        return len(body) >= 19 and _LONG_INTEGER_PATTERN.search(body) is not None
     shaped = body.translate(_INTEGER_SHAPE)
     return _LONG_INTEGER_AFTER_BLANK in shaped or shaped.startswith(_LONG_INTEGER)
 

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 
 from ..metrics import Metrics
-from ..payloads.captured_request import Capture, blank_media_cells, mime_of, parse_payload
+from ..payloads.captured_request import Capture, blank_media_cells, mime_of, parse_json_payload
 from ..payloads.schema import INPUT_KEYS, PREDICTION_KEYS, PayloadMismatch, default_names
 from ..records.csv_encoding import plain_rows, row_suffix, same_row_cells
 from .encoder import (Encoded, as_utf8, day_folder, encode_captures, file_header, reserved_names, sampled_text_columns,
@@ -59,11 +59,10 @@ def _encode_plain_run(captures: List[Capture], metrics: Metrics, neutralize: boo
     inputs = _Side(schema.inputs, "feature", neutralize)
     predictions = _Side(schema.predictions, "prediction", neutralize)
     for capture in captures:
-        values = _values(capture.request_body, capture.request_type, capture.request_encoding, _INPUT_KEYS, metrics)
+        values = _values(capture.request_body, capture.request_type, capture.request_encoding, _INPUT_KEYS)
         if values is None or not inputs.add(values):
             return None
-        values = _values(capture.response_body, capture.response_type, capture.response_encoding, _PREDICTION_KEYS,
-                         metrics)
+        values = _values(capture.response_body, capture.response_type, capture.response_encoding, _PREDICTION_KEYS)
         if values is None or not predictions.add(values):
             return None
     if not inputs.finish() or not predictions.finish():
@@ -164,14 +163,14 @@ class _Side:
         return True
 
 
-def _values(body: Any, content_type: str, encoding: str, keys: frozenset, metrics: Metrics) -> Optional[list]:
+def _values(body: Any, content_type: str, encoding: str, keys: frozenset) -> Optional[list]:
     """A body's values (a non-empty list: rows, or scalars of one column), as the schema would find them;
     None unless the body is uncompressed JSON in one of the shapes this module takes. (What the parser reads
     and orjson could not write back as it was, NaN or integers past 64 bits, fails ``plain_rows`` later.)"""
     if type(body) is not bytes or encoding or mime_of(content_type) != "application/json":
         return None
     try:
-        document = parse_payload(body, content_type, metrics, "")  # (JSON never counts anything there)
+        document = parse_json_payload(body)
     except PayloadMismatch:  # empty, media, invalid…: the general way says which and counts it
         return None
     if type(document) is dict:

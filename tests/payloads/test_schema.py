@@ -1,6 +1,8 @@
 import io
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mdc_middleware import PayloadMismatch, Schema
 
@@ -151,3 +153,16 @@ def test_json_without_long_integers_takes_orjson():
 
     assert not may_hold_a_long_integer(b'{"data": [[0.0012345678901234567, 9223372036854775, -1e-05]]}')
     assert may_hold_a_long_integer(b"12345678901234567890")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from([b"1", b"9", b"0", b".", b"e", b"E", b"-", b" ", b",", b"[", b'"', b"\xff", b"1" * 18,
+                                 b"1" * 19, b"7" * 25]), max_size=60).map(b"".join))
+def test_the_short_body_test_for_long_integers_answers_as_the_translation_does(body):
+    """Short bodies are tested with a pattern, long ones by translating their bytes: the same answer."""
+    from mdc_middleware.payloads import captured_request as cr
+
+    shaped = body.translate(cr._INTEGER_SHAPE)
+    translated = cr._LONG_INTEGER_AFTER_BLANK in shaped or shaped.startswith(cr._LONG_INTEGER)
+    assert cr.may_hold_a_long_integer(body) == translated
+    assert cr.may_hold_a_long_integer(body + b" " * cr._PATTERN_UP_TO) == translated  # the translation's way
