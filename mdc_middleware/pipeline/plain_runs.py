@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ..metrics import Metrics
 from ..payloads.captured_request import Capture, blank_media_cells, mime_of, parse_json_payload
 from ..payloads.schema import INPUT_KEYS, PREDICTION_KEYS, PayloadMismatch, default_names
-from ..records.csv_encoding import plain_rows, row_suffix, same_row_cells
+from ..records.csv_encoding import plain_rows, row_suffixes, same_row_cells
 from .encoder import (Encoded, as_utf8, day_folder, encode_captures, file_header, reserved_names, sampled_text_columns,
                       text_samples_left)
 
@@ -68,8 +68,8 @@ def _encode_plain_run(captures: List[Capture], metrics: Metrics, neutralize: boo
     if not inputs.finish() or not predictions.finish():
         return None
     # Counted only now: a run that did not qualify is counted by the general way alone.
-    suffixes = [row_suffix(c.correlation_id, c.timestamp, plan.boundary, plan.inputs_target, c.request_id, neutralize)
-                for c in captures]
+    ids_and_times = [(c.correlation_id, c.timestamp, c.request_id) for c in captures]
+    suffixes = row_suffixes(ids_and_times, plan.boundary, plan.inputs_target, neutralize)
     days = [int(c.timestamp // 86_400) for c in captures]
     by_day: Dict[int, List[int]] = {}  # day → the captures of that day, in order
     if days[0] == days[-1] and days.count(days[0]) == len(days):
@@ -81,8 +81,7 @@ def _encode_plain_run(captures: List[Capture], metrics: Metrics, neutralize: boo
     captured = 0
     for target, side in ((plan.inputs_target, inputs), (plan.predictions_target, predictions)):
         if not same_row_cells(target, plan.inputs_target, neutralize):
-            suffixes_here = [row_suffix(c.correlation_id, c.timestamp, plan.boundary, target, c.request_id,
-                                        neutralize) for c in captures]
+            suffixes_here = row_suffixes(ids_and_times, plan.boundary, target, neutralize)
         else:
             suffixes_here = suffixes
         columns = side.columns

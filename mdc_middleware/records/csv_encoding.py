@@ -10,7 +10,7 @@ import json
 import math
 import re
 import time
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import orjson
@@ -290,9 +290,19 @@ def _row_suffix(record: Record, neutralize: bool) -> str:
 def row_suffix(correlation_id: str, timestamp: float, boundary: int, target: Target, request_id: str,
                neutralize: bool) -> str:
     """The correlation cells of a row, each after a comma, and the line end."""
-    return (f",{_field(_cell(correlation_id, neutralize))},{format_timestamp(timestamp)},"
-            f"{boundary},{_target_text(target, neutralize)},"
-            f"{_field(_cell(request_id, neutralize))}{LINE_END}")
+    return row_suffixes(((correlation_id, timestamp, request_id),), boundary, target, neutralize)[0]
+
+
+def row_suffixes(ids_and_times: Iterable[Tuple[str, float, str]], boundary: int, target: Target,
+                 neutralize: bool) -> List[str]:
+    """``row_suffix`` of each (correlation id, timestamp, request id), the cells they share worked out once."""
+    shared = f",{boundary},{_target_text(target, neutralize)},"
+    suffixes = []
+    for correlation_id, timestamp, request_id in ids_and_times:
+        correlation = _field(_cell(correlation_id, neutralize))
+        request = correlation if request_id is correlation_id else _field(_cell(request_id, neutralize))
+        suffixes.append(f",{correlation},{format_timestamp(timestamp)}{shared}{request}{LINE_END}")
+    return suffixes
 
 
 def share_row_suffix(records: Sequence[Record], neutralize: bool) -> None:
