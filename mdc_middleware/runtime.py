@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextvars
+import functools
 import logging
 import os
 import signal
 import threading
 import time
-from typing import Dict, List, NamedTuple, Optional
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from . import startup
 from .config import Settings, check_writable_directory
@@ -39,6 +40,10 @@ class RequestContext(NamedTuple):
 
 current_request: "contextvars.ContextVar[Optional[RequestContext]]" = contextvars.ContextVar(
     "mdc_current_request", default=None)
+
+# ``RequestContext((correlation_id, request_id))`` without the Python-level ``__new__`` a NamedTuple has: the
+# middleware makes one for every captured request.
+request_context: Callable[[Tuple[str, str]], RequestContext] = functools.partial(tuple.__new__, RequestContext)
 
 class WriterRegistry:
     """The writers of this process, one per destination (``Settings.sink_key``), and those retired (an ASGI

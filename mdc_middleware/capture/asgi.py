@@ -116,7 +116,7 @@ class DataCollectionMiddleware:
         if exchange is None:
             await self.app(scope, receive, send)
             return
-        token = runtime.current_request.set(runtime.RequestContext(exchange.correlation_id, exchange.request_id))
+        token = runtime.current_request.set(runtime.request_context((exchange.correlation_id, exchange.request_id)))
         try:
             await self.app(scope, exchange.receive, exchange.send)
         finally:

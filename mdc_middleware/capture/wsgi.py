@@ -64,7 +64,7 @@ class WSGIDataCollectionMiddleware:
             exchange = None
         if exchange is None:
             return self.app(environ, start_response)
-        token = runtime.current_request.set(runtime.RequestContext(exchange.correlation_id, exchange.request_id))
+        token = runtime.current_request.set(runtime.request_context((exchange.correlation_id, exchange.request_id)))
         try:
             exchange.body = self.app(environ, exchange.start_response)
         finally:
