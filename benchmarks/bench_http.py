@@ -13,6 +13,7 @@ on iris), one row per request. Modes:
     floor                  the same, and a thread writing each row to CSV: the least collection can cost
     discard                mdc-middleware, captures thrown away at the queue: the request path alone
     on-local, on-azurite   mdc-middleware writing to a local folder / to Azurite (MDC_ENCODER=thread)
+    on-local-journal       on-local with the write-ahead journal on (MDC_SPOOL_DIR set; on-azurite has it too)
     on-local-helper-core0  MDC_ENCODER=process, the helper left on the server's core
     on-local-helper,       MDC_ENCODER=process, the helper moved to the other core (where wrk runs)
     on-azurite-helper
@@ -165,6 +166,11 @@ def free_helpers(pid: int) -> int:
     return moved
 
 
+def writes_rows(mode: str) -> bool:
+    """Whether a mode's rows are counted in storage after its run (peer-aml's go to a stand-in that keeps none)."""
+    return mode.startswith("on") or mode in ("basehttp", "floor", "peer-jsonlog")
+
+
 def collected_requests(mode: str, storage: dict, server, rows_per_request: int) -> int:
     """Requests whose rows are in storage."""
     if mode.startswith("on-local"):
@@ -176,6 +182,9 @@ def collected_requests(mode: str, storage: dict, server, rows_per_request: int) 
         return len(read_collected(client, "inputs")) // rows_per_request
     if mode == "basehttp":
         return len(read_collected(storage["MDC_LOCAL_DIR"], "inputs")) // rows_per_request
+    if mode == "floor":
+        with open(Path(storage["MDC_LOCAL_DIR"]) / "floor-inputs.csv", "rb") as lines:
+            return sum(1 for _ in lines) // rows_per_request
     if mode == "peer-jsonlog":
         with open(storage["BENCH_LOG_FILE"], "rb") as lines:
             return sum(1 for _ in lines)
@@ -225,6 +234,8 @@ def main() -> None:
                                        "AZUREML_MDC_PORT": str(sidecar_port)}
                         elif mode == "peer-jsonlog":
                             storage = {"BENCH_LOG_FILE": str(scratch / f"{uuid.uuid4().hex}.jsonl")}
+                        if mode == "on-local-journal":
+                            storage["MDC_SPOOL_DIR"] = str(scratch / uuid.uuid4().hex)
                         if mode.startswith("on-azurite"):
                             storage = {"MDC_STORAGE_CONNECTION_STRING": server.connection_string,
                                        "MDC_CONTAINER": f"bench{uuid.uuid4().hex[:12]}",
@@ -252,7 +263,7 @@ def main() -> None:
                               f"server CPU {result['cpu_us']:.0f} µs/request (main threads "
                               f"{result['main_us']:.0f}, other threads {result['threads_us']:.0f}, "
                               f"helper {result['helper_us']:.0f}), "
-                              f"collected {result['collected']}/{served if mode.startswith('on') or mode == 'basehttp' else 0}", flush=True)
+                              f"collected {result['collected']}/{served if writes_rows(mode) else 0}", flush=True)
                 base = median([r["rps"] for r in runs["off"]])
                 for mode in modes:
                     rps = median([r["rps"] for r in runs[mode]])
@@ -264,8 +275,7 @@ def main() -> None:
                                  f"{median([r['cpu_us'] for r in runs[mode]]):.0f}",
                                  " / ".join(f"{median([r[f'{kind}_us'] for r in runs[mode]]):.0f}"
                                             for kind in ("main", "threads", "helper")),
-                                 "—" if mode in ("off", "passthrough", "discard", *FLOORS, *PEERS) else
-                                 ("all" if complete else "MISSING")])
+                                 ("all" if complete else "MISSING") if writes_rows(mode) else "—"])
     print()
     print(table(["stack", "endpoint", "mode", "req/s", "vs off", "p50 ms", "p99 ms", "CPU µs/req",
                  "of which main / other threads / helper", "rows collected"],
