@@ -118,7 +118,7 @@ class WsgiFloor:
             return self.app(environ, start_response)
         correlation_id = f"{_PREFIX}{next(self.counter):012x}"
         request = []
-        environ["wsgi.input"] = _TeeInput(environ["wsgi.input"], request)
+        environ["wsgi.input"] = TeeInput(environ["wsgi.input"], request)
         token = current.set(correlation_id)
         try:
             body = self.app(environ, start_response)
@@ -127,7 +127,10 @@ class WsgiFloor:
         return _TeeBody(body, request, correlation_id, time.time(), self.put)
 
 
-class _TeeInput:
+class TeeInput:
+    """A WSGI input stream that keeps what the app reads (the passthrough mode uses it too)."""
+
+    # A class made once: one made per request cost 4 µs of the floor.
     __slots__ = ("stream", "kept")
 
     def __init__(self, stream, kept):
