@@ -11,6 +11,11 @@ it wakes, once idle and once while the writer's threads turn a backlog of rows i
 Then the encoding of captured JSON requests (what the middleware queues), µs per request: record by record,
 a run of 16 the general way (encode_captures), and a run of 16 as the batcher encodes it (plain_runs.encode_run:
 alike requests together, which these are).
+
+``--beside-requests``: the same one-row captures encoded on a thread of their own, as the batcher does (runs
+of 128, the encoder's pauses on or off), while the main thread sleeps and while it runs Python: the thread's
+own CPU per capture. What a running server's writer pays beyond the encoding itself (GIL hand-overs, caches
+the other thread filled).
 """
 from __future__ import annotations
 
@@ -60,7 +65,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--lag-only", action="store_true", help="only the event-loop lag measurement")
     parser.add_argument("--encode-only", action="store_true", help="only the encoding of captured requests")
+    parser.add_argument("--beside-requests", action="store_true",
+                        help="only the encoding thread's CPU with the main thread idle and busy")
     args = parser.parse_args()
+    if args.beside_requests:
+        encoding_beside_a_busy_thread(args.repeat)
+        return
     if args.encode_only:
         capture_encoding(args.repeat)
         return
@@ -136,22 +146,87 @@ def loop_lag(rows: int) -> dict:
     return {"idle": summary(idle), "busy": summary(busy)}
 
 
+def _score_plan(directory: str):
+    """The route plan of a four-feature ``/score`` route answered with one prediction."""
+    from mdc_middleware import Schema, Settings
+    from mdc_middleware.capture.policy import CapturePolicy
+
+    settings = Settings.from_env({}, enabled=True, local_dir=directory)
+    return CapturePolicy({"/score": Schema(inputs=["a", "b", "c", "d"], predictions=["species"])}, settings,
+                         Writer(LocalSink(directory))).select("POST", "/score")
+
+
+def encoding_beside_a_busy_thread(repeat: int, backlog: int = 20_000, run: int = 128, look: int = 70) -> None:
+    """CPU of the encoding thread per one-row capture, with the main thread idle or running Python, and the
+    encoder's pauses (the GIL given away after each millisecond of work) on or off; alternated, medians.
+
+    Two ways the work comes: a backlog (runs of ``run`` back to back) and looks (``look`` captures, then
+    10 ms of waiting, as the batcher finds them at about 7,000 requests a second)."""
+    import json
+    import threading
+
+    from mdc_middleware.metrics import Metrics
+    from mdc_middleware.pipeline.batching import Pacer
+    from mdc_middleware.pipeline.capture_encoding import InThreadEncoder
+
+    with tempfile.TemporaryDirectory() as directory:
+        plan = _score_plan(directory)
+    body = json.dumps({"data": [[5.1, 3.5, 1.4, 0.2]]}).encode()
+    answer = json.dumps({"predictions": [0]}).encode()
+    captures = [(plan.id, body, {"content-type": "application/json"}, answer, "application/json", "",
+                 f"id-{i}", f"request-{i}", time.time()) for i in range(backlog)]
+    metrics = Metrics()
+
+    def encode(pattern: str, pacer: Pacer, pauses: bool, cpu: list) -> None:
+        encoder = InThreadEncoder(metrics, True, pacer.pause if pauses else (lambda: None))
+        size, count, started = (run, backlog, time.thread_time()) if pattern == "backlog" else (
+            look, backlog // 3, time.thread_time())
+        for start in range(0, count, size):
+            if pattern == "looks":
+                time.sleep(0.01)
+                pacer.working()
+            for _ in encoder.encode(captures[start:start + size]):
+                pass
+        cpu.append((time.thread_time() - started) / count * 1e6)
+
+    def spin(thread: threading.Thread) -> None:
+        while thread.is_alive():
+            total = 0
+            for i in range(1000):
+                total += i
+
+    timings: dict = {}
+    for _ in range(max(repeat, 5)):
+        for pattern in ("backlog", "looks"):
+            for pauses in (True, False):
+                for main in ("sleeps", "runs Python"):
+                    cpu: list = []
+                    thread = threading.Thread(target=encode, args=(pattern, Pacer(), pauses, cpu))
+                    thread.start()
+                    spin(thread) if main == "runs Python" else thread.join()
+                    thread.join()
+                    timings.setdefault((pattern, pauses, main), []).append(cpu[0])
+    rows = []
+    for (pattern, pauses, main), values in timings.items():
+        asleep = median(timings[(pattern, pauses, "sleeps")])
+        rows.append([pattern, "on" if pauses else "off", main, f"{median(values):.2f}", f"{median(values) / asleep:.2f}"])
+    print()
+    print(table(["work comes as", "encoder's pauses", "main thread", "encoding thread's CPU µs per capture",
+                 "vs main thread asleep"], rows))
+
+
 def capture_encoding(repeat: int, run: int = 16) -> None:
     """µs of CPU per captured request to turn it into CSV: a run at a time, and record by record."""
     import json
     import timeit
 
-    from mdc_middleware import Schema, Settings
     from mdc_middleware.payloads.captured_request import Capture
     from mdc_middleware.pipeline.encoder import encode_captures, encode_record
     from mdc_middleware.pipeline.plain_runs import encode_run
     from mdc_middleware.metrics import Metrics
-    from mdc_middleware.capture.policy import CapturePolicy
 
     with tempfile.TemporaryDirectory() as directory:
-        settings = Settings.from_env({}, enabled=True, local_dir=directory)
-        plan = CapturePolicy({"/score": Schema(inputs=["a", "b", "c", "d"], predictions=["species"])}, settings,
-                             Writer(LocalSink(directory))).select("POST", "/score")
+        plan = _score_plan(directory)
     metrics = Metrics()
     results = []
     for rows, prediction in ((1, 0), (10, 0), (100, 0), (1, "setosa"), (10, "setosa")):
