@@ -71,20 +71,29 @@ def _schema_target(target: Target) -> Target:
 
 
 class Pacer:
-    """Gives the GIL away after each millisecond of work on a backlog.
+    """Gives the GIL away after each millisecond of continuous work.
 
     Otherwise a waiting request thread gets it back only after the interpreter's switch interval (5 ms):
-    every request that arrives while the batcher works through a burst waits that long.
+    every request that arrives while the batcher works through a burst waits that long. The millisecond
+    counts from the start of the work (``working()``, called when the batcher wakes from waiting for items)
+    or from the last give-way, so a look at the queue that is done within a millisecond gives nothing away:
+    each give-way costs the batcher CPU on caches the request thread has since filled (a third more per
+    capture while the main thread runs Python, ``benchmarks/bench_writer.py --beside-requests``).
     """
 
     def __init__(self) -> None:
-        self._last = 0.0
+        self._since = 0.0
+
+    def working(self) -> None:
+        """Work starts after a wait: the millisecond counts from now."""
+        self._since = time.perf_counter()
 
     def pause(self) -> None:
+        """Called between pieces of work: gives the GIL away if a millisecond of work has passed."""
         now = time.perf_counter()
-        if now - self._last >= 0.001:
+        if now - self._since >= 0.001:
             give_way()
-            self._last = time.perf_counter()
+            self._since = time.perf_counter()
 
 
 @dataclass
@@ -141,11 +150,14 @@ class Batcher:
                    else max(0.0, self._oldest_pending + self.limits.interval - time.monotonic()))
         if self._memory.pending:  # look again once the work has settled, to give its memory back
             timeout = min(timeout, self._memory.SETTLE)
+        rested = not self.items.qsize()  # nothing waiting: the get below waits, and work starts anew after it
         try:
             item, nbytes = self.items.get(timeout=timeout) if timeout > 0 else self.items.get_nowait()
             self.bytes_out += nbytes  # it leaves the queue's byte bound here, whatever happens to it next
         except queue.Empty:
             item = None
+        if rested:
+            self.pacer.working()
         if isinstance(item, Marker):
             self._seal()
             self.delivery.hand_over(item)
