@@ -77,8 +77,8 @@ class Pacer:
     every request that arrives while the batcher works through a burst waits that long. The millisecond
     counts from the start of the work (``working()``, called when the batcher wakes from waiting for items)
     or from the last give-way, so a look at the queue that is done within a millisecond gives nothing away:
-    each give-way costs the batcher CPU on caches the request thread has since filled (a third more per
-    capture while the main thread runs Python, ``benchmarks/bench_writer.py --beside-requests``).
+    each give-way costs the batcher CPU on caches the request thread has since filled (a fifth to a quarter
+    more per capture while the main thread runs Python, ``benchmarks/bench_writer.py --beside-requests``).
     """
 
     def __init__(self) -> None:

@@ -26,13 +26,19 @@ def work_for(seconds: float) -> None:
 
 def test_work_shorter_than_a_millisecond_after_a_wait_gives_nothing_away(give_ways):
     pacer = Pacer()
-    for _ in range(3):  # three looks at the queue, each after a wait, each done within a millisecond
-        time.sleep(0.005)
+    short_looks = 0
+    for _ in range(10):  # looks at the queue, each after a wait, each meant to be done within a millisecond
+        time.sleep(0.003)
+        give_ways.clear()
+        started = time.perf_counter()
         pacer.working()
-        for _ in range(4):
+        for _ in range(3):
             work_for(0.0001)
             pacer.pause()
-    assert give_ways == []
+        if time.perf_counter() - started < 0.0009:  # a look the machine did not stretch past a millisecond
+            short_looks += 1
+            assert give_ways == []
+    assert short_looks >= 1
 
 
 def test_continuous_work_gives_way_about_once_a_millisecond(give_ways):
