@@ -12,9 +12,9 @@ Then the encoding of captured JSON requests (what the middleware queues), µs pe
 a run of 16 the general way (encode_captures), and a run of 16 as the batcher encodes it (plain_runs.encode_run:
 alike requests together, which these are).
 
-``--beside-requests``: the same one-row captures encoded on a thread of their own, as the batcher does (runs
-of 128, the encoder's pauses on or off), while the main thread sleeps and while it runs Python: the thread's
-own CPU per capture. What a running server's writer pays beyond the encoding itself (GIL hand-overs, caches
+``--beside-requests``: one-row captures encoded on a thread of their own, as the batcher does, as a backlog
+(runs of 128) and as looks (70 every 10 ms), the encoder's pauses on or off, while the main thread sleeps and
+while it runs Python: the thread's own CPU per capture. What a running server's writer pays beyond the encoding itself (GIL hand-overs, caches
 the other thread filled).
 """
 from __future__ import annotations
@@ -179,8 +179,8 @@ def encoding_beside_a_busy_thread(repeat: int, backlog: int = 20_000, run: int =
 
     def encode(pattern: str, pacer: Pacer, pauses: bool, cpu: list) -> None:
         encoder = InThreadEncoder(metrics, True, pacer.pause if pauses else (lambda: None))
-        size, count, started = (run, backlog, time.thread_time()) if pattern == "backlog" else (
-            look, backlog // 3, time.thread_time())
+        size, count = (run, backlog) if pattern == "backlog" else (look, backlog // 3)  # looks: 10 ms apart
+        started = time.thread_time()
         for start in range(0, count, size):
             if pattern == "looks":
                 time.sleep(0.01)
@@ -203,7 +203,8 @@ def encoding_beside_a_busy_thread(repeat: int, backlog: int = 20_000, run: int =
                     cpu: list = []
                     thread = threading.Thread(target=encode, args=(pattern, Pacer(), pauses, cpu))
                     thread.start()
-                    spin(thread) if main == "runs Python" else thread.join()
+                    if main == "runs Python":
+                        spin(thread)
                     thread.join()
                     timings.setdefault((pattern, pauses, main), []).append(cpu[0])
     rows = []
