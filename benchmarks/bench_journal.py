@@ -39,9 +39,9 @@ class CountingJournal(Journal):
         generation = super().open_generation()
         write = generation._write_all
 
-        def counted(data: bytes) -> None:
-            CountingJournal.written += len(data)
-            write(data)
+        def counted(parts: list) -> None:
+            CountingJournal.written += sum(map(len, parts))
+            write(parts)
 
         generation._write_all = counted  # type: ignore[method-assign]
         return generation

@@ -2,7 +2,7 @@
 
 The writer batches rows for storage (by rows, bytes and time); the journal makes that wait safe. Rows are
 written to the journal as soon as the batcher has encoded them (``Writer`` writes every
-``JOURNAL_INTERVAL`` at the most, at once when nothing else waits), with plain ``write`` calls: the page
+``JOURNAL_INTERVAL`` at the most, at once when nothing else waits), with plain ``writev`` calls: the page
 cache keeps them when the process dies, SIGKILL and OOM kills included (``fsync`` adds the crash of the
 machine).
 
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from ..metrics import Metrics
-from .spool import _HEAD, MAGIC, Batch, Spool, _records, create_locked
+from .spool import _HEAD, MAGIC, Batch, Spool, _records, create_locked, write_all
 
 logger = logging.getLogger("mdc_middleware")
 
@@ -63,13 +63,13 @@ class Generation:
         self.resolved_rows = 0
 
     def write(self, batches: List[Batch]) -> int:
-        """Append the batches' rows (one ``write``); returns the rows written. Raises OSError (disk full)."""
-        data = b"".join(batch.encode() for batch in batches)
-        if not data:
+        """Append the batches' rows (one ``writev``); returns the rows written. Raises OSError (disk full)."""
+        parts = [part for batch in batches for part in batch.encode_parts()]
+        if not parts:
             return 0
         rows = sum(batch.rows for batch in batches)
         with self._lock:
-            self._write_all(data)
+            self._write_all(parts)
             self.rows += rows
         return rows
 
@@ -89,7 +89,7 @@ class Generation:
                 self._open_batches -= 1
             if not self._delete_if_done():
                 try:
-                    self._write_all(_ack_record(key))
+                    self._write_all([_ack_record(key)])
                 except OSError:  # without the ack the batch may be delivered again after a crash: counted
                     pass
 
@@ -100,7 +100,7 @@ class Generation:
             if self._descriptor is None:
                 return
             try:
-                self._write_all(_control_record({"intent": list(key), "at": [blob, position]}))
+                self._write_all([_control_record({"intent": list(key), "at": [blob, position]})])
             except OSError:
                 pass  # without it a batch landed at the moment of a crash may be delivered twice
 
@@ -117,18 +117,16 @@ class Generation:
                 pass
             self._descriptor = None
 
-    def _write_all(self, data: bytes) -> None:
+    def _write_all(self, parts: List[bytes]) -> None:
         assert self._descriptor is not None
-        view = memoryview(data)
         try:
-            while view:
-                view = view[os.write(self._descriptor, view):]
+            size = write_all(self._descriptor, parts)
             if self._fsync:
                 os.fsync(self._descriptor)
         except OSError:
             os.ftruncate(self._descriptor, self._size)  # a torn record would hide the ones after it
             raise
-        self._size += len(data)
+        self._size += size
 
     def _delete_if_done(self) -> bool:
         if self._open_batches is None or self._open_batches > 0 or self._descriptor is None:

@@ -1,7 +1,7 @@
 """The local disk spool: batches that storage did not take wait here, and are replayed in order.
 
 Append-only segment files named ``<time_ns>-<pid>.spool`` (so names sort by age). Each record is
-``MDC1 | length | crc32 | body`` written with one ``write`` call (fsync'd when ``fsync`` is on: the
+``MDC1 | length | crc32 | body`` written with one ``writev`` call (fsync'd when ``fsync`` is on: the
 page cache already survives the death of the process, fsync adds the crash of the machine); a torn or corrupt record
 fails its checksum and is skipped (counted), never crashing replay. A segment is replayed by one
 process at a time (``flock``), from a cursor kept in ``<segment>.cursor`` so delivered records are not
@@ -31,6 +31,32 @@ _HEAD = struct.Struct("<4sII")  # magic, body length, crc32 of body
 SUFFIX = ".spool"
 
 
+try:
+    _IOV_MAX = os.sysconf("SC_IOV_MAX")
+except (AttributeError, ValueError, OSError):
+    _IOV_MAX = 16
+
+
+def write_all(descriptor: int, parts: List[bytes]) -> int:
+    """Write the buffers in order at the descriptor's position with ``writev`` (no joined copy of them), going
+    on after a partial write; returns the bytes written. Raises OSError (a full disk) with part written: the
+    caller cuts it off."""
+    views = [memoryview(part) for part in parts if part]
+    total = sum(view.nbytes for view in views)
+    first = 0
+    while first < len(views):
+        written = os.writev(descriptor, views[first:first + _IOV_MAX])
+        while written:
+            size = views[first].nbytes
+            if written >= size:
+                written -= size
+                first += 1
+            else:
+                views[first] = views[first][written:]
+                written = 0
+    return total
+
+
 @dataclass
 class Batch:
     """CSV lines for one file, as handed to a sink. ``hint``: where an earlier try may have landed."""
@@ -45,10 +71,17 @@ class Batch:
     generation: Optional[Any] = field(default=None, repr=False)  # its journal segment (journal.Generation)
 
     def encode(self) -> bytes:
+        """The batch as one spool record."""
+        return b"".join(self.encode_parts())
+
+    def encode_parts(self) -> List[bytes]:
+        """The record as buffers to write one after the other (``write_all``); joined, they are ``encode()``.
+        The payload is one of them, never copied (the CRC is taken piece by piece)."""
         meta = json.dumps({"f": self.folder, "s": self.stem, "h": self.header, "r": self.rows,
-                           "hint": list(self.hint) if self.hint else None}, separators=(",", ":"))
-        body = meta.encode("utf-8") + b"\0" + self.payload
-        return _HEAD.pack(MAGIC, len(body), zlib.crc32(body)) + body
+                           "hint": list(self.hint) if self.hint else None}, separators=(",", ":")).encode("utf-8")
+        meta += b"\0"
+        crc = zlib.crc32(self.payload, zlib.crc32(meta))
+        return [_HEAD.pack(MAGIC, len(meta) + len(self.payload), crc), meta, self.payload]
 
     @classmethod
     def decode(cls, body: bytes) -> "Batch":
@@ -86,19 +119,18 @@ class Spool:
     # ---- writing ----------------------------------------------------------------------------------
     def write(self, batch: Batch) -> bool:
         """Persist a batch; False (and counted as dropped) when the size bound refuses it."""
-        record = batch.encode()
+        record = batch.encode_parts()
+        size = sum(map(len, record))
         with self._lock:
-            if self.size_bytes() + len(record) > self.max_bytes:
-                if self.drop == "newest" or not self._drop_oldest(len(record)):
+            if self.size_bytes() + size > self.max_bytes:
+                if self.drop == "newest" or not self._drop_oldest(size):
                     self.metrics.drop("spool_full", batch.rows)
                     return False
             if self._active is None or self._active_size >= self.segment_bytes:
                 self._rotate()
             path, descriptor = self._active  # type: ignore[misc]
-            view = memoryview(record)
             try:
-                while view:
-                    view = view[os.write(descriptor, view):]
+                write_all(descriptor, record)
                 if self.fsync:
                     os.fsync(descriptor)
             except OSError:
@@ -106,8 +138,8 @@ class Spool:
                 # stated length would swallow the records written after it when they are replayed.
                 os.ftruncate(descriptor, self._active_size)
                 raise
-            self._active_size += len(record)
-            self._grow(len(record))
+            self._active_size += size
+            self._grow(size)
         self.metrics.add("rows_spooled", batch.rows)
         return True
 

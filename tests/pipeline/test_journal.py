@@ -136,6 +136,42 @@ def test_a_segment_its_process_died_making_is_removed_once_old(tmp_path):
     assert not old.exists() and young.exists()
 
 
+JOURNAL_ON_A_FULL_DISK = """
+import resource, signal, sys
+from mdc_middleware.pipeline.journal import Journal
+from mdc_middleware.pipeline.spool import Batch, Spool
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+generation = Journal(Spool(sys.argv[1])).open_generation()
+batch = lambda i, rows: Batch("folder", "data", "x\\n", "".join(f"{i}-{r}\\n" for r in range(rows)).encode(), rows)
+generation.write([batch(0, 2)])
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (500, hard))  # the disk fills inside the next record
+try:
+    generation.write([batch(1, 200)])
+except OSError as exc:
+    print("refused:", exc.strerror)
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+generation.write([batch(2, 2)])
+"""
+
+
+def test_a_journal_record_the_disk_cut_short_is_cut_off_and_the_rows_after_it_survive(tmp_path):
+    """The process exits with its generation unresolved: the next one takes over the rows around the torn write."""
+    result = subprocess.run([PYTHON, "-c", JOURNAL_ON_A_FULL_DISK, str(tmp_path / "spool")], capture_output=True,
+                            text=True, timeout=60, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0 and "refused: File too large" in result.stdout, result.stdout + result.stderr
+    metrics = Metrics()
+    adopter = Journal(Spool(tmp_path / "spool", metrics=metrics), metrics)
+    assert adopter.adopt_orphans() == 4  # rows: batches 0 and 2, not the torn one's 200
+    taken = []
+    while (found := adopter.spool.next_batch()) is not None:
+        taken.append(found.payload.decode())
+        adopter.spool.ack(found)
+    assert taken == ["0-0\n0-1\n2-0\n2-1\n"]  # one file's rows: one batch
+    assert metrics.snapshot()["spool_corrupt_records"] == 0
+
+
 def test_only_unresolved_batches_of_a_generation_are_adopted(tmp_path):
     """A process that delivered one of a generation's two batches and died: only the other is taken over."""
     spool = Spool(tmp_path)

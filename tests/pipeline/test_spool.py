@@ -6,7 +6,8 @@ import pytest
 
 from mdc_middleware.metrics import Metrics
 from mdc_middleware.storage.local import LocalSink
-from mdc_middleware.pipeline.spool import Batch, Spool
+from mdc_middleware.pipeline import spool as spool_module
+from mdc_middleware.pipeline.spool import Batch, Spool, write_all
 from mdc_middleware.pipeline.writer import Writer
 
 from tests.helpers import PYTHON, rows
@@ -85,6 +86,30 @@ def test_garbage_between_records_resynchronises(tmp_path):
     (segment,) = spool.segments()
     segment.write_bytes(b"garbage!" + segment.read_bytes() + b"more garbage" + batch(1).encode())
     assert replayed(Spool(tmp_path)) == ["0-0\n0-1\n", "1-0\n1-1\n"]
+
+
+def test_a_record_written_in_parts_is_the_record_encoded_whole(tmp_path):
+    one = Batch("f/2026/12/07", "data", "a,b\n", b"1,2\n" * 1000, 1000, hint=("blob", 7))
+    assert b"".join(one.encode_parts()) == one.encode()
+    path = tmp_path / "parts"
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        assert write_all(descriptor, one.encode_parts() + [b""] + batch(2).encode_parts()) == path.stat().st_size
+    finally:
+        os.close(descriptor)
+    assert path.read_bytes() == one.encode() + batch(2).encode()
+
+
+def test_more_parts_than_one_writev_takes_are_written_in_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(spool_module, "_IOV_MAX", 3)
+    parts = [f"{i}:".encode() * (i + 1) for i in range(10)]
+    path = tmp_path / "many"
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        assert write_all(descriptor, parts) == sum(map(len, parts))
+    finally:
+        os.close(descriptor)
+    assert path.read_bytes() == b"".join(parts)
 
 
 SPOOL_ON_A_FULL_DISK = """
