@@ -34,6 +34,8 @@ SUFFIX = ".spool"
 try:
     _IOV_MAX = os.sysconf("SC_IOV_MAX")
 except (AttributeError, ValueError, OSError):
+    _IOV_MAX = -1
+if _IOV_MAX <= 0:  # unknown, or no limit stated: POSIX guarantees 16
     _IOV_MAX = 16
 
 
