@@ -69,8 +69,8 @@ wrk.body = '{body}'
 wrk.headers["Content-Type"] = "application/json"
 {pacing}"""
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
-PEERS = ("peer-aml", "peer-jsonlog")
-FLOORS = ("floor-discard", "floor")  # the least a capture can cost (floor_collector.py)  # collection without us, for comparison (http_apps.py says how)
+PEERS = ("peer-aml", "peer-jsonlog")  # collection without us, for comparison (http_apps.py says how)
+FLOORS = ("floor-discard", "floor")  # the least a capture can cost (floor_collector.py)
 
 
 def start(stack: str, mode: str, endpoint: str, storage: dict) -> tuple:

@@ -14,8 +14,8 @@ alike requests together, which these are).
 
 ``--beside-requests``: one-row captures encoded on a thread of their own, as the batcher does, as a backlog
 (runs of 128) and as looks (70 every 10 ms), the encoder's pauses on or off, while the main thread sleeps and
-while it runs Python: the thread's own CPU per capture. What a running server's writer pays beyond the encoding itself (GIL hand-overs, caches
-the other thread filled).
+while it runs Python: the thread's own CPU per capture. What a running server's writer pays beyond the
+encoding itself (GIL hand-overs, caches the other thread filled).
 """
 from __future__ import annotations
 

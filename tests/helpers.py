@@ -82,6 +82,16 @@ def record(value, ts=None):
     return Record(TARGET, [[value]], ("x",), f"cid-{value}", ts or time.time(), "rid", rows=1)
 
 
+def replayed(spool) -> list:
+    """Every spooled batch's rows (a ``Spool``), acknowledged as delivery acknowledges them."""
+    out = []
+    while (found := spool.next_batch()) is not None:
+        out.append(found.payload.decode())
+        spool.ack(found)
+    spool.release()
+    return out
+
+
 def wait_for(condition, timeout=10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -64,9 +64,9 @@ class Generation:
 
     def write(self, batches: List[Batch]) -> int:
         """Append the batches' rows (one ``writev``); returns the rows written. Raises OSError (disk full)."""
-        parts = [part for batch in batches for part in batch.encode_parts()]
-        if not parts:
+        if not batches:
             return 0
+        parts = [part for batch in batches for part in batch.encode_parts()]
         rows = sum(batch.rows for batch in batches)
         with self._lock:
             self._write_all(parts)

@@ -11,21 +11,11 @@ from mdc_middleware.pipeline.spool import Batch, Spool, write_all
 from mdc_middleware.pipeline.writer import Writer
 
 from tests.helpers import PYTHON, rows
-from tests.helpers import FlakySink, record, wait_for
+from tests.helpers import FlakySink, record, replayed, wait_for
 
 
 def batch(i: int, rows: int = 2) -> Batch:
     return Batch("folder", "data", "x\n", "".join(f"{i}-{r}\n" for r in range(rows)).encode(), rows)
-
-
-def replayed(spool: Spool) -> list:
-    """Every spooled batch's rows, acknowledged as delivery acknowledges them."""
-    out = []
-    while (found := spool.next_batch()) is not None:
-        out.append(found.payload.decode())
-        spool.ack(found)
-    spool.release()
-    return out
 
 
 def test_round_trip_in_order_and_segments_deleted_when_done(tmp_path):
