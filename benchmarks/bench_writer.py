@@ -16,6 +16,13 @@ alike requests together, which these are).
 (runs of 128) and as looks (70 every 10 ms), the encoder's pauses on or off, while the main thread sleeps and
 while it runs Python: the thread's own CPU per capture. What a running server's writer pays beyond the
 encoding itself (GIL hand-overs, caches the other thread filled).
+
+``--paced``: the latency a light load sees. The FastAPI app of bench_http.py (model endpoint) called in-process,
+one request every 1/300 s, journal on, the whole process on one CPU as a server's is, in a process of its own
+per run: without collection (off), with the batcher's pacer giving way only after each millisecond (one slice),
+and as shipped (a light look gives way after a tenth of a millisecond). Medians over --repeat alternated runs of
+p50, p99 and the tail (p99 − p50, what a look in the way of a request adds), and the writer threads' CPU per
+request.
 """
 from __future__ import annotations
 
@@ -39,6 +46,9 @@ from mdc_middleware.storage.blob import BlobSink
 from mdc_middleware.pipeline.writer import Writer
 
 ROWS_PER_RECORD = 100
+PACED_MODES = ("off", "one slice", "as shipped")
+PACED_RATE = 300
+PACED_REQUESTS = 6000
 
 
 def run(sink, features: int, total_rows: int, batch_rows: int) -> float:
@@ -67,7 +77,15 @@ def main() -> None:
     parser.add_argument("--encode-only", action="store_true", help="only the encoding of captured requests")
     parser.add_argument("--beside-requests", action="store_true",
                         help="only the encoding thread's CPU with the main thread idle and busy")
+    parser.add_argument("--paced", action="store_true", help="only the latency at a light, paced load")
+    parser.add_argument("--paced-child", choices=PACED_MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.paced_child:
+        paced_child(args.paced_child)
+        return
+    if args.paced:
+        paced_latency(args.repeat)
+        return
     if args.beside_requests:
         encoding_beside_a_busy_thread(args.repeat)
         return
@@ -259,6 +277,99 @@ def capture_encoding(repeat: int, run: int = 16) -> None:
     print()
     print(table(["rows per request", "predictions", "record by record µs", f"runs of {run}, general way µs",
                  f"runs of {run}, as the batcher does µs", "speed-up over record by record"], results))
+
+
+
+def paced_child(mode: str) -> None:
+    """One paced run in this process (on CPU 0): prints a JSON line of latencies (ms) and thread CPU (µs/request)."""
+    import asyncio
+    import json
+
+    os.sched_setaffinity(0, {0})
+    os.environ.update(BENCH_STACK="fastapi", BENCH_ENDPOINT="model", BENCH_MODE="off" if mode == "off" else "on",
+                      MDC_ENABLED="true", MDC_LOCAL_DIR=tempfile.mkdtemp(), MDC_SPOOL_DIR=tempfile.mkdtemp())
+    from mdc_middleware.pipeline import batching
+
+    if mode == "one slice":
+        batching.LIGHT_SLICE = batching.SLICE
+    import http_apps
+    from bench_request_path import BODY
+
+    app = http_apps.fastapi
+    headers = [(b"host", b"bench"), (b"content-type", b"application/json"),
+               (b"content-length", str(len(BODY)).encode())]
+
+    async def one() -> None:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/score", "raw_path": b"/score", "query_string": b"", "root_path": "",
+                 "headers": headers, "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2)}
+        messages = [{"type": "http.request", "body": BODY, "more_body": False}]
+
+        async def receive():
+            return messages.pop() if messages else {"type": "http.disconnect"}
+
+        async def send(message) -> None:
+            pass
+
+        await app(scope, receive, send)
+
+    def threads_cpu() -> float:  # every thread but the main one: the batcher and the deliverer
+        total = 0.0
+        for task in os.listdir("/proc/self/task"):
+            if task != str(os.getpid()):
+                fields = open(f"/proc/self/task/{task}/stat").read().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
+    async def run() -> dict:
+        for _ in range(300):
+            await one()
+        await asyncio.sleep(0.5)
+        latencies, period = [], 1.0 / PACED_RATE
+        cpu = threads_cpu()
+        due = time.perf_counter()
+        for _ in range(PACED_REQUESTS):
+            due += period
+            started = time.perf_counter()
+            await one()
+            latencies.append(time.perf_counter() - started)
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        cpu = threads_cpu() - cpu
+        latencies.sort()
+        p50, p99 = latencies[len(latencies) // 2] * 1e3, latencies[int(len(latencies) * 0.99)] * 1e3
+        return {"p50": p50, "p99": p99, "tail": p99 - p50, "threads_us": cpu / PACED_REQUESTS * 1e6}
+
+    result = asyncio.run(run())
+    import mdc_middleware
+
+    mdc_middleware.shutdown(10)
+    print(json.dumps(result), flush=True)
+
+
+def paced_latency(repeat: int) -> None:
+    import json
+    import subprocess
+    import sys
+
+    runs = {mode: [] for mode in PACED_MODES}
+    for round_number in range(1, repeat + 1):
+        for mode in PACED_MODES:
+            out = subprocess.run([sys.executable, __file__, "--paced-child", mode], capture_output=True, text=True,
+                                 check=True, timeout=300).stdout
+            result = json.loads(out.strip().splitlines()[-1])
+            runs[mode].append(result)
+            print(f"{mode} round {round_number}: p50 {result['p50']:.2f} ms, p99 {result['p99']:.2f} ms, "
+                  f"tail {result['tail']:.2f} ms, writer threads {result['threads_us']:.0f} µs/request", flush=True)
+    off_tail = median([r["tail"] for r in runs["off"]])
+    rows = []
+    for mode in PACED_MODES:
+        values = {key: median([r[key] for r in runs[mode]]) for key in ("p50", "p99", "tail", "threads_us")}
+        rows.append([mode, f"{values['p50']:.2f}", f"{values['p99']:.2f}", f"{values['tail']:.2f}",
+                     f"{values['tail'] / off_tail:.2f}", f"{values['threads_us']:.0f}" if mode != "off" else "—"])
+    print()
+    print(f"FastAPI model endpoint in-process, {PACED_RATE} requests/s, {PACED_REQUESTS:,} a run, journal on, one CPU; "
+          f"medians of {repeat} runs")
+    print(table(["mode", "p50 ms", "p99 ms", "tail (p99 − p50) ms", "tail vs off", "writer threads µs/request"], rows))
 
 
 if __name__ == "__main__":
