@@ -57,10 +57,14 @@ def test_continuous_work_gives_way_about_once_a_millisecond(give_ways):
 
 def test_a_light_look_gives_way_after_a_tenth_of_a_millisecond(give_ways):
     pacer = Pacer()
+    started = time.perf_counter()
     pacer.working(light=True)
-    work_for(0.00005)
+    work_for(0.00002)
     pacer.pause()
-    assert give_ways == []  # within its slice
+    if time.perf_counter() - started < batching.LIGHT_SLICE * 0.9:  # unless the machine stretched it
+        assert give_ways == []  # within its slice
+    give_ways.clear()
+    pacer.working(light=True)
     work_for(batching.LIGHT_SLICE)
     pacer.pause()
     assert len(give_ways) == 1
