@@ -14,7 +14,7 @@ def test_the_consumer_looks_often_while_many_items_come_and_backs_off_while_few_
 
     from mdc_middleware.pipeline.handoff import HandoffQueue
 
-    handoff = HandoffQueue(100, poll_interval=0.01, idle_interval=0.1, few=2, many=4)
+    handoff = HandoffQueue(100, poll_interval=0.01, idle_interval=0.1, few=2, many=4, quiet_after=10.0)
     waits = []
     wait = handoff._cond.wait
     handoff._cond.wait = lambda timeout: waits.append(timeout) or wait(timeout)
@@ -43,6 +43,30 @@ def test_the_consumer_looks_often_while_many_items_come_and_backs_off_while_few_
         while handoff.qsize():
             handoff.get_nowait()
         assert handoff._next_poll == next_poll, (count, handoff._next_poll)
+
+def test_after_a_quiet_spell_the_consumer_sleeps_until_a_put_rings():
+    import time
+
+    from mdc_middleware.pipeline.handoff import HandoffQueue
+
+    handoff = HandoffQueue(100, poll_interval=0.01, idle_interval=0.1, quiet_after=0.3)
+    waits = []
+    wait = handoff._cond.wait
+    handoff._cond.wait = lambda timeout: waits.append(timeout) or wait(timeout)
+    threading.Timer(1.0, handoff.put_nowait, args=("item",)).start()  # one item, far below wake_at
+    started = time.monotonic()
+    assert handoff.get(timeout=30.0) == "item"
+    assert time.monotonic() - started < 5.0  # woken by the put, not by the 30 s timeout
+    assert max(waits) > 20.0  # after 0.3 s of polls it slept for the rest of the timeout…
+    assert len(waits) <= 12  # …instead of a poll every 0.1 s
+    assert waits[-1] <= 0.01  # rung: it looked a poll interval later
+    assert handoff._empty_since is None and not handoff._doorbell
+
+    waits.clear()  # items coming: no quiet spell, so a put below wake_at rings nothing; it is found by a poll
+    handoff._cond.wait = lambda timeout: waits.append(timeout) or handoff._items.append("next") or wait(0)
+    assert handoff.get(timeout=30.0) == "next"
+    assert len(waits) == 1 and waits[0] <= 0.1  # a poll, not a sleep until the timeout
+
 
 def test_a_run_of_captures_stops_at_another_kind_at_the_count_and_at_the_bytes():
     from mdc_middleware.pipeline.handoff import HandoffQueue

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import textwrap
 import threading
+import time
 
 import pytest
 
@@ -241,3 +242,52 @@ def test_a_batch_that_landed_as_its_process_died_is_not_delivered_twice(azurite,
         "f/2026/01/01/data.csv").readall().decode()
     assert text.splitlines() == ["x"] + [str(i) for i in range(100)]
     assert writer.metrics.snapshot()["rows_recovered"] == 100
+
+
+IDLE_THEN_ONE = """
+import os, signal, sys, time
+from mdc_middleware.pipeline.journal import Journal
+from mdc_middleware.storage.local import LocalSink
+from mdc_middleware.pipeline.spool import Spool
+from mdc_middleware.pipeline.writer import Writer
+from tests.helpers import record
+
+spool = Spool(sys.argv[2])
+writer = Writer(LocalSink(sys.argv[1]), spool=spool, journal=Journal(spool), flush_interval=60, batch_rows=10**6)
+writer.submit(record(0), rows=1)
+assert writer.force_flush(10)
+time.sleep(1.5)  # idle past the queue's quiet spell: the batcher sleeps until a put rings
+writer.submit(record(1), rows=1)
+time.sleep(0.1)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_row_collected_after_an_idle_spell_is_journaled_before_a_kill(data_dir, tmp_path):
+    """An idle batcher sleeps until the next capture comes instead of looking every 10 ms; that capture still
+    reaches the journal within the window (here killed 100 ms after it, the batch not due for 60 s)."""
+    spool_dir = tmp_path / "spool"
+    result = subprocess.run([PYTHON, "-c", IDLE_THEN_ONE, str(data_dir), str(spool_dir)], cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
+    assert result.returncode == -signal.SIGKILL
+    assert sorted(int(v) for v in rows(data_dir, "inputs")["x"]) == [0]  # the flushed one only, before the kill
+    writer = next_start(data_dir, spool_dir)
+    assert writer.force_flush(10)
+    assert writer.metrics.snapshot()["rows_recovered"] == 1
+    writer.shutdown(5)
+    assert sorted(int(v) for v in rows(data_dir, "inputs")["x"]) == [0, 1]
+
+
+def test_an_idle_writer_with_a_journal_does_not_wake_every_10_ms(tmp_path):
+    spool = Spool(tmp_path / "spool")
+    writer = Writer(LocalSink(tmp_path / "data"), spool=spool, journal=Journal(spool), flush_interval=60)
+    try:
+        writer.submit(record(0), rows=1)
+        assert writer.force_flush(10)
+        waits = []
+        wait = writer._queue._cond.wait
+        writer._queue._cond.wait = lambda timeout=None: waits.append(timeout) or wait(timeout)
+        time.sleep(2.0)
+        assert len(waits) <= 60  # polls for the quiet spell (0.5 s at 10 ms), then one sleep; not 200
+    finally:
+        writer.shutdown(5)
