@@ -17,6 +17,10 @@ alike requests together, which these are).
 while it runs Python: the thread's own CPU per capture. What a running server's writer pays beyond the
 encoding itself (GIL hand-overs, caches the other thread filled).
 
+``--idle``: what a writer costs while no request comes: its batcher's CPU (the scheduler's own count, from
+``/proc/self/task/<tid>/schedstat``) and wake-ups a second over 10 s, with and without the journal, as shipped
+and looking every poll interval throughout (the queue's quiet spell set to never).
+
 ``--paced``: the latency a light load sees. The FastAPI app of bench_http.py (model endpoint) called in-process,
 one request every 1/300 s, journal on, the whole process on one CPU as a server's is, in a process of its own
 per run: without collection (off), with the batcher's pacer giving way only after each millisecond (one slice),
@@ -78,6 +82,7 @@ def main() -> None:
     parser.add_argument("--beside-requests", action="store_true",
                         help="only the encoding thread's CPU with the main thread idle and busy")
     parser.add_argument("--paced", action="store_true", help="only the latency at a light, paced load")
+    parser.add_argument("--idle", action="store_true", help="only the batcher's CPU and wake-ups while idle")
     parser.add_argument("--paced-child", choices=PACED_MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.paced_child:
@@ -85,6 +90,9 @@ def main() -> None:
         return
     if args.paced:
         paced_latency(args.repeat)
+        return
+    if args.idle:
+        idle_writer()
         return
     if args.beside_requests:
         encoding_beside_a_busy_thread(args.repeat)
@@ -370,6 +378,41 @@ def paced_latency(repeat: int) -> None:
     print(f"FastAPI model endpoint in-process, {PACED_RATE} requests/s, {PACED_REQUESTS:,} a run, journal on, one CPU; "
           f"medians of {repeat} runs")
     print(table(["mode", "p50 ms", "p99 ms", "tail (p99 − p50) ms", "tail vs off", "writer threads µs/request"], rows))
+
+
+def idle_writer(seconds: float = 10.0) -> None:
+    import threading
+
+    from mdc_middleware.pipeline.journal import Journal
+    from mdc_middleware.pipeline.spool import Spool
+
+    rows = []
+    for journal in (False, True):
+        for quiet in ("as shipped", "never"):
+            with tempfile.TemporaryDirectory() as directory:
+                spool = Spool(os.path.join(directory, "spool")) if journal else None
+                writer = Writer(LocalSink(os.path.join(directory, "data")), spool=spool,
+                                journal=Journal(spool) if spool is not None else None)
+                if quiet == "never":
+                    writer._queue.quiet_after = float("inf")
+                writer.submit(Record(Target("s", "r", "w", "svc", "bench", "1", "inputs"), np.zeros((1, 4)),
+                                     ("a", "b", "c", "d"), "id", time.time(), "rid", rows=1), rows=1)
+                assert writer.force_flush(10)
+                time.sleep(1.0)  # past the quiet spell
+                wakes = []
+                wait = writer._queue._cond.wait
+                writer._queue._cond.wait = lambda timeout=None: wakes.append(timeout) or wait(timeout)
+                batcher = next(t for t in threading.enumerate() if t.name == "mdc-batcher")
+                schedstat = f"/proc/self/task/{batcher.native_id}/schedstat"
+                before = int(open(schedstat).read().split()[0])
+                time.sleep(seconds)
+                cpu = (int(open(schedstat).read().split()[0]) - before) / 1e9
+                writer.shutdown(5)
+            rows.append(["on" if journal else "off", quiet, f"{cpu / seconds * 100:.3f}", f"{len(wakes) / seconds:.1f}"])
+            print(f"journal {rows[-1][0]}, quiet spell {quiet}: batcher {rows[-1][2]} % of a core, "
+                  f"{rows[-1][3]} wake-ups/s", flush=True)
+    print()
+    print(table(["journal", "sleeps after a quiet spell", "batcher CPU, % of a core", "wake-ups a second"], rows))
 
 
 if __name__ == "__main__":
