@@ -21,12 +21,11 @@ encoding itself (GIL hand-overs, caches the other thread filled).
 ``/proc/self/task/<tid>/schedstat``) and wake-ups a second over 10 s, with and without the journal, as shipped
 and looking every poll interval throughout (the queue's quiet spell set to never).
 
-``--paced``: the latency a light load sees. The FastAPI app of bench_http.py (model endpoint) called in-process,
-one request every 1/300 s, journal on, the whole process on one CPU as a server's is, in a process of its own
-per run: without collection (off), with the batcher's pacer giving way only after each millisecond (one slice),
-and as shipped (a light look gives way after a tenth of a millisecond). Medians over --repeat alternated runs of
-p50, p99 and the tail (p99 − p50, what a look in the way of a request adds), and the writer threads' CPU per
-request.
+``--paced [--rate 300]``: what a light load sees. The FastAPI app of bench_http.py (model endpoint) called
+in-process, one request every 1/rate s for 20 s, the whole process on one CPU as a server's is, in a process
+of its own per run: without collection (off), collecting without the journal, and with it. Medians over
+--repeat alternated runs of p50, p99, the tail (p99 − p50: what a look of the batcher in the way of a request
+adds) and the writer threads' CPU per request (schedstat).
 """
 from __future__ import annotations
 
@@ -50,9 +49,8 @@ from mdc_middleware.storage.blob import BlobSink
 from mdc_middleware.pipeline.writer import Writer
 
 ROWS_PER_RECORD = 100
-PACED_MODES = ("off", "one slice", "as shipped")
-PACED_RATE = 300
-PACED_REQUESTS = 6000
+PACED_MODES = ("off", "no journal", "journal")
+PACED_SECONDS = 20  # a paced run's length: 6,000 requests at the default 300 a second
 
 
 def run(sink, features: int, total_rows: int, batch_rows: int) -> float:
@@ -83,13 +81,14 @@ def main() -> None:
                         help="only the encoding thread's CPU with the main thread idle and busy")
     parser.add_argument("--paced", action="store_true", help="only the latency at a light, paced load")
     parser.add_argument("--idle", action="store_true", help="only the batcher's CPU and wake-ups while idle")
+    parser.add_argument("--rate", type=int, default=300, help="--paced: requests a second")
     parser.add_argument("--paced-child", choices=PACED_MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.paced_child:
-        paced_child(args.paced_child)
+        paced_child(args.paced_child, args.rate)
         return
     if args.paced:
-        paced_latency(args.repeat)
+        paced_latency(args.repeat, args.rate)
         return
     if args.idle:
         idle_writer()
@@ -288,18 +287,17 @@ def capture_encoding(repeat: int, run: int = 16) -> None:
 
 
 
-def paced_child(mode: str) -> None:
+def paced_child(mode: str, rate: int) -> None:
     """One paced run in this process (on CPU 0): prints a JSON line of latencies (ms) and thread CPU (µs/request)."""
     import asyncio
     import json
 
     os.sched_setaffinity(0, {0})
     os.environ.update(BENCH_STACK="fastapi", BENCH_ENDPOINT="model", BENCH_MODE="off" if mode == "off" else "on",
-                      MDC_ENABLED="true", MDC_LOCAL_DIR=tempfile.mkdtemp(), MDC_SPOOL_DIR=tempfile.mkdtemp())
-    from mdc_middleware.pipeline import batching
-
-    if mode == "one slice":
-        batching.LIGHT_SLICE = batching.SLICE
+                      MDC_ENABLED="true", MDC_LOCAL_DIR=tempfile.mkdtemp())
+    os.environ.pop("MDC_SPOOL_DIR", None)  # no spool directory, no journal (local sink)
+    if mode == "journal":
+        os.environ["MDC_SPOOL_DIR"] = tempfile.mkdtemp()
     import http_apps
     from bench_request_path import BODY
 
@@ -321,22 +319,21 @@ def paced_child(mode: str) -> None:
 
         await app(scope, receive, send)
 
-    def threads_cpu() -> float:  # every thread but the main one: the batcher and the deliverer
-        total = 0.0
-        for task in os.listdir("/proc/self/task"):
-            if task != str(os.getpid()):
-                fields = open(f"/proc/self/task/{task}/stat").read().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return total
+    def threads_cpu() -> float:
+        """Seconds on a CPU of every thread but the main one (the batcher and the deliverer), as the scheduler
+        counts them: the clock-tick counts of /proc/.../stat charge a whole tick to a thread woken by a timer."""
+        return sum(int(open(f"/proc/self/task/{task}/schedstat").read().split()[0]) / 1e9
+                   for task in os.listdir("/proc/self/task") if task != str(os.getpid()))
 
     async def run() -> dict:
         for _ in range(300):
             await one()
         await asyncio.sleep(0.5)
-        latencies, period = [], 1.0 / PACED_RATE
+        requests = rate * PACED_SECONDS
+        latencies, period = [], 1.0 / rate
         cpu = threads_cpu()
         due = time.perf_counter()
-        for _ in range(PACED_REQUESTS):
+        for _ in range(requests):
             due += period
             started = time.perf_counter()
             await one()
@@ -345,7 +342,7 @@ def paced_child(mode: str) -> None:
         cpu = threads_cpu() - cpu
         latencies.sort()
         p50, p99 = latencies[len(latencies) // 2] * 1e3, latencies[int(len(latencies) * 0.99)] * 1e3
-        return {"p50": p50, "p99": p99, "tail": p99 - p50, "threads_us": cpu / PACED_REQUESTS * 1e6}
+        return {"p50": p50, "p99": p99, "tail": p99 - p50, "threads_us": cpu / requests * 1e6}
 
     result = asyncio.run(run())
     import mdc_middleware
@@ -354,7 +351,7 @@ def paced_child(mode: str) -> None:
     print(json.dumps(result), flush=True)
 
 
-def paced_latency(repeat: int) -> None:
+def paced_latency(repeat: int, rate: int) -> None:
     import json
     import subprocess
     import sys
@@ -362,8 +359,8 @@ def paced_latency(repeat: int) -> None:
     runs = {mode: [] for mode in PACED_MODES}
     for round_number in range(1, repeat + 1):
         for mode in PACED_MODES:
-            out = subprocess.run([sys.executable, __file__, "--paced-child", mode], capture_output=True, text=True,
-                                 check=True, timeout=300).stdout
+            out = subprocess.run([sys.executable, __file__, "--paced-child", mode, "--rate", str(rate)],
+                                 capture_output=True, text=True, check=True, timeout=300).stdout
             result = json.loads(out.strip().splitlines()[-1])
             runs[mode].append(result)
             print(f"{mode} round {round_number}: p50 {result['p50']:.2f} ms, p99 {result['p99']:.2f} ms, "
@@ -375,7 +372,7 @@ def paced_latency(repeat: int) -> None:
         rows.append([mode, f"{values['p50']:.2f}", f"{values['p99']:.2f}", f"{values['tail']:.2f}",
                      f"{values['tail'] / off_tail:.2f}", f"{values['threads_us']:.0f}" if mode != "off" else "—"])
     print()
-    print(f"FastAPI model endpoint in-process, {PACED_RATE} requests/s, {PACED_REQUESTS:,} a run, journal on, one CPU; "
+    print(f"FastAPI model endpoint in-process, {rate} requests/s, {rate * PACED_SECONDS:,} a run, one CPU; "
           f"medians of {repeat} runs")
     print(table(["mode", "p50 ms", "p99 ms", "tail (p99 − p50) ms", "tail vs off", "writer threads µs/request"], rows))
 

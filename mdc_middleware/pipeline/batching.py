@@ -70,42 +70,28 @@ def _schema_target(target: Target) -> Target:
     return dataclasses.replace(target, file_stem=SCHEMA_STEM)
 
 
-# The pacer's slices: after this much continuous work the batcher gives the GIL away…
-SLICE = 0.001
-# …or after this much in a light look (fewer than LIGHT_LOOK items waited when it woke): under a light load the
-# request that arrives during a look would otherwise wait for all of it, a few hundred microseconds on cold caches,
-# which is what the latency's tail at a few hundred requests a second is made of.
-LIGHT_SLICE = 0.0001
-LIGHT_LOOK = 16
-
-
 class Pacer:
-    """Gives the GIL away after each slice of continuous work: a millisecond, or a tenth of one in a light look.
+    """Gives the GIL away after each millisecond of continuous work.
 
     Otherwise a waiting request thread gets it back only after the interpreter's switch interval (5 ms):
-    every request that arrives while the batcher works through a burst waits that long. The slice counts from
-    the start of the work (``working()``, called when the batcher wakes from waiting for items) or from the
-    last give-way. Under load a look is done within a millisecond and gives nothing away: each give-way costs
-    the batcher CPU on caches the request thread has since filled (a fifth to a quarter more per capture while
-    the main thread runs Python, ``benchmarks/bench_writer.py --beside-requests``). A light look (a few captures)
-    gives way after a tenth of a millisecond, between its encoding and its journal write: about a tenth more
-    CPU per request there, where CPU is spare, for a tail of latency as short as without collection
-    (``benchmarks/bench_writer.py --paced``).
+    every request that arrives while the batcher works through a burst waits that long. The millisecond
+    counts from the start of the work (``working()``, called when the batcher wakes from waiting for items)
+    or from the last give-way, so a look at the queue that is done within a millisecond gives nothing away:
+    each give-way costs the batcher CPU on caches the request thread has since filled (a fifth to a quarter
+    more per capture while the main thread runs Python, ``benchmarks/bench_writer.py --beside-requests``).
     """
 
     def __init__(self) -> None:
         self._since = 0.0
-        self._slice = SLICE
 
-    def working(self, light: bool = False) -> None:
-        """Work starts after a wait: the slice counts from now, and is short when ``light``."""
-        self._slice = LIGHT_SLICE if light else SLICE
+    def working(self) -> None:
+        """Work starts after a wait: the millisecond counts from now."""
         self._since = time.perf_counter()
 
     def pause(self) -> None:
-        """Called between pieces of work: gives the GIL away if a slice of work has passed."""
+        """Called between pieces of work: gives the GIL away if a millisecond of work has passed."""
         now = time.perf_counter()
-        if now - self._since >= self._slice:
+        if now - self._since >= 0.001:
             give_way()
             self._since = time.perf_counter()
 
@@ -171,7 +157,7 @@ class Batcher:
         except queue.Empty:
             item = None
         if rested:
-            self.pacer.working(light=self.items.qsize() < LIGHT_LOOK)
+            self.pacer.working()
         if isinstance(item, Marker):
             self._seal()
             self.delivery.hand_over(item)

@@ -1,7 +1,5 @@
 """The batcher's pacer: the GIL is given away after each millisecond of continuous work, counted from when the
-work started, so a short look at the queue under load never hands the GIL over (each hand-over costs the batcher
-CPU); a light look (a few items waited) gives way after a tenth of a millisecond, so a request arriving during it
-does not wait for all of it."""
+work started, so a short look at the queue never hands the GIL over (each hand-over costs the batcher CPU)."""
 import time
 
 import pytest
@@ -55,53 +53,9 @@ def test_continuous_work_gives_way_about_once_a_millisecond(give_ways):
     assert min(gaps) >= 0.001
 
 
-def test_a_light_look_gives_way_after_a_tenth_of_a_millisecond(give_ways):
-    pacer = Pacer()
-    started = time.perf_counter()
-    pacer.working(light=True)
-    work_for(0.00002)
-    pacer.pause()
-    if time.perf_counter() - started < batching.LIGHT_SLICE * 0.9:  # unless the machine stretched it
-        assert give_ways == []  # within its slice
-    give_ways.clear()
-    pacer.working(light=True)
-    work_for(batching.LIGHT_SLICE)
-    pacer.pause()
-    assert len(give_ways) == 1
-    pacer.working()  # the next look, under load: the millisecond slice again
-    work_for(batching.LIGHT_SLICE * 2)
-    pacer.pause()
-    assert len(give_ways) == 1 or time.perf_counter() - give_ways[-1] >= batching.SLICE  # only a stretched machine
-
-
-def test_the_batcher_takes_a_light_look_when_few_items_wait(tmp_path, monkeypatch):
-    looks = []
-    original = Pacer.working
-    monkeypatch.setattr(Pacer, "working", lambda self, light=False: (looks.append(light), original(self, light))[1])
-    writer = Writer(LocalSink(tmp_path), flush_interval=60)
-    try:
-        assert writer.force_flush(10)  # the batcher is up, and waits for items
-        time.sleep(0.05)
-        writer.submit(record(1), rows=1)
-        assert writer.force_flush(10)
-        assert looks and looks[0] is True  # it woke to one record
-        for _ in range(5):  # records submitted at once wait together for the batcher's next look
-            looks.clear()
-            for number in range(batching.LIGHT_LOOK * 4):
-                writer.submit(record(number), rows=1)
-            assert writer.force_flush(10)
-            if False in looks:
-                break
-        assert False in looks
-    finally:
-        writer.shutdown(5)
-
-
-def test_the_batcher_restarts_the_count_when_it_wakes_from_waiting(tmp_path, give_ways, monkeypatch):
+def test_the_batcher_restarts_the_count_when_it_wakes_from_waiting(tmp_path, give_ways):
     """A record that arrives after a quiet spell is encoded without a give-way, though the last one was long
-    before: the batcher's loop calls ``working()`` when it wakes. (With the millisecond slice for the light look
-    too: on a cold start the encoding of one record can take a tenth of a millisecond.)"""
-    monkeypatch.setattr(batching, "LIGHT_SLICE", batching.SLICE)
+    before: the batcher's loop calls ``working()`` when it wakes."""
     writer = Writer(LocalSink(tmp_path), flush_interval=60)
     try:
         writer.submit(record(1), rows=1)
