@@ -286,7 +286,6 @@ def capture_encoding(repeat: int, run: int = 16) -> None:
                  f"runs of {run}, as the batcher does µs", "speed-up over record by record"], results))
 
 
-
 def paced_child(mode: str, rate: int) -> None:
     """One paced run in this process (on CPU 0): prints a JSON line of latencies (ms) and thread CPU (µs/request)."""
     import asyncio
@@ -385,7 +384,7 @@ def idle_writer(seconds: float = 10.0) -> None:
 
     rows = []
     for journal in (False, True):
-        for quiet in ("as shipped", "never"):
+        for quiet in ("0.5 s, as shipped", "never"):
             with tempfile.TemporaryDirectory() as directory:
                 spool = Spool(os.path.join(directory, "spool")) if journal else None
                 writer = Writer(LocalSink(os.path.join(directory, "data")), spool=spool,
@@ -409,7 +408,8 @@ def idle_writer(seconds: float = 10.0) -> None:
             print(f"journal {rows[-1][0]}, quiet spell {quiet}: batcher {rows[-1][2]} % of a core, "
                   f"{rows[-1][3]} wake-ups/s", flush=True)
     print()
-    print(table(["journal", "sleeps after a quiet spell", "batcher CPU, % of a core", "wake-ups a second"], rows))
+    print(table(["journal", "sleeps until a put after a quiet spell of", "batcher CPU, % of a core",
+                 "wake-ups a second"], rows))
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ def test_the_consumer_looks_often_while_many_items_come_and_backs_off_while_few_
             handoff.get_nowait()
         assert handoff._next_poll == next_poll, (count, handoff._next_poll)
 
+
 def test_after_a_quiet_spell_the_consumer_sleeps_until_a_put_rings():
     import time
 
