@@ -16,7 +16,7 @@ is under full load.
 Once the queue has stayed empty for ``quiet_after`` seconds, the batcher stops looking and sleeps until an item
 comes: the first put after that quiet spell wakes it (the doorbell), and it looks ``poll_interval`` later, as a
 poll would have (by then the request that rang has been answered). An idle process then costs nothing, where
-looking every 10 ms (the journal's interval) took about 0.9 % of a core here, each look a timer wake-up of the
+looking every 10 ms (the journal's interval) took about 1 % of a core here, each look a timer wake-up of the
 thread; under load the doorbell is never rung, as the queue never stays empty that long.
 """
 from __future__ import annotations
