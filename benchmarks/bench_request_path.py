@@ -43,7 +43,9 @@ BODY = json.dumps({"data": [[5.1, 3.5, 1.4, 0.2]]}).encode()
 MODES = ("off", "passthrough", "floor-discard", "discard", "floor", "on-local")
 
 
-def _asgi_runner(app):
+def asgi_request(app):
+    """A coroutine function that makes one scoring request of BODY to the ASGI ``app``, with a stand-in server's
+    receive and send."""
     headers = [(b"host", b"bench"), (b"user-agent", b"bench"), (b"content-type", b"application/json"),
                (b"content-length", str(len(BODY)).encode())]
 
@@ -64,6 +66,12 @@ def _asgi_runner(app):
             pass
 
         await app(scope, receive, send)
+
+    return one
+
+
+def _asgi_runner(app):
+    one = asgi_request(app)
 
     async def many(n: int) -> float:
         started = time.perf_counter()

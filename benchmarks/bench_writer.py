@@ -298,25 +298,9 @@ def paced_child(mode: str, rate: int) -> None:
     if mode == "journal":
         os.environ["MDC_SPOOL_DIR"] = tempfile.mkdtemp()
     import http_apps
-    from bench_request_path import BODY
+    from bench_request_path import asgi_request
 
-    app = http_apps.fastapi
-    headers = [(b"host", b"bench"), (b"content-type", b"application/json"),
-               (b"content-length", str(len(BODY)).encode())]
-
-    async def one() -> None:
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-                 "scheme": "http", "path": "/score", "raw_path": b"/score", "query_string": b"", "root_path": "",
-                 "headers": headers, "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2)}
-        messages = [{"type": "http.request", "body": BODY, "more_body": False}]
-
-        async def receive():
-            return messages.pop() if messages else {"type": "http.disconnect"}
-
-        async def send(message) -> None:
-            pass
-
-        await app(scope, receive, send)
+    one = asgi_request(http_apps.fastapi)
 
     def threads_cpu() -> float:
         """Seconds on a CPU of every thread but the main one (the batcher and the deliverer), as the scheduler

@@ -72,13 +72,9 @@ class Batch:
     source: Optional["SpoolRecord"] = field(default=None, repr=False)
     generation: Optional[Any] = field(default=None, repr=False)  # its journal segment (journal.Generation)
 
-    def encode(self) -> bytes:
-        """The batch as one spool record."""
-        return b"".join(self.encode_parts())
-
     def encode_parts(self) -> List[bytes]:
-        """The record as buffers to write one after the other (``write_all``); joined, they are ``encode()``.
-        The payload is one of them, never copied (the CRC is taken piece by piece)."""
+        """The batch as one spool record, in buffers to write one after the other (``write_all``): the head,
+        the metadata and the payload, which is never copied (the CRC of the body is taken piece by piece)."""
         meta = json.dumps({"f": self.folder, "s": self.stem, "h": self.header, "r": self.rows,
                            "hint": list(self.hint) if self.hint else None}, separators=(",", ":")).encode("utf-8")
         meta += b"\0"

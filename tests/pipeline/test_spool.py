@@ -1,6 +1,7 @@
 import fcntl
 import os
 import subprocess
+import zlib
 
 import pytest
 
@@ -16,6 +17,11 @@ from tests.helpers import FlakySink, record, replayed, wait_for
 
 def batch(i: int, rows: int = 2) -> Batch:
     return Batch("folder", "data", "x\n", "".join(f"{i}-{r}\n" for r in range(rows)).encode(), rows)
+
+
+def record_of(one: Batch) -> bytes:
+    """The spool record of a batch, as the spool writes it."""
+    return b"".join(one.encode_parts())
 
 
 def test_round_trip_in_order_and_segments_deleted_when_done(tmp_path):
@@ -53,7 +59,7 @@ def spooled_three(tmp_path):
 def test_torn_and_corrupt_records_are_skipped_and_counted(tmp_path):
     segment, data = spooled_three(tmp_path)
     data[30] ^= 0xFF  # corrupt the first record's body
-    data += batch(9).encode()[:20]  # a torn write at the end
+    data += record_of(batch(9))[:20]  # a torn write at the end
     segment.write_bytes(bytes(data))
     metrics = Metrics()
     assert replayed(Spool(tmp_path, metrics=metrics)) == ["1-0\n1-1\n", "2-0\n2-1\n"]
@@ -74,20 +80,27 @@ def test_garbage_between_records_resynchronises(tmp_path):
     spool.write(batch(0))
     spool.seal()
     (segment,) = spool.segments()
-    segment.write_bytes(b"garbage!" + segment.read_bytes() + b"more garbage" + batch(1).encode())
+    segment.write_bytes(b"garbage!" + segment.read_bytes() + b"more garbage" + record_of(batch(1)))
     assert replayed(Spool(tmp_path)) == ["0-0\n0-1\n", "1-0\n1-1\n"]
 
 
-def test_a_record_written_in_parts_is_the_record_encoded_whole(tmp_path):
+def test_a_record_written_in_parts_is_one_whole_spool_record(tmp_path):
     one = Batch("f/2026/12/07", "data", "a,b\n", b"1,2\n" * 1000, 1000, hint=("blob", 7))
-    assert b"".join(one.encode_parts()) == one.encode()
+    whole = record_of(one)
+    head = spool_module._HEAD
+    magic, length, crc = head.unpack_from(whole)
+    body = whole[head.size:]
+    assert (magic, length, crc) == (spool_module.MAGIC, len(body), zlib.crc32(body))  # one CRC of the whole body
+    back = Batch.decode(body)
+    assert (back.folder, back.stem, back.header, back.payload, back.rows, back.hint) == (
+        one.folder, one.stem, one.header, one.payload, one.rows, one.hint)
     path = tmp_path / "parts"
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT)
     try:
         assert write_all(descriptor, one.encode_parts() + [b""] + batch(2).encode_parts()) == path.stat().st_size
     finally:
         os.close(descriptor)
-    assert path.read_bytes() == one.encode() + batch(2).encode()
+    assert path.read_bytes() == whole + record_of(batch(2))
 
 
 def test_more_parts_than_one_writev_takes_are_written_in_order(tmp_path, monkeypatch):
@@ -137,7 +150,7 @@ def test_a_record_the_disk_cut_short_is_cut_off_and_the_next_replays(tmp_path):
 @pytest.mark.parametrize("policy", ["oldest", "newest"])
 def test_size_bound_drops_by_policy_and_counts(tmp_path, policy):
     metrics = Metrics()
-    one = len(batch(0).encode())
+    one = len(record_of(batch(0)))
     spool = Spool(tmp_path, max_bytes=3 * one + 10, drop=policy, segment_bytes=one, metrics=metrics)
     results = [spool.write(batch(i)) for i in range(6)]
     spool.seal()
