@@ -2,12 +2,13 @@
 
 A container on AKS configures collection with environment variables only. Azure ML's own names are
 accepted so an existing deployment keeps working; our own names carry the ``MDC_`` prefix. A bad value
-fails at start-up with a message naming the variable, because a typo found at 3 a.m. by missing data
-is far worse than a crash at deploy time.
+fails at start-up with a message naming the variable, and so does a misspelt ``MDC_*`` name, because a
+typo found at 3 a.m. by missing data is far worse than a crash at deploy time.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import logging
 import math
@@ -15,7 +16,7 @@ import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, List, Mapping, NamedTuple, Optional
 
 from .storage.paths import as_component, validate_component
 from .payloads.privacy import FieldRules, check_header_allowlist
@@ -329,8 +330,12 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides: Any) -> "Settings":
-        """Defaults < Azure's model_config_map.json < environment < keyword arguments."""
+        """Defaults < Azure's model_config_map.json < environment < keyword arguments.
+
+        :raises ConfigError: a value is invalid, or an ``MDC_*`` variable is a misspelling of one we read
+            (``MDC_ROUTS``); the message names the variable."""
         environ = os.environ if environ is None else environ
+        _refuse_misspelt_variables(environ)
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}  # field → the variable (and value) it was read from
         values.update(_read_model_config_map(config_map_path(environ)))
@@ -385,6 +390,49 @@ OTHER_VARIABLES = (
     ("MDC_SIGTERM_FLUSH", "`true`", "flush on SIGTERM where nothing else in the process handles it (read at "
      "import)"),
 )
+
+# Set for the test command (scripts/test.sh, tests/azurite.py): ours, but not a setting.
+_TOOLING_VARIABLES = ("MDC_AZURITE_BIN",)
+# Every variable read, by name.
+KNOWN_VARIABLES = frozenset([*(variable for variables, _ in ENVIRONMENT.values() for variable in variables),
+                             *(variable for variable, _, _ in OTHER_VARIABLES), *_TOOLING_VARIABLES])
+# A variable named like these that nothing reads is misspelt or left over. Azure's own names are only warned of
+# (``startup``): Azure's platform may set some that we do not read.
+_OUR_PREFIX = "MDC_"
+_AZURE_PREFIX = "AML_MODEL_DC_"
+
+
+class StrayVariable(NamedTuple):
+    """A variable named like ours that nothing reads."""
+
+    name: str
+    meant: Optional[str]  # the variable it is most likely a misspelling of, if one is close
+
+    @property
+    def refused(self) -> bool:
+        """A misspelt ``MDC_*`` name: start-up fails. Azure's names and names close to none are warned of."""
+        return self.meant is not None and self.name.upper().startswith(_OUR_PREFIX)
+
+
+def stray_variables(environ: Mapping[str, str]) -> List[StrayVariable]:
+    """Variables named like ours (``MDC_*``, ``AML_MODEL_DC_*``, in any case) that nothing reads, sorted."""
+    found = []
+    for name in environ:
+        upper = name.upper()
+        if upper.startswith((_OUR_PREFIX, _AZURE_PREFIX)) and name not in KNOWN_VARIABLES:
+            close = [upper] if upper in KNOWN_VARIABLES else difflib.get_close_matches(upper, KNOWN_VARIABLES, 1, 0.8)
+            found.append(StrayVariable(name, close[0] if close else None))
+    return sorted(found)
+
+
+def _refuse_misspelt_variables(environ: Mapping[str, str]) -> None:
+    """A misspelt ``MDC_*`` variable fails start-up: MDC_SPOOL_DRI=/data would otherwise run without the journal
+    it asked for, and nothing would say so until rows were missing. The value is never shown (it may be a
+    secret)."""
+    for stray in stray_variables(environ):
+        if stray.refused:
+            raise ConfigError(f"{stray.name} is set, but mdc-middleware reads no variable of that name: did you "
+                              f"mean {stray.meant}? Rename it (or remove it)")
 
 
 def settings_table() -> str:

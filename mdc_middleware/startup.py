@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import Dict, Optional, Sequence
 
-from .config import ConfigError, Settings
+from .config import ConfigError, Settings, stray_variables
 
 logger = logging.getLogger("mdc_middleware")
 
@@ -51,7 +51,20 @@ def announce(settings: Settings, routes: Optional[Sequence[str]] = None) -> None
         _announced.add(key)
         if settings.enabled:
             state["enabled"] = 1
+        warn_of_strays = ("stray variables", os.getpid()) not in _announced
+        _announced.add(("stray variables", os.getpid()))
     _emit(logging.INFO, describe(settings, routes))
+    if warn_of_strays:
+        _warn_of_stray_variables()
+
+
+def _warn_of_stray_variables() -> None:
+    """Variables named like ours that nothing reads and that did not fail start-up (``config.stray_variables``):
+    said once per process, as a warning."""
+    strays = [stray for stray in stray_variables(os.environ) if not stray.refused]
+    if strays:
+        names = ", ".join(f"{s.name} (did you mean {s.meant}?)" if s.meant else s.name for s in strays)
+        _emit(logging.WARNING, f"mdc: {names}: set, but mdc-middleware reads no variable of that name; ignored")
 
 
 def refuse(error: ConfigError, where: str) -> None:

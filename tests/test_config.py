@@ -1,4 +1,5 @@
 import dataclasses
+import os
 import re
 
 import pytest
@@ -79,6 +80,46 @@ def test_path_components_that_could_escape_are_rejected(name):
         Settings.from_env({}, model_name=name)
     with pytest.raises(ConfigError):
         ModelDataCollector(name, designation="inputs")
+
+
+@pytest.mark.parametrize("variable,meant", [
+    ("MDC_ROUTS", "MDC_ROUTES"), ("MDC_SPOOL_DRI", "MDC_SPOOL_DIR"), ("MDC_FLUSH_INTERVAL", "MDC_FLUSH_INTERVAL_SECONDS"),
+    ("mdc_enabled", "MDC_ENABLED"), ("MDC_STORAGE_CONNECTION_STRNG", "MDC_STORAGE_CONNECTION_STRING"),
+])
+def test_a_misspelt_variable_fails_naming_it_and_the_one_meant_never_its_value(variable, meant):
+    """MDC_SPOOL_DRI=/data ran without the journal it asked for, and nothing said so."""
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"MDC_ENABLED": "true", variable: "AccountKey=c2VjcmV0S2V5"})
+    message = str(raised.value)
+    assert message.startswith(f"{variable} is set") and f"did you mean {meant}?" in message
+    assert "c2VjcmV0S2V5" not in message
+
+
+def test_names_like_ours_that_nothing_reads_are_warned_of_once(monkeypatch, caplog):
+    from mdc_middleware import startup
+
+    environ = {"MDC_ENABLED": "true", "MDC_FOO": "1", "AML_MODEL_DC_STORAGE_ENABLE": "true", "MDCX": "1"}
+    settings = Settings.from_env(environ)  # neither is refused: close to none of ours, and Azure's own names
+    assert settings.enabled
+    monkeypatch.setattr(startup, "_announced", set())
+    monkeypatch.setattr(os, "environ", environ)
+    with caplog.at_level("INFO", logger="mdc_middleware"):
+        startup.announce(settings)
+        startup.announce(settings.replace(container="other"))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["mdc: AML_MODEL_DC_STORAGE_ENABLE (did you mean AML_MODEL_DC_STORAGE_ENABLED?), MDC_FOO: "
+                        "set, but mdc-middleware reads no variable of that name; ignored"]
+
+
+def test_every_variable_the_package_examples_and_readme_name_is_one_it_reads():
+    """Else a variable read somewhere but missing from ``KNOWN_VARIABLES`` would fail start-up as misspelt."""
+    named = set()
+    for path in [*(ROOT / "mdc_middleware").rglob("*.py"), *(ROOT / "examples").rglob("*"),
+                 *(ROOT / "scripts").rglob("*"), ROOT / "README.md"]:
+        if path.is_file():
+            named.update(re.findall(r"\b(?:MDC|AML_MODEL_DC)_[A-Z0-9_]*[A-Z0-9]\b", path.read_text(errors="replace")))
+    assert named - config.KNOWN_VARIABLES == {"MDC_ROUTS", "MDC_SPOOL_DRI"}  # the misspellings shown as such
+    assert len(named) > 40
 
 
 def test_secrets_never_in_repr():

@@ -67,6 +67,19 @@ def test_gunicorn_with_flask_fails_to_boot():
     assert "PUSH is not an HTTP method" in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("server", ["uvicorn", "gunicorn-flask"])
+def test_a_misspelt_variable_fails_start_up_naming_it_and_the_one_meant(server):
+    """MDC_SPOOL_DRI: without the check the server ran, collecting without the journal it asked for."""
+    port = free_port()
+    command = ([PYTHON, "-m", "uvicorn", "tests.apps.numbered_app:app", "--port", str(port)] if server == "uvicorn"
+               else [PYTHON, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "tests.apps.numbered_flask_app:app"])
+    result = run_until_exit(command, {"MDC_ENABLED": "true", "MDC_SPOOL_DRI": "/tmp/mdc-spool"}, timeout=90)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-2000:]
+    assert "MDC_SPOOL_DRI is set, but mdc-middleware reads no variable of that name: did you mean MDC_SPOOL_DIR?" \
+        in output, output[-2000:]
+
+
 def test_start_up_line_says_where_rows_go(tmp_path):
     port = free_port()
     log = tmp_path / "server.log"
