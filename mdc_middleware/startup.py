@@ -1,5 +1,6 @@
 """What an operator sees at start-up: one line saying whether collection works and where data goes, and a
-bad setting reported once, loudly, without ever becoming the app's errors.
+bad setting reported once, loudly, without ever becoming the app's errors (and, once requests come, a route
+none of them meets).
 
 The line goes to our logger (``mdc_middleware``) at INFO. Servers configure their own loggers, not ours: when
 nothing would print it (no handler anywhere up the logger's chain, or INFO filtered out), it is written to
@@ -65,6 +66,12 @@ def _warn_of_stray_variables() -> None:
     if strays:
         names = ", ".join(f"{s.name} (did you mean {s.meant}?)" if s.meant else s.name for s in strays)
         _emit(logging.WARNING, f"mdc: {names}: set, but mdc-middleware reads no variable of that name; ignored")
+
+
+def warn(message: str) -> None:
+    """A warning about the configuration that an operator must see (a route no request meets): our logger,
+    and stderr when nothing would print it."""
+    _emit(logging.WARNING, message)
 
 
 def refuse(error: ConfigError, where: str) -> None:

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import Counter
 from typing import Any, Dict, Optional, Tuple, Union
 
-from .. import runtime
+from .. import runtime, startup
 from ..payloads.captured_request import REQUEST_ID_HEADERS, register_plan
 from ..config import ConfigError, Settings
 from ..storage.paths import Target
@@ -48,6 +49,11 @@ _MAX_CACHED_PATH_LENGTH = 256
 # plan and files of its own, and the names come from clients, so they are bounded.
 MAX_MODELS_PER_ROUTE = 64
 
+# Requests of a method the routes take, none of them to a route, before the operator is told: a typo in a route
+# (``/scroe``) otherwise collects nothing, and says nothing. The paths named in the warning: at most this many.
+UNMATCHED_BEFORE_WARNING = 20
+_UNMATCHED_PATHS_KEPT = 32
+
 # What a path is refused for instead of a plan: counted as a skip each time it is requested.
 _Refusal = str
 _UNSEEN: Any = object()
@@ -60,6 +66,10 @@ class CapturePolicy:
         self._plans: Dict[Tuple[Route, Optional[str], Optional[str]], RoutePlan] = {}
         self._models_per_route: Dict[Route, int] = {}
         self._by_path: Dict[Tuple[str, str], Union[RoutePlan, _Refusal, None]] = {}
+        # Until a request meets a route (then None; None from the start when every POST is captured): the
+        # requests of a method the routes take, by method and path, for the warning of a route that never matches.
+        self._unmatched: Optional[Counter] = Counter() if self.routes.routes else None
+        self._routed_methods = frozenset(method for route in self.routes.routes for method in route.methods)
         for route in self.routes.routes:  # validate every route's names at start-up, not per request
             self.plan(route)
         # The only request headers a capture reads: the rest are never decoded. ASGI servers give
@@ -100,6 +110,8 @@ class CapturePolicy:
         if plan is None and full_path:
             plan = self._plan_for(method, full_path)
         if plan is None:
+            if self._unmatched is not None and method in self._routed_methods:
+                self._note_unmatched(method, path)
             return None
         if isinstance(plan, str):
             self.writer.metrics.skip(plan)
@@ -116,11 +128,33 @@ class CapturePolicy:
         except KeyError:
             found = self.routes.match(method, path)
             plan = self._plan_of_match(*found) if found is not None else None
+            if found is not None:
+                self._unmatched = None  # the routes meet requests: nothing to warn of
             if len(path) <= _MAX_CACHED_PATH_LENGTH:  # longer ones are matched again: linear, and rare
                 if len(self._by_path) >= _MAX_CACHED_PATHS:
                     self._by_path.clear()
                 self._by_path[key] = plan
             return plan
+
+    def _note_unmatched(self, method: str, path: str) -> None:
+        """Count a request no route took; at ``UNMATCHED_BEFORE_WARNING`` of them, before any request met a
+        route, warn once, naming the routes and the paths requested instead."""
+        counts = self._unmatched
+        if counts is None:  # another thread warned, or met a route, meanwhile
+            return
+        key = f"{method} {path[:100] if path.isprintable() else ascii(path[:100])}"
+        if key in counts or len(counts) < _UNMATCHED_PATHS_KEPT:
+            counts[key] += 1
+        else:
+            counts["(other paths)"] += 1
+        seen = sum(counts.values())
+        if seen < UNMATCHED_BEFORE_WARNING:
+            return
+        self._unmatched = None
+        most = ", ".join(f"{key} ({count})" for key, count in counts.most_common(3))
+        startup.warn(f"mdc: {seen} {'/'.join(sorted(self._routed_methods))} requests so far and none to a route "
+                     f"collected ({', '.join(self.route_names)}); they went to {most}. Nothing is collected from "
+                     f"them: check MDC_ROUTES or routes= for a typo")
 
     def _plan_of_match(self, route: Route, values: Dict[str, str]) -> Union[RoutePlan, _Refusal]:
         model, version = model_in_path(values)

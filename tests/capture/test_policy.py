@@ -7,7 +7,8 @@ import pytest
 
 from mdc_middleware import Schema, Settings
 from mdc_middleware.capture.exchange import Exchange
-from mdc_middleware.capture.policy import _MAX_CACHED_PATHS, MAX_MODELS_PER_ROUTE, CapturePolicy
+from mdc_middleware.capture.policy import (_MAX_CACHED_PATHS, MAX_MODELS_PER_ROUTE, UNMATCHED_BEFORE_WARNING,
+                                            CapturePolicy)
 from mdc_middleware.payloads.captured_request import BODY_NOT_READ, plan_by_id
 from mdc_middleware.pipeline.writer import Writer
 from mdc_middleware.storage.local import LocalSink
@@ -43,6 +44,38 @@ def test_a_mounted_app_matches_routes_declared_with_or_without_its_prefix(writer
     chosen = policy(writer, {"POST /api/score": Schema()})
     assert chosen.select("POST", "/score", full_path="/api/score") is not None
     assert chosen.select("POST", "/score") is None
+
+
+def unmatched_warnings(caplog) -> list:
+    return [r.getMessage() for r in caplog.records if "none to a route" in r.getMessage()]
+
+
+def test_a_route_no_request_meets_is_warned_of_once_naming_where_requests_went(writer, caplog):
+    """A typo in a route (``/scroe``) collected nothing and said nothing."""
+    chosen = policy(writer, {"POST /scroe": Schema()})
+    with caplog.at_level(logging.WARNING, logger="mdc_middleware"):
+        for _ in range(10):
+            chosen.select("GET", "/healthz")  # probes: not of a method the routes take
+        for i in range(UNMATCHED_BEFORE_WARNING - 1):
+            assert chosen.select("POST", "/score" if i % 4 else "/predict\n") is None
+        assert unmatched_warnings(caplog) == []
+        chosen.select("POST", "/score")
+        for _ in range(100):
+            chosen.select("POST", "/score")
+    assert unmatched_warnings(caplog) == [
+        "mdc: 20 POST requests so far and none to a route collected (POST /scroe); they went to POST /score (15), "
+        "POST '/predict\\n' (5). Nothing is collected from them: check MDC_ROUTES or routes= for a typo"]
+
+
+@pytest.mark.parametrize("routes", [{"POST /score": Schema()}, {}])
+def test_routes_that_meet_requests_are_never_warned_of(writer, caplog, routes):
+    chosen = policy(writer, routes)
+    with caplog.at_level(logging.WARNING, logger="mdc_middleware"):
+        assert chosen.select("POST", "/score") is not None  # a declared route, or every POST
+        for i in range(3 * UNMATCHED_BEFORE_WARNING):
+            chosen.select("POST", f"/other/{i}")
+            chosen.select("POST", "/score")
+    assert unmatched_warnings(caplog) == []
 
 
 def test_collection_switched_off_captures_nothing(tmp_path, writer):

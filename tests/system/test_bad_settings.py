@@ -80,6 +80,28 @@ def test_a_misspelt_variable_fails_start_up_naming_it_and_the_one_meant(server):
         in output, output[-2000:]
 
 
+def test_a_route_no_request_meets_is_said_in_the_servers_output(tmp_path):
+    """MDC_ROUTES=/scroe: requests to /score pass through untouched, and after 20 the operator is told."""
+    port = free_port()
+    log = tmp_path / "server.log"
+    env = {"MDC_ENABLED": "true", "MDC_ROUTES": "/scroe", "MDC_LOCAL_DIR": str(tmp_path / "data")}
+    with log.open("wb") as output:
+        server = start_server([PYTHON, "-m", "uvicorn", "tests.apps.env_routes_app:app", "--port", str(port)], env,
+                              port, output=output)
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+                for i in range(25):
+                    response = client.post("/score", json={"data": [[i, 1]]})
+                    assert response.status_code == 200 and response.json() == {"predictions": [2]}
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(30)
+    text = log.read_text()
+    assert text.count("mdc: 20 POST requests so far and none to a route collected (POST /scroe); they went to "
+                      "POST /score (20)") == 1, text
+    assert not (tmp_path / "data").exists()
+
+
 def test_start_up_line_says_where_rows_go(tmp_path):
     port = free_port()
     log = tmp_path / "server.log"
