@@ -23,7 +23,7 @@ import pandas as pd
 
 from .config import ConfigError, Settings
 from .analysis.chunks import Chunk, header_columns, iter_chunks
-from .analysis.read import inventory, text_columns_noted
+from .analysis.read import absent_name, inventory, text_columns_noted
 from .analysis.source import describe_source, open_source
 
 EXIT_DRIFT = 3
@@ -94,14 +94,9 @@ class _Context:
         where = describe_source(self.source)
         if not entries:
             raise click.ClickException(f"no collected data in {where}")
-        for label, wanted, present in (
-                ("designation", designation, {e.designation for e in entries}),
-                ("model", model, {e.model for e in entries if designation in (None, e.designation)}),
-                ("version", version, {e.version for e in entries if model in (None, e.model)
-                                      and designation in (None, e.designation)})):
-            if wanted is not None and str(wanted) not in present and "" not in present:
-                raise click.ClickException(f"no {label} {wanted!r} in {where}; there is: "
-                                           f"{', '.join(sorted(present)) or 'none'}")
+        absent = absent_name(entries, designation, model, version, where)
+        if absent is not None:
+            raise click.ClickException(absent)
 
 
 def _take_source_option(ctx: click.Context, param: click.Parameter, value: Any) -> None:

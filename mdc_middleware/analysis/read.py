@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import warnings
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
@@ -15,6 +16,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 import pandas as pd
 
 from ..storage.paths import JSONL, JSONL_ROOT, ROOT, ParsedPath, parse_path
+from .source import describe_source
 from .source import is_container as _is_container
 
 Source = Union[str, Path, Any]  # a directory, or an azure.storage.blob.ContainerClient
@@ -63,6 +65,8 @@ def _data_files(source: Source) -> Iterable[Tuple[Any, int]]:
                 if blob.name.endswith(suffix):
                     yield blob.name, int(blob.size or 0)
     else:
+        if not Path(source).is_dir():  # a mistyped folder must not read as "nothing collected yet"
+            raise FileNotFoundError(f"no collected data folder at {str(source)!r}")
         for pattern in ("*.csv", "*" + JSONL):
             for path in Path(source).rglob(pattern):
                 yield path, path.stat().st_size
@@ -108,6 +112,23 @@ def inventory(source: Source, *, model: Optional[str] = None, version: Optional[
     return out
 
 
+def absent_name(entries: List[Inventory], designation: Optional[str], model: Optional[str],
+                version: Optional[str], where: str) -> Optional[str]:
+    """"no designation 'imputs' in <where>; there is: inputs, predictions" when a name asked for is in none of the
+    ``entries`` (``inventory``) while others are: a typo, most likely. None when each is present, or there is
+    no data at all."""
+    if not entries:
+        return None
+    for label, wanted, present in (
+            ("designation", designation, {e.designation for e in entries}),
+            ("model", model, {e.model for e in entries if designation in (None, e.designation)}),
+            ("version", version, {e.version for e in entries if model in (None, e.model)
+                                  and designation in (None, e.designation)})):
+        if wanted is not None and str(wanted) not in present and "" not in present:
+            return f"no {label} {str(wanted)!r} in {where}; there is: {', '.join(sorted(present)) or 'none'}"
+    return None
+
+
 def _part_order(name: str) -> int:
     stem = name.rsplit(".", 1)[0]
     tail = stem.rsplit("_", 1)
@@ -132,10 +153,18 @@ def read_collected(source: Source, designation: Optional[str] = None, *, model: 
 
     ``as_text`` keeps every cell exactly as written (strings, empty cells as ""), for byte-exact checks.
     ``progress`` wraps the list of files (e.g. ``tqdm``) to show downloads as they go.
+
+    :raises FileNotFoundError: ``source`` is a folder that does not exist.
+    Nothing collected yet gives an empty frame; so does a designation, model or version that is nowhere in the
+    data while others are, with a ``UserWarning`` naming what there is (``absent_name``).
     """
     options = dict(dtype=str, keep_default_na=False)  # typed below, column by column, never by guessing
     frames = []
     files = list_data_files(source, designation=designation, model=model, version=version, start=start, end=end)
+    if not files and (designation, model, version) != (None, None, None):
+        absent = absent_name(inventory(source), designation, model, version, describe_source(source))
+        if absent is not None:
+            warnings.warn(f"{absent}. Nothing read", UserWarning, stacklevel=2)
     notes: Dict[str, Optional[set]] = {}  # folder → the writer's notes on its text columns
     for name, _ in (progress(files) if progress else files):
         if _is_container(source):

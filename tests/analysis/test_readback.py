@@ -389,6 +389,38 @@ def test_cli_typos_and_impossible_requests_fail_saying_what_exists(small_collect
     assert message in (result.stderr if code else result.output) or message in result.output
 
 
+@pytest.mark.parametrize("filters,message", [
+    (dict(designation="input"), "no designation 'input' in {}; there is: inputs. Nothing read"),
+    (dict(designation="inputs", model="irs"), "no model 'irs' in {}; there is: iris. Nothing read"),
+    (dict(designation="inputs", version=2), "no version '2' in {}; there is: default. Nothing read"),
+])
+def test_a_name_nowhere_in_the_data_reads_nothing_and_warns_naming_what_there_is(small_collection, filters,
+                                                                                message):
+    """The Python API gave an empty frame for read_collected(d, "input") and said nothing; the CLI says what there is."""
+    with pytest.warns(UserWarning) as warned:
+        frame = read_collected(small_collection, **filters)
+    assert frame.empty and [str(w.message) for w in warned] == [message.format(small_collection)]
+
+
+def test_no_data_yet_and_days_without_data_read_nothing_without_a_warning(small_collection, data_dir, tmp_path):
+    import warnings
+
+    (tmp_path / "empty").mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_collected(tmp_path / "empty", "inputs").empty
+        assert read_collected(small_collection, "inputs", start="2001-01-01", end="2001-01-02").empty
+        assert len(read_collected(small_collection, "inputs", model="iris")) == 50
+
+
+def test_a_data_folder_that_does_not_exist_is_an_error_not_an_empty_frame(tmp_path):
+    from mdc_middleware.analysis import inventory, list_data_files
+
+    for read in (read_collected, inventory, list_data_files):
+        with pytest.raises(FileNotFoundError, match="no collected data folder at"):
+            read(tmp_path / "mdc-dta")
+
+
 def test_drift_with_nothing_to_compare_is_an_error_not_ok(small_collection, tmp_path):
     (tmp_path / "base.csv").write_text("q,r\n1,2\n")
     (tmp_path / "binary.csv").write_bytes(bytes(range(256)) * 4)
