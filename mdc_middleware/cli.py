@@ -94,7 +94,8 @@ class _Context:
         where = describe_source(self.source)
         if not entries:
             raise click.ClickException(f"no collected data in {where}")
-        absent = absent_name(entries, designation, model, version, where)
+        absent = absent_name([(e.designation, e.model, e.version) for e in entries], designation, model, version,
+                             where)
         if absent is not None:
             raise click.ClickException(absent)
 

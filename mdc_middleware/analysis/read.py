@@ -112,20 +112,20 @@ def inventory(source: Source, *, model: Optional[str] = None, version: Optional[
     return out
 
 
-def absent_name(entries: List[Inventory], designation: Optional[str], model: Optional[str],
+def absent_name(present: Iterable[Tuple[str, str, str]], designation: Optional[str], model: Optional[str],
                 version: Optional[str], where: str) -> Optional[str]:
-    """"no designation 'imputs' in <where>; there is: inputs, predictions" when a name asked for is in none of the
-    ``entries`` (``inventory``) while others are: a typo, most likely. None when each is present, or there is
-    no data at all."""
-    if not entries:
+    """"no designation 'imputs' in <where>; there is: inputs, predictions" when a name asked for is in none of
+    the (designation, model, version) ``present`` while others are: a typo, most likely. None when each is
+    present, or there is no data at all."""
+    present = list(present)
+    if not present:
         return None
-    for label, wanted, present in (
-            ("designation", designation, {e.designation for e in entries}),
-            ("model", model, {e.model for e in entries if designation in (None, e.designation)}),
-            ("version", version, {e.version for e in entries if model in (None, e.model)
-                                  and designation in (None, e.designation)})):
-        if wanted is not None and str(wanted) not in present and "" not in present:
-            return f"no {label} {str(wanted)!r} in {where}; there is: {', '.join(sorted(present)) or 'none'}"
+    for label, wanted, names in (
+            ("designation", designation, {d for d, _, _ in present}),
+            ("model", model, {m for d, m, _ in present if designation in (None, d)}),
+            ("version", version, {v for d, m, v in present if model in (None, m) and designation in (None, d)})):
+        if wanted is not None and str(wanted) not in names and "" not in names:
+            return f"no {label} {str(wanted)!r} in {where}; there is: {', '.join(sorted(names)) or 'none'}"
     return None
 
 
@@ -162,7 +162,8 @@ def read_collected(source: Source, designation: Optional[str] = None, *, model: 
     frames = []
     files = list_data_files(source, designation=designation, model=model, version=version, start=start, end=end)
     if not files and (designation, model, version) != (None, None, None):
-        absent = absent_name(inventory(source), designation, model, version, describe_source(source))
+        present = [(e.designation, e.model, e.version) for e in inventory(source)]
+        absent = absent_name(present, designation, model, version, describe_source(source))
         if absent is not None:
             warnings.warn(f"{absent}. Nothing read", UserWarning, stacklevel=2)
     notes: Dict[str, Optional[set]] = {}  # folder → the writer's notes on its text columns

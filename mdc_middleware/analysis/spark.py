@@ -18,6 +18,7 @@ Needs ``pyspark`` (the ``spark`` extra) and a Java runtime, or a Spark Connect s
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
@@ -28,7 +29,7 @@ from ..storage.paths import parse_path
 from ..records.record import BOUNDARY, CORRELATION_ID, META_COLUMNS, SCORING_TIMESTAMP
 from .distributions import NumericCounts, add_categories
 from .drift import DriftCounter, DriftResult
-from .read import _TEXT_COLUMNS, Day, _wanted, as_day
+from .read import _TEXT_COLUMNS, Day, _wanted, absent_name, as_day
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -67,6 +68,8 @@ def data_files(spark: "SparkSession", path: str, designation: Optional[str] = No
 def _list(spark: "SparkSession", path: str) -> List[str]:
     if "://" not in path or path.startswith("file:"):
         local = path[len("file:"):] if path.startswith("file:") else path
+        if not os.path.isdir(local):  # as Hadoop's listing of a missing path fails, not "nothing collected yet"
+            raise FileNotFoundError(f"no collected data folder at {local!r}")
         return [os.path.join(folder, f) for folder, _, files in os.walk(local) for f in files if f.endswith(".csv")]
     jvm = spark.sparkContext._jvm  # type: ignore[union-attr]
     hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
@@ -117,6 +120,8 @@ def read_raw(spark: "SparkSession", path: str, designation: str, **filters: Any)
         frame = spark.read.options(**CSV_OPTIONS).csv(group)
         frames.append(frame.withColumn(_FILE, F.input_file_name()).withColumn(_SEQ, F.monotonically_increasing_id()))
     if not frames:
+        if not files:
+            _warn_of_absent_name(spark, path, designation, filters.get("model"), filters.get("version"))
         return None
     rows = frames[0]
     for frame in frames[1:]:
@@ -125,6 +130,19 @@ def read_raw(spark: "SparkSession", path: str, designation: str, **filters: Any)
     ranks = spark.createDataFrame([(_uri(n), i) for n, i in order.items()], [_FILE + "_name", "_mdc_file_rank"])
     rows = rows.select(*[F.coalesce(F.col(f"`{c}`"), F.lit("")).alias(c) for c in data], _FILE, _SEQ)
     return rows.join(F.broadcast(ranks), F.col(_FILE) == F.col(_FILE + "_name"), "left").drop(_FILE + "_name")
+
+
+def _warn_of_absent_name(spark: "SparkSession", path: str, designation: Optional[str], model: Optional[str],
+                         version: Optional[str]) -> None:
+    """A name nowhere under ``path`` while others are: a ``UserWarning`` naming what there is (as ``read_collected``)."""
+    present = []
+    for name in _list(spark, path):
+        parsed = parse_path(name)
+        if parsed is not None:
+            present.append((parsed.designation, parsed.model_name, parsed.model_version))
+    absent = absent_name(present, designation, model, version, path)
+    if absent is not None:
+        warnings.warn(f"{absent}. Nothing read", UserWarning, stacklevel=3)
 
 
 def _uri(name: str) -> str:

@@ -57,6 +57,17 @@ def test_spark_reads_the_rows_and_types_the_embedded_reader_does(spark, collecte
     assert sorted(set(stamps)) == DAYS
 
 
+def test_spark_says_what_there_is_for_a_name_nowhere_in_the_data_and_refuses_a_missing_folder(spark, collected):
+    from mdc_middleware.analysis.spark import read_spark
+
+    with pytest.warns(UserWarning, match=f"no designation 'input' in {collected}; there is: inputs, predictions"):
+        assert read_spark(spark, str(collected), "input") is None
+    with pytest.warns(UserWarning, match="no model 'n' in .*; there is: m. Nothing read"):
+        assert read_spark(spark, str(collected), "inputs", model="n") is None
+    with pytest.raises(FileNotFoundError, match="no collected data folder at"):
+        read_spark(spark, str(collected / "nope"), "inputs")
+
+
 def test_spark_joins_and_removes_redeliveries_as_the_embedded_join_does(spark, collected):
     from mdc_middleware.analysis.spark import join_spark
 
