@@ -14,6 +14,7 @@ import logging
 import math
 import numbers
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, List, Mapping, NamedTuple, Optional
@@ -400,6 +401,10 @@ KNOWN_VARIABLES = frozenset([*(variable for variables, _ in ENVIRONMENT.values()
 # (``startup``): Azure's platform may set some that we do not read.
 _OUR_PREFIX = "MDC_"
 _AZURE_PREFIX = "AML_MODEL_DC_"
+# What Kubernetes sets in every pod for each Service of the namespace (for a Service named "mdc", the name, then
+# _SERVICE_HOST, _PORT_80_TCP_ADDR…): not ours, never a typo.
+_KUBERNETES_SERVICE_LINK = re.compile(r"[A-Z0-9_]+_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?"
+                                      r"|PORT(_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)")
 
 
 class StrayVariable(NamedTuple):
@@ -419,7 +424,8 @@ def stray_variables(environ: Mapping[str, str]) -> List[StrayVariable]:
     found = []
     for name in environ:
         upper = name.upper()
-        if upper.startswith((_OUR_PREFIX, _AZURE_PREFIX)) and name not in KNOWN_VARIABLES:
+        if (upper.startswith((_OUR_PREFIX, _AZURE_PREFIX)) and name not in KNOWN_VARIABLES
+                and not _KUBERNETES_SERVICE_LINK.fullmatch(name)):
             close = [upper] if upper in KNOWN_VARIABLES else difflib.get_close_matches(upper, KNOWN_VARIABLES, 1, 0.8)
             found.append(StrayVariable(name, close[0] if close else None))
     return sorted(found)

@@ -98,7 +98,10 @@ def test_a_misspelt_variable_fails_naming_it_and_the_one_meant_never_its_value(v
 def test_names_like_ours_that_nothing_reads_are_warned_of_once(monkeypatch, caplog):
     from mdc_middleware import startup
 
-    environ = {"MDC_ENABLED": "true", "MDC_FOO": "1", "AML_MODEL_DC_STORAGE_ENABLE": "true", "MDCX": "1"}
+    environ = {"MDC_ENABLED": "true", "MDC_FOO": "1", "AML_MODEL_DC_STORAGE_ENABLE": "true", "MDCX": "1",
+               # Kubernetes's links to a Service named "mdc" in the namespace: not ours, said nothing of
+               "MDC_SERVICE_HOST": "10.0.0.1", "MDC_SERVICE_PORT_HTTP": "80", "MDC_PORT": "tcp://10.0.0.1:80",
+               "MDC_PORT_80_TCP_ADDR": "10.0.0.1", "MDC_PORT_80_TCP_PROTO": "tcp"}
     settings = Settings.from_env(environ)  # neither is refused: close to none of ours, and Azure's own names
     assert settings.enabled
     monkeypatch.setattr(startup, "_announced", set())

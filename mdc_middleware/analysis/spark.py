@@ -134,7 +134,8 @@ def read_raw(spark: "SparkSession", path: str, designation: str, **filters: Any)
 
 def _warn_of_absent_name(spark: "SparkSession", path: str, designation: Optional[str], model: Optional[str],
                          version: Optional[str]) -> None:
-    """A name nowhere under ``path`` while others are: a ``UserWarning`` naming what there is (as ``read_collected``)."""
+    """A name nowhere under ``path`` while others are: a ``UserWarning`` naming what there is, as
+    ``read_collected`` warns."""
     present = []
     for name in _list(spark, path):
         parsed = parse_path(name)
