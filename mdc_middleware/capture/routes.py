@@ -129,6 +129,11 @@ class RouteTable:
             built = from_env
         self.routes = tuple(built)
         self._catch_all = Route("*", Schema()) if not built else None
+        # MDC_ROUTES set to other routes than the app gives in code: the app's win, and the operator is told.
+        self.ignored_env_routes: Tuple[Route, ...] = ()
+        if from_env and built is not from_env and ({(r.methods, r.pattern) for r in from_env}
+                                                   != {(r.methods, r.pattern) for r in built}):
+            self.ignored_env_routes = tuple(from_env)
 
     def match(self, method: str, path: str) -> Optional[Tuple[Route, Dict[str, str]]]:
         """The first route that takes the request, with its placeholders' values."""

@@ -78,6 +78,18 @@ def test_routes_that_meet_requests_are_never_warned_of(writer, caplog, routes):
     assert unmatched_warnings(caplog) == []
 
 
+def test_mdc_routes_other_than_the_apps_own_are_said_to_be_unused(writer, caplog):
+    """An operator's MDC_ROUTES on AKS, for an app that gives its routes in code, was ignored without a word."""
+    with caplog.at_level(logging.WARNING, logger="mdc_middleware"):
+        for env_routes, enabled in (("/scroe,GET /predict", True),
+                                    ("POST /score", True),  # the same routes: nothing to say
+                                    ("/elsewhere", False)):  # not collecting: nothing either
+            CapturePolicy({"/score": Schema()}, Settings.from_env({"MDC_ROUTES": env_routes}, enabled=enabled), writer)
+    assert [r.getMessage() for r in caplog.records] == [
+        "mdc: MDC_ROUTES (POST /scroe, GET /predict) is not used: the app gives its routes in code (POST /score), "
+        "and those are collected"]
+
+
 def test_collection_switched_off_captures_nothing(tmp_path, writer):
     chosen = CapturePolicy({"/score": Schema()}, Settings.from_env({}, enabled=False), writer)
     assert chosen.select("POST", "/score") is None
