@@ -88,12 +88,8 @@ class Writer:
             self._start()  # replay what an earlier run left behind, even before traffic arrives
 
     def _init_state(self) -> None:
-        # With a journal, the batcher looks at the queue often enough that rows reach it within tens of ms, and
-        # sleeps until a put rings as soon as it finds the queue empty: polling every 10 ms for the quiet spell
-        # made each request at 20 a second cost five timer wake-ups, a few hundred µs of CPU each on a VM.
-        self._queue = (HandoffQueue(self.queue_size, idle_interval=0.2) if self.journal is None
-                       else HandoffQueue(self.queue_size, idle_interval=JOURNAL_INTERVAL,
-                                         quiet_after=0.9 * JOURNAL_INTERVAL))
+        # With a journal, the batcher looks at the queue often enough that rows reach it within tens of ms.
+        self._queue = HandoffQueue(self.queue_size, idle_interval=0.2 if self.journal is None else JOURNAL_INTERVAL)
         # Producers (request threads) and the batcher never share a lock: a thread preempted while
         # holding one would stall the other and every thread queued behind it.
         self._submit_lock = threading.Lock()  # producers only

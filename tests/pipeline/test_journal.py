@@ -288,29 +288,6 @@ def test_an_idle_writer_with_a_journal_does_not_wake_every_10_ms(tmp_path):
         wait = writer._queue._cond.wait
         writer._queue._cond.wait = lambda timeout=None: waits.append(timeout) or wait(timeout)
         time.sleep(2.0)
-        assert len(waits) <= 3  # one poll that finds the queue empty, then one sleep until a put; not 200
-    finally:
-        writer.shutdown(5)
-
-
-def test_a_writer_with_a_journal_at_a_light_pace_wakes_about_twice_a_capture_not_five_times(tmp_path):
-    """At 20 requests a second the batcher polled every 10 ms between them: five timer wake-ups a request, a
-    few hundred µs of CPU each on a VM. Now one poll finds the queue empty, and it sleeps until the next put
-    rings; the capture is looked at a poll interval after the ring, so it is still journaled within ~10 ms."""
-    spool = Spool(tmp_path / "spool")
-    writer = Writer(LocalSink(tmp_path / "data"), spool=spool, journal=Journal(spool), flush_interval=60)
-    try:
-        writer.submit(record(0), rows=1)
-        assert writer.force_flush(10)
-        waits = []
-        wait = writer._queue._cond.wait
-        writer._queue._cond.wait = lambda timeout=None: waits.append(timeout) or wait(timeout)
-        for i in range(1, 21):
-            writer.submit(record(i), rows=1)
-            time.sleep(0.05)
-            assert writer.metrics.snapshot()["rows_enqueued"] == i + 1
-        assert len(waits) <= 3.5 * 20, len(waits)  # ring, the look a poll later, one empty poll (was ~5)
-        journaled = sum(path.stat().st_size for path in (tmp_path / "spool").glob("*.journal"))
-        assert journaled > 0  # the rows are in the journal, not waiting for the batch (due in 60 s)
+        assert len(waits) <= 60  # polls for the quiet spell (0.5 s at 10 ms), then one sleep; not 200
     finally:
         writer.shutdown(5)
