@@ -59,10 +59,6 @@ _Refusal = str
 _UNSEEN: Any = object()
 
 
-def _route_names(routes: Tuple[Route, ...]) -> str:
-    return ", ".join(f"{'|'.join(r.methods)} {r.pattern}" for r in routes)
-
-
 class CapturePolicy:
     def __init__(self, routes: RoutesSpec, settings: Settings, writer: Optional[Writer]) -> None:
         self.settings = settings
@@ -77,8 +73,9 @@ class CapturePolicy:
         for route in self.routes.routes:  # validate every route's names at start-up, not per request
             self.plan(route)
         if self.routes.ignored_env_routes and settings.enabled:
-            startup.warn(f"mdc: MDC_ROUTES ({_route_names(self.routes.ignored_env_routes)}) is not used: the app "
-                         f"gives its routes in code ({_route_names(self.routes.routes)}), and those are collected")
+            startup.warn(f"mdc: MDC_ROUTES ({', '.join(r.text for r in self.routes.ignored_env_routes)}) is not "
+                         f"used: the app gives its routes in code ({', '.join(self.route_names)}), and those are "
+                         f"collected")
         # The only request headers a capture reads: the rest are never decoded. ASGI servers give
         # names in lower case; the WSGI middleware looks up only their environ keys.
         self.wanted_headers = frozenset(("content-type", "content-encoding", *REQUEST_ID_HEADERS,
@@ -96,7 +93,7 @@ class CapturePolicy:
     @property
     def route_names(self) -> Tuple[str, ...]:
         """The routes as an operator wrote them (``POST /score``); empty: every POST."""
-        return tuple(_route_names((r,)) for r in self.routes.routes)
+        return tuple(route.text for route in self.routes.routes)
 
     @property
     def writer(self) -> Writer:

@@ -26,6 +26,11 @@ class Route:
     schema: Schema
     methods: Tuple[str, ...] = ("POST",)
 
+    @property
+    def text(self) -> str:
+        """The route as an operator writes it: ``POST /score``, ``GET|POST /predict``."""
+        return f"{'|'.join(self.methods)} {self.pattern}"
+
     def matches(self, method: str, path: str) -> bool:
         return self.path_values(method, path) is not None
 
