@@ -59,6 +59,7 @@ class StopDeadline:
 
 
 _ADOPT = object()  # the deliverer's turn to look for the journals of stopped processes
+_DEADLINE_PASSED = "the shutdown deadline passed before delivery"
 
 
 class Delivery:
@@ -83,6 +84,8 @@ class Delivery:
         self.inbox_rows = 0
         self._backoff = Backoff(1.0, MAX_BACKOFF)
         self._last_error = ""
+        self._last_cause = ""  # the last storage error other than the shutdown deadline itself
+        self.lost_at_stop = 0  # rows dropped at stop, without a spool to keep them (the writer says so once)
         self._spool_dirty = self.spool is not None
         self._next_adoption = 0.0
 
@@ -173,7 +176,7 @@ class Delivery:
 
         try:
             if current_limit() <= started:
-                raise SinkError("the shutdown deadline passed before delivery")
+                raise SinkError(_DEADLINE_PASSED)
             extra = {}
             generation, spool = batch.generation, self.spool
             if getattr(self.sink, "reports_attempts", False):  # noted, so a successor can look before resending
@@ -209,6 +212,12 @@ class Delivery:
         self.metrics.add("rows_retried", remainder.rows)
         permanent = isinstance(exc, SinkError) and exc.permanent
         detail = str(exc) if isinstance(exc, SinkError) else type(exc).__name__  # never a raw message
+        if detail != _DEADLINE_PASSED:
+            self._last_cause = detail
+        if self.spool is None and not requeue:  # stopping, and nowhere to keep them: the writer says it once
+            self.lost_at_stop += remainder.rows
+            self.metrics.drop("shutdown_undelivered", remainder.rows)
+            return
         if detail != self._last_error:  # once per distinct problem, not once per retry
             self._last_error = detail
             logger.error("mdc: writing %d rows to %s failed%s: %s; %s", remainder.rows, batch.folder,
@@ -222,14 +231,11 @@ class Delivery:
                 self.spool.release()
             else:
                 self._to_spool(remainder, batch)
-        elif requeue:
+        else:
             with self._cond:  # retry it first, after the back-off
                 self._inbox.appendleft(remainder)
                 self._inbox_bytes += len(remainder.payload)
                 self.inbox_rows += remainder.rows
-        else:
-            logger.error("mdc: %d rows could not be written before the shutdown deadline", remainder.rows)
-            self.metrics.drop("shutdown_undelivered", remainder.rows)
 
     def _to_spool(self, batch: Batch, original: Batch) -> None:
         """Spool ``batch`` (all or the rest of ``original``); ``original`` is then resolved in its journal."""
@@ -286,8 +292,22 @@ class Delivery:
             self.spool.close()
         return all(delivered)
 
-    def report_waiting(self) -> None:
-        """At stop: say how much was not delivered and where it waits for the next start."""
+    def report_waiting(self, deadline: float) -> None:
+        """At stop: say how much was not delivered and where it waits for the next start; and what is lost (rows
+        without a spool to keep them, captures not encoded in time), why, and what would have kept it.
+        ``deadline``: the shutdown deadline, in seconds."""
+        _, skipped, dropped = self.metrics.totals()
+        lost_rows = self.lost_at_stop + dropped.get("shutdown_deadline", 0)
+        lost_captures = skipped.get("capture:shutdown_deadline", 0)
+        if lost_rows or lost_captures:
+            what = " and ".join(part for part in (f"{lost_rows} rows" if lost_rows else "",
+                                                  f"{lost_captures} captured requests" if lost_captures else "")
+                                if part)
+            logger.error("mdc: stopping: %s are lost, not written within the shutdown deadline (%g s)%s; counted "
+                         "under dropped_reasons and skipped_reasons.%s", what, deadline,
+                         f" (storage: {self._last_cause})" if self._last_cause else "",
+                         " Set MDC_SPOOL_DIR to keep rows that storage does not take on disk for the next start."
+                         if self.spool is None and self.lost_at_stop else "")
         if self.spool is None:
             return
         journaled = self.journal.unresolved_rows() if self.journal is not None else 0

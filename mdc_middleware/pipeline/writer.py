@@ -161,7 +161,8 @@ class Writer:
 
     def shutdown(self, timeout: float = 25.0) -> bool:
         """Flush and stop within ``timeout`` seconds. What cannot be delivered by then stays in the spool and
-        the journal (without a spool, it is counted as dropped); later submits are dropped and counted."""
+        the journal (without a spool, it is counted as dropped and the log says how many rows, and why); later
+        submits are dropped and counted."""
         if self._closed:
             return True
         deadline = self._stop.at = time.monotonic() + timeout
@@ -173,7 +174,7 @@ class Writer:
             self.encoder.close()
         if self.spool is not None:
             self.spool.close()
-            self._delivery.report_waiting()
+        self._delivery.report_waiting(timeout)
         self.sink.close()
         return ok
 

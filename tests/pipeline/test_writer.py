@@ -105,14 +105,21 @@ def test_transient_failures_are_retried_and_nothing_is_lost(data_dir):
     assert sorted(map(int, written_values(data_dir))) == list(range(10))
 
 
-def test_shutdown_respects_its_deadline_and_counts_what_did_not_land(data_dir):
+def test_shutdown_respects_its_deadline_and_counts_what_did_not_land(data_dir, caplog):
     writer = Writer(FlakySink(data_dir, failures=10**9), batch_rows=1, flush_interval=60)
-    writer.submit(record(1), rows=1)
+    for i in range(3):
+        writer.submit(record(i), rows=1)
     started = time.monotonic()
     assert writer.shutdown(timeout=1.0) is False
     assert time.monotonic() - started < 3.0
     snap = writer.metrics.snapshot()
-    assert snap["dropped_reasons"] == {"shutdown_undelivered": 1}
+    assert snap["dropped_reasons"] == {"shutdown_undelivered": 3}
+    # Said once, as lost (not "kept and retried": the process is stopping), with storage's own error and
+    # what would have kept them.
+    said = [r.getMessage() for r in caplog.records if "shutdown deadline" in r.getMessage()]
+    assert said == ["mdc: stopping: 3 rows are lost, not written within the shutdown deadline (1 s) (storage: "
+                    "injected failure); counted under dropped_reasons and skipped_reasons. Set MDC_SPOOL_DIR to "
+                    "keep rows that storage does not take on disk for the next start."]
     assert writer.submit(record(2), rows=1) is False
     assert writer.metrics.snapshot()["dropped_reasons"]["writer_closed"] == 1
 
