@@ -50,8 +50,9 @@ class _Pending:
     chunks: List[bytes] = field(default_factory=list)
     rows: int = 0
     nbytes: int = 0
-    journaled_chunks: int = 0  # chunks[:journaled_chunks] are in the journal
+    journaled_chunks: int = 0  # chunks[:journaled_chunks] were written to the journal...
     journaled_rows: int = 0
+    journal_failed: bool = False  # ...unless a write of some of them failed: then the journal does not hold them
 
 
 def count_drop(metrics: Metrics, rows: int, reason: str) -> None:
@@ -239,12 +240,13 @@ class Batcher:
         self._unjournaled_since = None
         if self.journal is None:
             return
-        batches = []
+        batches, written = [], []
         for pending in self._pending.values():
             if pending.journaled_chunks < len(pending.chunks):
                 batches.append(Batch(pending.folder, self._stem(pending.target), pending.header,
                                      b"".join(pending.chunks[pending.journaled_chunks:]),
                                      pending.rows - pending.journaled_rows))
+                written.append(pending)
                 pending.journaled_chunks, pending.journaled_rows = len(pending.chunks), pending.rows
         if not batches:
             return
@@ -253,6 +255,8 @@ class Batcher:
                 self._generation = self.journal.open_generation()
             self._generation.write(batches)
         except OSError as exc:
+            for pending in written:
+                pending.journal_failed = True
             self.metrics.add("journal_errors")
             warn_once(("journal", exc.errno), "mdc: could not write to the journal in %s: %s; rows wait in memory "
                       "until storage takes them, and a process killed meanwhile loses them", self.journal.directory,
@@ -285,10 +289,13 @@ class Batcher:
         generation, self._generation = self._generation, None
         self.pending_rows = self._pending_bytes = 0
         self._oldest_pending = None
-        batches = [Batch(p.folder, self._stem(p.target), p.header, b"".join(p.chunks), p.rows, generation=generation)
+        # A batch belongs to the journal's segment only when all its rows are in it: one whose journal write
+        # failed must not be taken for kept there (if the spool then fails it too, it is dropped and counted).
+        batches = [Batch(p.folder, self._stem(p.target), p.header, b"".join(p.chunks), p.rows,
+                         generation=None if p.journal_failed else generation)
                    for p in pending.values()]  # bytes already: joining megabytes is a copy, not an encoding
         if generation is not None:
-            generation.seal(len(batches))
+            generation.seal(sum(batch.generation is not None for batch in batches))
         for batch in batches:
             self.delivery.hand_over(batch)
 

@@ -249,7 +249,8 @@ class Delivery:
                              batch.rows, exc.strerror or exc, self.spool.directory)
                 original.generation = None
                 return
-            logger.error("mdc: could not spool %d rows: %s", batch.rows, exc.strerror or exc)
+            logger.error("mdc: could not spool %d rows: %s; they are dropped (counted as spool_error)", batch.rows,
+                         exc.strerror or exc)
             self.metrics.drop("spool_error", batch.rows)
         _resolve(original)
 

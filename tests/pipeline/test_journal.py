@@ -291,3 +291,28 @@ def test_an_idle_writer_with_a_journal_does_not_wake_every_10_ms(tmp_path):
         assert len(waits) <= 60  # polls for the quiet spell (0.5 s at 10 ms), then one sleep; not 200
     finally:
         writer.shutdown(5)
+
+
+def test_rows_the_journal_could_not_take_are_not_said_to_be_in_it_when_the_spool_fails_too(
+        data_dir, tmp_path, caplog, monkeypatch):
+    """The spool's disk is full: journal writes fail, then storage fails and the spool cannot take the batch.
+    The rows are nowhere on disk: dropped and counted (``spool_error``), never said to "stay in the journal"."""
+    from mdc_middleware.pipeline import journal as journal_module
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(journal_module.Generation, "write", disk_full)
+    spool = Spool(tmp_path / "spool")
+    monkeypatch.setattr(spool, "write", disk_full)
+    writer = Writer(FlakySink(data_dir, failures=10**6), spool=spool, journal=Journal(spool), flush_interval=0.1,
+                    retry_deadline=0.5)
+    for i in range(50):
+        writer.submit(record(i), rows=1)
+    assert wait_for(lambda: writer.metrics.snapshot()["dropped_reasons"].get("spool_error") == 50)
+    writer.shutdown(1.0)
+    snap = writer.metrics.snapshot()
+    assert snap["journal_errors"] >= 1 and snap["dropped_reasons"] == {"spool_error": 50}
+    assert "could not spool 50 rows: No space left on device; they are dropped" in caplog.text
+    assert "stay in the journal" not in caplog.text
+    assert not list((tmp_path / "spool").glob("*.journal"))  # nothing left that a next start would look for
