@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, List, Mapping, NamedTuple, Optional
 
-from .storage.paths import as_component, validate_component
+from .storage.paths import as_component, container_name_problem, validate_component
 from .payloads.privacy import FieldRules, check_header_allowlist
 
 logger = logging.getLogger("mdc_middleware")
@@ -207,6 +207,10 @@ class Settings:
                 validate_component(getattr(self, name))
             except ValueError as exc:
                 raise ConfigError(f"{name}: {exc}") from None
+        if self.uses_blob_storage:
+            problem = container_name_problem(self.container)
+            if problem:
+                raise ConfigError(f"container: {problem}")
         if self.boundary not in (60, 1440):
             raise ConfigError(f"boundary: must be 60 or 1440, got {self.boundary!r}")
         if self.collect_status not in ("2xx", "all"):

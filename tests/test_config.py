@@ -72,6 +72,23 @@ def test_keywords_given_as_text_are_read_as_their_environment_variables():
     assert hash(Settings(routes=["/a"], include_features=["b"]))
 
 
+@pytest.mark.parametrize("container", ["c1", "ModelData", "model--data", "-data", "data-", "model_data", "d" * 64])
+def test_a_container_name_azure_refuses_fails_start_up_not_the_first_write(container):
+    """Azure answered the first append with HTTP 400 (OutOfRangeInput, InvalidResourceName) and the rows went to
+    the spool for good; now start-up names the variable, the rule and, where it is only the case, the name meant."""
+    blob = {"MDC_STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true", "MDC_CONTAINER": container}
+    with pytest.raises(ConfigError, match="MDC_CONTAINER=.*3 to 63 characters, lower-case letters") as raised:
+        Settings.from_env(blob)
+    assert ("did you mean 'modeldata'?" in str(raised.value)) == (container == "ModelData")
+    assert Settings.from_env({"MDC_CONTAINER": container}).container == container  # a local folder takes it
+
+
+@pytest.mark.parametrize("container", ["abc", "model-data-2", "d" * 63, "$root"])
+def test_container_names_azure_takes_are_taken(container):
+    blob = {"MDC_STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true", "MDC_CONTAINER": container}
+    assert Settings.from_env(blob).container == container
+
+
 @pytest.mark.parametrize("name", ["..", ".", "a/b", "a\\b", "x\x00y", "tab\tbed", "", "n" * 129, " lead"])
 def test_path_components_that_could_escape_are_rejected(name):
     with pytest.raises(ValueError):

@@ -53,6 +53,21 @@ def validate_component(name: str) -> str:
     return name
 
 
+# Azure Blob Storage's rule for container names: 3 to 63 characters, lower-case letters, digits and single
+# hyphens, a letter or digit first and last. ``$root`` and ``$web`` are the two special containers one may write.
+_CONTAINER_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$")
+
+
+def container_name_problem(name: str) -> str:
+    """What is wrong with ``name`` as a blob container's name (Azure would refuse it on the first write), or
+    "" when nothing is."""
+    if _CONTAINER_NAME.match(name) or name in ("$root", "$web"):
+        return ""
+    hint = f"; did you mean {name.lower()!r}?" if _CONTAINER_NAME.match(name.lower()) else ""
+    return (f"{name!r} is not a name Azure Blob Storage takes for a container: 3 to 63 characters, lower-case "
+            f"letters, digits and single hyphens, starting and ending with a letter or digit{hint}")
+
+
 @dataclass(frozen=True)
 class Target:
     """Where one collector's rows go: everything in the path except the date."""
