@@ -14,7 +14,7 @@ import numpy as np
 from . import runtime, startup
 from .payloads.captured_request import new_correlation_id, warn_once
 from .config import ConfigError, Settings, model_version_in_config_map
-from .storage.paths import Target
+from .storage.paths import Target, designation_meant
 from .payloads.privacy import FieldRules, Redactor
 from .records.record import BOUNDARY, CORRELATION_ID, SCORING_TIMESTAMP, Record, format_timestamp
 from .records.snapshot import (FrameSnapshot, count_rows, default_prefix, infer_columns, is_frame, numeric_only, snapshot, uncollectable)
@@ -93,6 +93,12 @@ class ModelDataCollector:
         self.collection_name = collection_name
         self._writer_handle = runtime.WriterHandle(self.settings, writer)  # storage settings fail here, at start-up
         startup.announce(self.settings)
+        meant = designation_meant(designation)
+        if meant is not None and self.settings.enabled:
+            startup.warn_once(("designation", designation),
+                              f"mdc: ModelDataCollector({model_name!r}, designation={designation!r}): rows are filed "
+                              f"under designation {designation!r} (a folder of that name), not {meant!r}, where the "
+                              f"readers look for {meant}; did you mean {meant!r}?")
 
     def __repr__(self) -> str:
         return (f"ModelDataCollector(model_name={self.model_name!r}, designation={self.designation!r}, "

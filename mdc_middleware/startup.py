@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import threading
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from .config import ConfigError, Settings, stray_variables
 
@@ -71,6 +71,16 @@ def _warn_of_stray_variables() -> None:
 def warn(message: str) -> None:
     """A warning about the configuration that an operator must see (a route no request meets): our logger,
     and stderr when nothing would print it."""
+    _emit(logging.WARNING, message)
+
+
+def warn_once(key: Any, message: str) -> None:
+    """``warn``, once per process for ``key`` (a collector made in every request must not flood the log)."""
+    with _lock:
+        seen = (os.getpid(), "warned", key)
+        if seen in _announced:
+            return
+        _announced.add(seen)
     _emit(logging.WARNING, message)
 
 

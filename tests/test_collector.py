@@ -338,3 +338,22 @@ def test_a_payload_parsed_as_score_py_parses_it_is_its_rows(settings, data_dir):
     inputs.collect({"data": [9, 10], "a": [11, 12]})  # other values that are lists: columns, as before
     assert rows(data_dir, "inputs")[["a", "b"]].fillna("").values.tolist() == [
         ["1", "2"], ["3", "4"], ["5", "6"], ["7", "8"], ["11", ""], ["12", ""]]
+
+
+def test_a_designation_that_looks_like_a_slip_of_azures_is_warned_of_once_and_still_collected(settings, data_dir,
+                                                                                               caplog):
+    """``designation="input"`` filed rows where no reader looks for inputs, and said nothing."""
+    for _ in range(3):  # a collector made in every request: one warning
+        ModelDataCollector("m", designation="input", feature_names=["a"], settings=settings).collect([[1]])
+    ModelDataCollector("m", designation="Predictions", settings=settings)
+    ModelDataCollector("m", designation="feedback", settings=settings)  # a name of one's own, as Azure took
+    ModelDataCollector("m", designation="labels", settings=settings)
+    said = [r.getMessage() for r in caplog.records if "designation=" in r.getMessage()]
+    assert said == [
+        "mdc: ModelDataCollector('m', designation='input'): rows are filed under designation 'input' (a folder of "
+        "that name), not 'inputs', where the readers look for inputs; did you mean 'inputs'?",
+        "mdc: ModelDataCollector('m', designation='Predictions'): rows are filed under designation 'Predictions' (a "
+        "folder of that name), not 'predictions', where the readers look for predictions; did you mean "
+        "'predictions'?"]
+    mdc_middleware.flush(10)
+    assert read_collected(data_dir, "input", as_text=True)["a"].tolist() == ["1"] * 3

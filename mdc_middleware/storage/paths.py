@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import difflib
 import numbers
 import re
 from dataclasses import dataclass
@@ -25,6 +26,15 @@ SCHEMA_STEM = "_mdc_schema.jsonl"  # beside a day's CSV files: which columns hel
 # Azure ML's current data collector (online endpoints, azureml-ai-monitoring): JSON Lines, a folder per hour.
 JSONL_ROOT = "modelDataCollector"
 COLLECTIONS = {"inputs": "model_inputs", "predictions": "model_outputs"}  # designation → Azure's collection
+
+
+def designation_meant(designation: str) -> Optional[str]:
+    """The designation of ``DESIGNATIONS`` that ``designation`` looks like a slip of (``input``, ``Predictions``),
+    or None: for one of them, and for a name of one's own (``feedback``), which Azure's collector took too."""
+    if designation in DESIGNATIONS:
+        return None
+    close = difflib.get_close_matches(designation.lower(), DESIGNATIONS, n=1, cutoff=0.8)
+    return close[0] if close else None
 
 
 def as_component(value: object) -> object:
