@@ -298,6 +298,8 @@ class Settings:
         if not self.storage_connection_string:
             return ""
         fields = dict(part.split("=", 1) for part in self.storage_connection_string.split(";") if "=" in part)
+        if fields.get("UseDevelopmentStorage", "").lower() == "true":  # the emulator's short form (Azurite)
+            return "http://127.0.0.1:10000/devstoreaccount1"
         if fields.get("BlobEndpoint"):
             return fields["BlobEndpoint"]
         protocol = fields.get("DefaultEndpointsProtocol", "https")

@@ -274,3 +274,36 @@ def test_every_setting_is_described_and_sink_settings_make_the_sink_key():
     for f in dataclasses.fields(Settings):
         if f.metadata.get("sink") and f.metadata.get("kind") == "flag":
             assert base.replace(**{f.name: not getattr(base, f.name)}).sink_key() != base.sink_key(), f.name
+
+
+KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # Azurite's, public
+
+
+@pytest.mark.parametrize("connection_string,problem", [
+    (f"AccountName=acct;AccountKey={KEY[:-2]}", "has an AccountKey that is not base64"),  # copied short
+    ("AccountName=acct;AccountKey=my-secret-key!", "has an AccountKey that is not base64"),
+    ("DefaultEndpointsProtocol=https;AccountName=acct;EndpointSuffix=core.windows.net",
+     "has neither an AccountKey nor a SharedAccessSignature"),
+])
+def test_a_connection_string_that_could_never_write_fails_start_up_without_showing_it(connection_string, problem):
+    """The SDK finds a key that is not base64 only when it signs the first request (AzureSigningError, every
+    write failed and was retried for good); a string without a credential sent anonymous writes."""
+    with pytest.raises(ConfigError, match=f"MDC_STORAGE_CONNECTION_STRING {problem}") as raised:
+        ModelDataCollector("m", designation="inputs", settings=Settings.from_env(
+            {"MDC_ENABLED": "true", "MDC_STORAGE_CONNECTION_STRING": connection_string, "MDC_SPOOL_DIR": "off"}))
+    assert "secret-key" not in str(raised.value) and KEY[:20] not in str(raised.value)
+
+
+@pytest.mark.parametrize("connection_string,endpoint", [
+    (f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={KEY};EndpointSuffix=core.windows.net",
+     "https://acct.blob.core.windows.net"),
+    ("BlobEndpoint=https://acct.blob.core.windows.net/;SharedAccessSignature=sv=2022-11-02&sig=abc",
+     "https://acct.blob.core.windows.net/"),
+    ("UseDevelopmentStorage=true", "http://127.0.0.1:10000/devstoreaccount1"),  # the SDK's own short form
+])
+def test_connection_strings_that_can_write_are_taken_and_their_endpoint_shown(connection_string, endpoint):
+    from mdc_middleware.storage.blob import client_factory
+
+    settings = Settings.from_env({"MDC_STORAGE_CONNECTION_STRING": connection_string})
+    assert client_factory(settings)().primary_endpoint.startswith(endpoint)
+    assert settings.storage_endpoint == endpoint

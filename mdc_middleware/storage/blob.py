@@ -15,6 +15,8 @@ exponential backoff and jitter up to a deadline, so the two never multiply.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import re
 import threading
@@ -418,16 +420,37 @@ def _redact_sas_in_transport_logs() -> None:
         transport_logger.addFilter(_RedactSasSignature())
 
 
+def _credential_problem(client: BlobServiceClient) -> str:
+    """Why a client parsed from a connection string could never write, or "": no credential at all (Azure takes
+    no anonymous writes), or an account key that is not base64, which the SDK finds only when it signs the
+    first request (``AzureSigningError``), so every write failed."""
+    key = getattr(client.credential, "account_key", None)
+    if key is None:
+        if client.credential is None and "?" not in client.primary_endpoint:
+            return "has neither an AccountKey nor a SharedAccessSignature: Azure takes no anonymous writes"
+        return ""
+    try:
+        base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        return ("has an AccountKey that is not base64 (an account key is 88 characters of base64 ending in '=='): "
+                "check that it was copied whole")
+    return ""
+
+
 def client_factory(settings: Settings) -> Callable[[], BlobServiceClient]:
     """How to build the service client from settings; credentials are checked here, at start-up."""
     if settings.storage_connection_string:
         connection_string = settings.storage_connection_string
         try:  # parsed here, without a request, so a malformed string fails at start-up
-            BlobServiceClient.from_connection_string(connection_string, **_CLIENT_OPTIONS).close()
+            client = BlobServiceClient.from_connection_string(connection_string, **_CLIENT_OPTIONS)
         except Exception as exc:  # the SDK's message may quote the string: only its type is shown
             raise ConfigError("MDC_STORAGE_CONNECTION_STRING is not a usable storage connection string "
                               f"({type(exc).__name__}); expected 'DefaultEndpointsProtocol=https;AccountName=…;"
                               "AccountKey=…;EndpointSuffix=core.windows.net'") from None
+        problem = _credential_problem(client)
+        client.close()
+        if problem:
+            raise ConfigError(f"MDC_STORAGE_CONNECTION_STRING {problem} (the string is not shown: it may hold a secret)")
         return lambda: BlobServiceClient.from_connection_string(connection_string, **_CLIENT_OPTIONS)
     url = settings.storage_account_url
     if settings.storage_sas_token or "?" in url:
