@@ -307,3 +307,11 @@ def test_connection_strings_that_can_write_are_taken_and_their_endpoint_shown(co
     settings = Settings.from_env({"MDC_STORAGE_CONNECTION_STRING": connection_string})
     assert client_factory(settings)().primary_endpoint.startswith(endpoint)
     assert settings.storage_endpoint == endpoint
+
+
+def test_a_connection_string_set_under_azures_name_is_named_so(monkeypatch):
+    monkeypatch.setenv("AML_MODEL_DC_STORAGE", "AccountName=acct;AccountKey=short")
+    monkeypatch.delenv("MDC_STORAGE_CONNECTION_STRING", raising=False)
+    with pytest.raises(ConfigError, match="^AML_MODEL_DC_STORAGE has an AccountKey that is not base64"):
+        ModelDataCollector("m", designation="inputs", settings=Settings.from_env().replace(enabled=True,
+                                                                                          spool_dir="off"))

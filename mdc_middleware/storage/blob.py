@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import os
 import re
 import threading
 import time
@@ -441,16 +442,20 @@ def client_factory(settings: Settings) -> Callable[[], BlobServiceClient]:
     """How to build the service client from settings; credentials are checked here, at start-up."""
     if settings.storage_connection_string:
         connection_string = settings.storage_connection_string
+        # Named as the operator set it: a ported Azure ML deployment sets Azure's name.
+        variable = ("AML_MODEL_DC_STORAGE" if os.environ.get("AML_MODEL_DC_STORAGE") == connection_string
+                    and os.environ.get("MDC_STORAGE_CONNECTION_STRING") != connection_string
+                    else "MDC_STORAGE_CONNECTION_STRING")
         try:  # parsed here, without a request, so a malformed string fails at start-up
             client = BlobServiceClient.from_connection_string(connection_string, **_CLIENT_OPTIONS)
         except Exception as exc:  # the SDK's message may quote the string: only its type is shown
-            raise ConfigError("MDC_STORAGE_CONNECTION_STRING is not a usable storage connection string "
+            raise ConfigError(f"{variable} is not a usable storage connection string "
                               f"({type(exc).__name__}); expected 'DefaultEndpointsProtocol=https;AccountName=…;"
                               "AccountKey=…;EndpointSuffix=core.windows.net'") from None
         problem = _credential_problem(client)
         client.close()
         if problem:
-            raise ConfigError(f"MDC_STORAGE_CONNECTION_STRING {problem} (the string is not shown: it may hold a secret)")
+            raise ConfigError(f"{variable} {problem} (the string is not shown: it may hold a secret)")
         return lambda: BlobServiceClient.from_connection_string(connection_string, **_CLIENT_OPTIONS)
     url = settings.storage_account_url
     if settings.storage_sas_token or "?" in url:
