@@ -64,8 +64,14 @@ class _Context:
             try:
                 settings = None if self.data else Settings.from_env(**self.overrides)
                 self._source = open_source(settings, path=self.data)
-            except (ConfigError, FileNotFoundError) as exc:
+            except ConfigError as exc:
                 raise click.ClickException(str(exc)) from None
+            except FileNotFoundError as exc:
+                if self.data:
+                    raise click.ClickException(str(exc)) from None
+                raise click.ClickException(f"{exc} (MDC_LOCAL_DIR or its default: no storage is configured); give "
+                                           f"the folder with --data DIR, or blob storage with --connection-string "
+                                           f"or --account-url") from None
         return self._source
 
     def chunks(self, designation: str, model: Optional[str], version: Optional[str], start: Any, end: Any, *,

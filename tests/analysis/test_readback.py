@@ -247,9 +247,17 @@ def test_drift_without_collected_rows_is_a_clear_error(data_dir, tmp_path):
     assert result.exit_code == 1 and "no collected data in" in result.stderr
 
 
-def test_missing_data_folder_is_a_clear_error(tmp_path):
+def test_missing_data_folder_is_a_clear_error(tmp_path, monkeypatch):
     result = runner().invoke(main, ["--data", str(tmp_path / "nope"), "ls"])
     assert result.exit_code == 1 and "no collected data folder" in result.stderr
+    # Without --data and without storage, the default folder: where it came from, and how to point elsewhere.
+    monkeypatch.chdir(tmp_path)
+    for name in ("MDC_LOCAL_DIR", "MDC_STORAGE_CONNECTION_STRING", "AML_MODEL_DC_STORAGE", "MDC_STORAGE_ACCOUNT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    result = runner().invoke(main, ["ls"])
+    assert result.exit_code == 1 and result.stderr.strip() == (
+        "Error: no collected data folder at 'mdc-data' (MDC_LOCAL_DIR or its default: no storage is configured); "
+        "give the folder with --data DIR, or blob storage with --connection-string or --account-url")
 
 
 @pytest.mark.azurite
