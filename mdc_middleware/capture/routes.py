@@ -141,7 +141,15 @@ class RouteTable:
             self.ignored_env_routes = tuple(from_env)
 
     def match(self, method: str, path: str) -> Optional[Tuple[Route, Dict[str, str]]]:
-        """The first route that takes the request, with its placeholders' values."""
+        """The first route that takes the request, with its placeholders' values. A trailing slash does not
+        matter: ``/score`` takes ``/score/`` and ``/score/`` takes ``/score`` (the app redirects or refuses the
+        one it does not serve, and neither answer is a 2xx that would be collected)."""
+        found = self._first(method, path)
+        if found is None and len(path) > 1:
+            found = self._first(method, path[:-1] if path.endswith("/") else path + "/")
+        return found
+
+    def _first(self, method: str, path: str) -> Optional[Tuple[Route, Dict[str, str]]]:
         for route in (*self.routes, *((self._catch_all,) if self._catch_all is not None else ())):
             values = route.path_values(method, path)
             if values is not None:
@@ -149,7 +157,8 @@ class RouteTable:
         return None
 
 
-_METHOD_PREFIX = re.compile(r"([A-Z]+(?:\|[A-Z]+)*)\s+(\S.*)")
+_METHOD_PREFIX = re.compile(r"([A-Za-z]+(?:\|[A-Za-z]+)*)\s+(\S.*)")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/]*(/.*)?")
 
 
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
@@ -160,14 +169,23 @@ def _route(text: str, schema: Schema) -> Route:
     when none are given). A route that could never match is refused (ConfigError): a path that does not start
     with ``/`` (``score``), a method HTTP does not have (``PUSH /predict``)."""
     given = _METHOD_PREFIX.fullmatch(text.strip())
-    pattern, methods = (text, ("POST",)) if given is None else (given.group(2), tuple(given.group(1).split("|")))
+    pattern, methods = ((text, ("POST",)) if given is None
+                        else (given.group(2), tuple(m.upper() for m in given.group(1).split("|"))))
     unknown = [m for m in methods if m not in HTTP_METHODS]
     if unknown:
         raise ConfigError(f"route {text!r} (MDC_ROUTES or routes=): {', '.join(unknown)} is not an HTTP method; "
                           f"expected {', '.join(HTTP_METHODS)}")
+    url = _URL.fullmatch(pattern)
+    if url is not None:
+        raise ConfigError(f"route {text!r} (MDC_ROUTES or routes=): a route is the request's path, without scheme "
+                          f"and host; did you mean {url.group(1) or '/'!r}?")
     if not pattern.startswith(("/", "*")):
         raise ConfigError(f"route {text!r} (MDC_ROUTES or routes=): request paths start with '/', so it would "
                           f"never match; did you mean '/{pattern}'?")
+    parts = pattern.split(";")
+    if len(parts) > 1 and all(part.strip().startswith("/") for part in parts):
+        raise ConfigError(f"route {text!r} (MDC_ROUTES or routes=): routes are separated by commas; did you mean "
+                          f"{','.join(part.strip() for part in parts)!r}?")
     return Route(pattern, schema, methods)
 
 

@@ -1,7 +1,7 @@
 """Route patterns: paths, globs, and placeholders as web frameworks write them."""
 import pytest
 
-from mdc_middleware import Route, Schema
+from mdc_middleware import ConfigError, Route, Schema
 from mdc_middleware.capture.routes import RouteTable, model_in_path
 
 
@@ -38,6 +38,8 @@ def test_model_in_path():
     ("/score", ("POST",), "/score"),
     ("GET /predict", ("GET",), "/predict"),
     ("GET|POST  /models/{model}", ("GET", "POST"), "/models/{model}"),
+    ("post /score", ("POST",), "/score"),  # methods in any case
+    ("get|Post /predict", ("GET", "POST"), "/predict"),
 ])
 def test_routes_given_as_text_may_name_their_methods(text, methods, pattern):
     (route,) = RouteTable(text).routes
@@ -79,3 +81,27 @@ def test_a_client_controlled_long_path_is_not_matched_against_globs():
     assert len(long_path) > MAX_MATCHED_PATH
     assert policy._plan_for("POST", long_path) is None and not policy._by_path
     assert policy._plan_for("POST", "/v2/a/models/m/b/predict") is not None
+
+
+def test_a_trailing_slash_does_not_matter_either_way():
+    """The app redirects (Starlette, 307) or refuses (Flask, 404) the form it does not serve: no 2xx is
+    collected twice, and a route written with the other form than the app's still collects."""
+    assert RouteTable("/score").match("POST", "/score/") is not None
+    assert RouteTable("/score/").match("POST", "/score")[0].pattern == "/score/"
+    assert RouteTable("/models/{model}").match("POST", "/models/iris/")[1] == {"model": "iris"}
+    assert RouteTable("/score").match("POST", "/scores") is None
+    assert RouteTable("/score").match("POST", "/") is None
+
+
+@pytest.mark.parametrize("text,said", [
+    ("score", "request paths start with '/', so it would never match; did you mean '/score'?"),
+    ("http://localhost:8000/score", "a route is the request's path, without scheme and host; did you mean "
+                                    "'/score'?"),
+    ("POST https://svc.example.com", "without scheme and host; did you mean '/'?"),
+    ("/score;/predict", "routes are separated by commas; did you mean '/score,/predict'?"),
+    ("PUSH /predict", "PUSH is not an HTTP method"),
+])
+def test_a_route_that_could_never_match_fails_start_up_saying_what_was_meant(text, said):
+    with pytest.raises(ConfigError) as raised:
+        RouteTable(None, (text,))
+    assert str(raised.value).startswith(f"route {text!r} (MDC_ROUTES or routes=): ") and said in str(raised.value)
