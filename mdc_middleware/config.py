@@ -49,21 +49,53 @@ def _parse_boundary(value: str) -> int:
     raise ValueError(f"expected 'day' or 'hour', got {value!r}")
 
 
-def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
-    def parse(value: str) -> Any:
-        number = kind(value)
-        if not 0 < number < math.inf:  # NaN too
-            raise ValueError(f"must be a finite number > 0, got {value!r}")
-        return number
-
-    return parse
-
-
 def _fraction(value: str) -> float:
-    number = float(value)
+    """A fraction from 0 to 1, or a percentage (``10%``)."""
+    text = value.strip()
+    try:
+        number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ValueError(f"expected a fraction from 0 to 1 (0.1, or 10%, for a tenth), got {value!r}") from None
     if not 0.0 <= number <= 1.0:
-        raise ValueError(f"must be between 0 and 1, got {value!r}")
+        raise ValueError(f"must be between 0 and 1 (or 0% and 100%), got {value!r}")
     return number
+
+
+_QUANTITY = re.compile(r"\s*([0-9][0-9_]*(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*")
+_BYTE_UNITS = {"": 1, "b": 1, **{prefix + suffix: factor
+                                 for prefix, (decimal, binary) in {"k": (10**3, 1 << 10), "m": (10**6, 1 << 20),
+                                                                   "g": (10**9, 1 << 30), "t": (10**12, 1 << 40)}.items()
+                                 for suffix, factor in (("", decimal), ("b", decimal), ("i", binary), ("ib", binary))}}
+_SECOND_UNITS = {"": 1.0, "s": 1.0, "sec": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def _quantity(value: str, units: Mapping[str, float], expected: str) -> float:
+    found = _QUANTITY.fullmatch(value)
+    if found is None or found.group(2).lower() not in units:
+        raise ValueError(f"expected {expected}, got {value!r}")
+    number = float(found.group(1)) * units[found.group(2).lower()]
+    if not 0 < number < math.inf:
+        raise ValueError(f"must be a finite number more than 0, got {value!r}")
+    return number
+
+
+def _whole(value: str) -> int:
+    """A whole number > 0: ``10000``, ``10_000``, ``1e4``."""
+    number = _quantity(value, {"": 1}, "a whole number > 0 (10000)")
+    if not number.is_integer():
+        raise ValueError(f"expected a whole number > 0 (10000), got {value!r}")
+    return int(number)
+
+
+def _bytes(value: str) -> int:
+    """A size in bytes, with a unit or without: ``1048576``, ``1MiB``, ``512Ki``, ``1GB`` (K, M, G, T are powers of
+    1000, Ki, Mi, Gi, Ti of 1024, as Kubernetes reads them)."""
+    return max(1, int(_quantity(value, _BYTE_UNITS, "a size in bytes (1048576, 1MiB, 512Ki, 1GB)")))
+
+
+def _seconds(value: str) -> float:
+    """Seconds, with a unit or without: ``5``, ``0.5``, ``500ms``, ``2m``."""
+    return _quantity(value, _SECOND_UNITS, "a number of seconds (5, 0.5, 500ms, 2m)")
 
 
 def parse_routes(value: str) -> tuple:
@@ -142,7 +174,7 @@ class Settings:
                                 "(`/score,/v1/*/predict,/models/{model}/predict`), as the app routes them: below a "
                                 "`Mount` or uvicorn's `--root-path` (the path with that prefix matches too)")
     sample_rate: float = setting(1.0, ("MDC_SAMPLE_RATE",), _fraction, shown_default="`1.0`", doc="fraction of matching requests captured")
-    max_body_bytes: int = setting(1 << 20, ("MDC_MAX_BODY_BYTES",), _positive(int), kind="whole",
+    max_body_bytes: int = setting(1 << 20, ("MDC_MAX_BODY_BYTES",), _bytes, kind="whole",
                                   doc="bodies above this are passed to the app whole but not collected (counted)")
     collect_status: str = setting("2xx", ("MDC_COLLECT_STATUS",),
                                   doc="`2xx`: only successful responses are collected; `all`")
@@ -162,18 +194,18 @@ class Settings:
                                          "refused")
     record_unparsed: bool = setting(False, ("MDC_RECORD_UNPARSED",), _parse_bool, kind="flag",
                                     doc="keep payloads no schema could read, raw, in designation `unparsed`")
-    unparsed_max_bytes: int = setting(4096, ("MDC_UNPARSED_MAX_BYTES",), _positive(int), kind="whole",
+    unparsed_max_bytes: int = setting(4096, ("MDC_UNPARSED_MAX_BYTES",), _bytes, kind="whole",
                                       doc="how much of each such payload is kept")
     # The writer.
-    batch_rows: int = setting(10_000, ("MDC_BATCH_ROWS",), _positive(int), kind="whole", sink=True,
+    batch_rows: int = setting(10_000, ("MDC_BATCH_ROWS",), _whole, kind="whole", sink=True,
                               doc="a batch is written when it holds this many rows…")
-    batch_bytes: int = setting(4 << 20, ("MDC_BATCH_BYTES",), _positive(int), kind="whole", sink=True,
+    batch_bytes: int = setting(4 << 20, ("MDC_BATCH_BYTES",), _bytes, kind="whole", sink=True,
                                doc="…or this many bytes…")
-    flush_interval: float = setting(5.0, ("MDC_FLUSH_INTERVAL_SECONDS",), _positive(float), kind="seconds",
+    flush_interval: float = setting(5.0, ("MDC_FLUSH_INTERVAL_SECONDS",), _seconds, kind="seconds",
                                     sink=True, doc="…or its oldest row is this old")
-    queue_size: int = setting(10_000, ("MDC_QUEUE_SIZE",), _positive(int), kind="whole", sink=True,
+    queue_size: int = setting(10_000, ("MDC_QUEUE_SIZE",), _whole, kind="whole", sink=True,
                               doc="queued `collect()` calls / requests; beyond it rows are dropped and counted")
-    queue_max_bytes: int = setting(256 << 20, ("MDC_QUEUE_MAX_BYTES",), _positive(int), kind="whole", sink=True,
+    queue_max_bytes: int = setting(256 << 20, ("MDC_QUEUE_MAX_BYTES",), _bytes, kind="whole", sink=True,
                                    doc="bound on the bytes held by the queue and pending batches")
     file_per_writer: bool = setting(False, ("MDC_FILE_PER_WRITER",), _parse_bool, kind="flag", sink=True,
                                     doc="each process appends to files of its own, `data-<host>-<pid>.csv`: "
@@ -182,13 +214,13 @@ class Settings:
                            doc="where captured requests are parsed and written as CSV: `thread` (the writer's "
                                "batcher thread) or `process` (a helper process per server process, off the "
                                "server's GIL; see Benchmarks)")
-    shutdown_deadline: float = setting(25.0, ("MDC_SHUTDOWN_DEADLINE_SECONDS",), _positive(float), kind="seconds",
+    shutdown_deadline: float = setting(25.0, ("MDC_SHUTDOWN_DEADLINE_SECONDS",), _seconds, kind="seconds",
                                        doc="flush deadline at shutdown (AKS gives 30 s)")
-    retry_deadline: float = setting(60.0, ("MDC_RETRY_DEADLINE_SECONDS",), _positive(float), kind="seconds",
+    retry_deadline: float = setting(60.0, ("MDC_RETRY_DEADLINE_SECONDS",), _seconds, kind="seconds",
                                     sink=True, doc="how long one batch is retried before it waits for the next round")
     spool_dir: str = setting("", ("MDC_SPOOL_DIR",), sink=True, shown_default="`./mdc-spool` with blob storage",
                              doc="the write-ahead journal and where undeliverable batches wait (`off`: neither)")
-    spool_max_bytes: int = setting(1 << 30, ("MDC_SPOOL_MAX_BYTES",), _positive(int), kind="whole", sink=True,
+    spool_max_bytes: int = setting(1 << 30, ("MDC_SPOOL_MAX_BYTES",), _bytes, kind="whole", sink=True,
                                    doc="spool size bound; past it rows are dropped by policy and counted")
     spool_drop: str = setting("oldest", ("MDC_SPOOL_DROP",), lambda v: v.strip().lower(), sink=True,
                               doc="which rows a full spool drops: `oldest` or `newest`")

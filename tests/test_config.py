@@ -315,3 +315,34 @@ def test_a_connection_string_set_under_azures_name_is_named_so(monkeypatch):
     with pytest.raises(ConfigError, match="^AML_MODEL_DC_STORAGE has an AccountKey that is not base64"):
         ModelDataCollector("m", designation="inputs", settings=Settings.from_env().replace(enabled=True,
                                                                                           spool_dir="off"))
+
+
+@pytest.mark.parametrize("variable,value,field,expected", [
+    ("MDC_MAX_BODY_BYTES", "10MiB", "max_body_bytes", 10 << 20), ("MDC_MAX_BODY_BYTES", "10 MB", "max_body_bytes",
+                                                                   10_000_000),
+    ("MDC_SPOOL_MAX_BYTES", "1Gi", "spool_max_bytes", 1 << 30), ("MDC_SPOOL_MAX_BYTES", "1gb", "spool_max_bytes", 10**9),
+    ("MDC_QUEUE_MAX_BYTES", "512Ki", "queue_max_bytes", 512 << 10), ("MDC_BATCH_BYTES", "4194304", "batch_bytes", 4 << 20),
+    ("MDC_FLUSH_INTERVAL_SECONDS", "500ms", "flush_interval", 0.5), ("MDC_RETRY_DEADLINE_SECONDS", "2m",
+                                                                     "retry_deadline", 120.0),
+    ("MDC_SHUTDOWN_DEADLINE_SECONDS", "25s", "shutdown_deadline", 25.0), ("MDC_SAMPLE_RATE", "10%", "sample_rate", 0.1),
+    ("MDC_BATCH_ROWS", "1e4", "batch_rows", 10_000), ("MDC_QUEUE_SIZE", "10_000", "queue_size", 10_000),
+])
+def test_sizes_durations_and_rates_are_read_as_operators_write_them(variable, value, field, expected):
+    assert getattr(Settings.from_env({variable: value}), field) == expected
+
+
+@pytest.mark.parametrize("variable,value,said", [
+    ("MDC_SPOOL_MAX_BYTES", "lots", "expected a size in bytes (1048576, 1MiB, 512Ki, 1GB), got 'lots'"),
+    ("MDC_SPOOL_MAX_BYTES", "1 parsec", "expected a size in bytes"),
+    ("MDC_FLUSH_INTERVAL_SECONDS", "5 fortnights", "expected a number of seconds (5, 0.5, 500ms, 2m)"),
+    ("MDC_BATCH_ROWS", "2.5", "expected a whole number > 0 (10000), got '2.5'"),
+    ("MDC_BATCH_ROWS", "0", "must be a finite number more than 0"),
+    ("MDC_SAMPLE_RATE", "half", "expected a fraction from 0 to 1 (0.1, or 10%, for a tenth), got 'half'"),
+    ("MDC_SAMPLE_RATE", "150%", "must be between 0 and 1"),
+])
+def test_a_value_that_cannot_be_read_says_what_was_expected(variable, value, said):
+    """Not Python's own words ("invalid literal for int() with base 10")."""
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({variable: value})
+    assert str(raised.value).startswith(f"{variable}={value!r}: ") and said in str(raised.value)
+    assert "literal" not in str(raised.value) and "convert" not in str(raised.value)
