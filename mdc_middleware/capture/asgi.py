@@ -14,7 +14,7 @@ from typing import Any, Awaitable, Callable, MutableMapping, Optional
 from .. import prometheus, runtime, startup
 from ..payloads.captured_request import BoundedBody
 from ..config import ConfigError, Settings
-from .exchange import Exchange
+from .exchange import CAPTURED, Exchange, pass_nested_through
 from .policy import CapturePolicy, RoutePlan
 from .routes import RoutesSpec
 from ..pipeline.writer import Writer
@@ -100,6 +100,10 @@ class DataCollectionMiddleware:
                 send = self._flush_on_shutdown(send)
             await self.app(scope, receive, send)
             return
+        if CAPTURED in scope:
+            pass_nested_through()
+            await self.app(scope, receive, send)
+            return
         full_path = scope["path"]
         root_path = scope.get("root_path")
         path = _route_path(full_path, root_path) if root_path else full_path
@@ -116,6 +120,7 @@ class DataCollectionMiddleware:
         if exchange is None:
             await self.app(scope, receive, send)
             return
+        scope[CAPTURED] = True
         token = runtime.current_request.set(runtime.request_context((exchange.correlation_id, exchange.request_id)))
         try:
             await self.app(scope, exchange.receive, exchange.send)

@@ -13,9 +13,23 @@ from typing import Dict, Optional, Union
 
 from ..payloads.captured_request import (BODY_NOT_READ, BoundedBody, inputs_in_query, new_correlation_id,
                                          pick_request_id)
+from .. import startup
 from .policy import CapturePolicy, RoutePlan
 
 logger = logging.getLogger("mdc_middleware")
+
+# Set in the ASGI scope or WSGI environ of a request an exchange captures: a second middleware of ours inside the
+# first (added twice, or on a mounted app as well) passes the request through instead of collecting every row
+# twice under two correlation ids.
+CAPTURED = "mdc_middleware.captured"
+
+
+def pass_nested_through() -> None:
+    """Say once that a request already being collected reached another middleware of ours."""
+    startup.warn_once("nested middleware",
+                      "mdc: a request collected by one mdc-middleware middleware also reached another one inside it "
+                      "(added twice, or to a mounted app as well); the inner one passes such requests through, so "
+                      "each is collected once")
 
 
 class Exchange:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 from .. import prometheus, runtime, startup
 from ..payloads.captured_request import BoundedBody
 from ..config import Settings
-from .exchange import Exchange
+from .exchange import CAPTURED, Exchange, pass_nested_through
 from .policy import CapturePolicy, RoutePlan
 from .routes import RoutesSpec
 from ..pipeline.writer import Writer
@@ -43,6 +43,9 @@ class WSGIDataCollectionMiddleware:
         self._wanted = tuple((environ_key(name), name) for name in sorted(self.policy.wanted_headers))
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+        if CAPTURED in environ:
+            pass_nested_through()
+            return self.app(environ, start_response)
         path = environ.get("PATH_INFO", "")
         if not path.isascii():  # PEP 3333 gives the path's UTF-8 bytes as latin-1 text
             path = path.encode("latin-1", "replace").decode("utf-8", "replace")
@@ -64,6 +67,7 @@ class WSGIDataCollectionMiddleware:
             exchange = None
         if exchange is None:
             return self.app(environ, start_response)
+        environ[CAPTURED] = True
         token = runtime.current_request.set(runtime.request_context((exchange.correlation_id, exchange.request_id)))
         try:
             exchange.body = self.app(environ, exchange.start_response)

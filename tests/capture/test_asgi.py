@@ -663,3 +663,22 @@ def test_a_stream_of_server_sent_events_is_skipped_under_its_own_reason(settings
         assert client.post("/generate", json={"data": [["prompt"]]}).text.count("data:") == 2
     assert rows(data_dir, "inputs")["feature"].tolist() == ["prompt"]
     assert mdc_middleware.metrics()["skipped"] == {"predictions:event_stream": 1}
+
+
+def test_the_middleware_added_twice_collects_each_request_once(settings, data_dir, caplog, monkeypatch):
+    """Every row was written twice, under two correlation ids; the inner middleware now passes the request
+    through, says why once, and a request the outer one does not capture is still the inner one's."""
+    from mdc_middleware import startup
+
+    monkeypatch.setattr(startup, "_announced", set())  # said once per process: this test's process anew
+    declared = Schema(inputs=["a", "b"])
+    app = make_app(settings=settings, routes={"/score": declared, "/stream": declared})
+    app.add_middleware(DataCollectionMiddleware, settings=settings, routes={"/score": declared})  # the outer one
+    with TestClient(app) as client:
+        for i in range(3):
+            assert client.post("/score", json={"data": [[i, 1]]}).json() == {"predictions": [i + 1]}
+        client.post("/stream", json={"data": [[5, 5]]})  # not the outer one's route: the inner one collects it
+    inputs = rows(data_dir, "inputs")
+    assert sorted(inputs["a"].tolist()) == ["0", "1", "2", "5"] and inputs["$aml_dc_correlation_id"].nunique() == 4
+    assert sorted(rows(data_dir, "predictions")["prediction"].tolist()) == ["1", "10", "2", "3"]
+    assert caplog.text.count("the inner one passes such requests through, so each is collected once") == 1

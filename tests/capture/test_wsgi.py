@@ -299,3 +299,17 @@ def test_a_get_route_collects_its_query_parameters(settings, data_dir, monkeypat
     assert app.test_client().get("/predict?x=1.5&name=caf%C3%A9", buffered=True).get_json() == {"prediction": 2.5}
     assert rows(data_dir, "inputs")[["x", "name"]].values.tolist() == [["1.5", "café"]]
     assert rows(data_dir, "predictions")["prediction"].tolist() == ["2.5"]
+
+
+def test_the_middleware_added_twice_collects_each_request_once(settings, data_dir):
+    """Every row was written twice, under two correlation ids; the inner middleware passes the request through."""
+    declared = Schema(inputs=["a", "b"], predictions=["y"])
+    app = make_app(settings=settings, routes={"/score": declared})
+    app.wsgi_app = WSGIDataCollectionMiddleware(app.wsgi_app, settings=settings,  # the outer one
+                                                routes={"/score": declared, "/stream": declared})
+    for i in range(3):
+        assert post(app, "/score", json={"data": [[i, 1]]}).get_json() == {"predictions": [i + 1]}
+    post(app, "/stream", json={"data": [[5, 5]]})  # the outer one's alone: collected once, by it
+    inputs = rows(data_dir, "inputs")
+    assert sorted(inputs["a"].tolist()) == ["0", "1", "2", "5"] and inputs["$aml_dc_correlation_id"].nunique() == 4
+    assert sorted(rows(data_dir, "predictions")["y"].tolist()) == ["1", "10", "2", "3"]
