@@ -314,9 +314,11 @@ class Delivery:
         journaled = self.journal.unresolved_rows() if self.journal is not None else 0
         spooled = self.spool.size_bytes(fresh=True)
         if journaled or spooled:
-            logger.warning("mdc: stopping with rows not yet in storage: %d of this process in the journal, and "
-                           "%d bytes of spooled batches (all processes) in %s; the next process that starts with "
-                           "this MDC_SPOOL_DIR delivers them", journaled, spooled, self.spool.directory)
+            held = [f"{journaled} rows of this process in the journal" if journaled else "",
+                    f"{spooled} bytes of spooled batches (of all processes)" if spooled else ""]
+            logger.warning("mdc: stopping with rows not yet in storage: %s, in %s; the next process that starts "
+                           "with this MDC_SPOOL_DIR delivers them", " and ".join(part for part in held if part),
+                           self.spool.directory)
 
 
 def _resolve(batch: Batch) -> None:
