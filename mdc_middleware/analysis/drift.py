@@ -213,8 +213,12 @@ class DriftCounter:
             if not self.baseline_rows:
                 raise NothingCompared("nothing to compare: the baseline has no rows")
             if not self.profiles:
+                lowered = {str(c).lower(): c for c in data}
+                in_case_only = [(c, lowered[str(c).lower()]) for c in base if str(c).lower() in lowered]
+                hint = (f"; these differ only in case: {', '.join(f'{b} and {d}' for b, d in in_case_only[:8])}"
+                        if in_case_only else "")
                 raise NothingCompared(f"nothing to compare: the baseline's columns ({_names(base)}) and the "
-                                      f"collected data's ({_names(data)}) share no feature with values")
+                                      f"collected data's ({_names(data)}) share no feature with values{hint}")
             raise NothingCompared("nothing to compare: the collected data has no values in the features it "
                                   f"shares with the baseline ({_names(list(self.profiles))})")
         days = [window(label) for label in sorted(self.windows) if label != "overall"]

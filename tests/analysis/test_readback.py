@@ -433,8 +433,11 @@ def test_drift_with_nothing_to_compare_is_an_error_not_ok(small_collection, tmp_
     (tmp_path / "base.csv").write_text("q,r\n1,2\n")
     (tmp_path / "binary.csv").write_bytes(bytes(range(256)) * 4)
     (tmp_path / "empty.csv").write_text("zip,x\n")
+    (tmp_path / "case.csv").write_text("ZIP,X\n00501,2.5\n")
     for baseline, message in (("base.csv", "share no feature"), ("binary.csv", "not a readable CSV"),
-                              ("empty.csv", "the baseline has no rows")):
+                              ("empty.csv", "the baseline has no rows"),
+                              ("case.csv", "share no feature with values; these differ only in case: ZIP and zip, "
+                                           "X and x")):
         result = runner().invoke(main, ["--data", str(small_collection), "drift", "--baseline",
                                         str(tmp_path / baseline)])
         assert result.exit_code == 2, (baseline, result.output)
