@@ -435,7 +435,9 @@ def drift_command(context: _Context, baseline: str, model: Optional[str], versio
                + (f", worst day {worst.label} {worst.magnitude:.1f}" if worst else "")
                + f"; {result.overall.rows:,} rows over {len(result.days)} day(s). Drift: a feature at PSI "
                f"{psi_threshold:g} or distance {threshold / 100:g}; {drift_share:.0%} of the features, or magnitude "
-               f"{threshold:g}", err=json_path == "-")
+               f"{threshold:g}"
+               + (f". Not compared: {', '.join(f'{name} ({why})' for name, why in result.skipped_features.items())}"
+                  if result.skipped_features else ""), err=json_path == "-")
     if result.drifted:
         sys.exit(EXIT_DRIFT)
 

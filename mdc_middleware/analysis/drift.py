@@ -158,8 +158,10 @@ class DriftCounter:
         skipped: Dict[str, str] = {}
         if features is None:
             features = [c for c in baseline.columns if c in target_columns and c not in META_COLUMNS]
-            skipped.update({c: "not in the collected data" for c in baseline.columns
-                            if c not in target_columns and c not in META_COLUMNS})
+            lowered = {str(c).lower(): c for c in target_columns}
+            skipped.update({c: "not in the collected data" + (f"; {lowered[str(c).lower()]} differs only in case"
+                                                              if str(c).lower() in lowered else "")
+                            for c in baseline.columns if c not in target_columns and c not in META_COLUMNS})
         else:
             missing = [c for c in features if c not in baseline.columns or c not in target_columns]
             if missing:

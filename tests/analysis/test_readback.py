@@ -444,6 +444,15 @@ def test_drift_with_nothing_to_compare_is_an_error_not_ok(small_collection, tmp_
         assert message in result.stderr and "Traceback" not in result.output
 
 
+def test_drift_says_which_baseline_features_it_did_not_compare(small_collection, tmp_path):
+    """A baseline column the collected data lacks was left out of "0 of 1 features drifted" without a word."""
+    (tmp_path / "base.csv").write_text("ZIP,x,extra\n00501,2.5,1\n00501,0.5,2\n")
+    result = runner().invoke(main, ["--data", str(small_collection), "drift", "--baseline", str(tmp_path / "base.csv")])
+    assert result.exit_code in (0, 3), result.output
+    assert result.output.rstrip().endswith(". Not compared: ZIP (not in the collected data; zip differs only in "
+                                           "case), extra (not in the collected data)")
+
+
 def test_a_storage_failure_is_one_line_naming_where_and_why():
     from tests.helpers import free_port
 
