@@ -67,9 +67,12 @@ class CapturePolicy:
         self._models_per_route: Dict[Route, int] = {}
         self._by_path: Dict[Tuple[str, str], Union[RoutePlan, _Refusal, None]] = {}
         # Until a request meets a route (then None; None from the start when every POST is captured): the
-        # requests of a method the routes take, by method and path, for the warning of a route that never matches.
+        # requests that could carry inputs (of a method the routes take, or POST, PUT, PATCH: a route given the
+        # wrong method is a typo too), by method and path, for the warning of a route that never matches. Health
+        # probes' GETs are not counted unless a route takes GET.
         self._unmatched: Optional[Counter] = Counter() if self.routes.routes else None
-        self._routed_methods = frozenset(method for route in self.routes.routes for method in route.methods)
+        self._counted_methods = frozenset((*(method for route in self.routes.routes for method in route.methods),
+                                           "POST", "PUT", "PATCH"))
         for route in self.routes.routes:  # validate every route's names at start-up, not per request
             self.plan(route)
         if self.routes.ignored_env_routes and settings.enabled:
@@ -114,7 +117,7 @@ class CapturePolicy:
         if plan is None and full_path:
             plan = self._plan_for(method, full_path)
         if plan is None:
-            if self._unmatched is not None and method in self._routed_methods:
+            if self._unmatched is not None and method in self._counted_methods:
                 self._note_unmatched(method, path)
             return None
         if isinstance(plan, str):
@@ -156,9 +159,9 @@ class CapturePolicy:
             return
         self._unmatched = None
         most = ", ".join(f"{key} ({count})" for key, count in counts.most_common(3))
-        startup.warn(f"mdc: {seen} {'/'.join(sorted(self._routed_methods))} requests so far and none to a route "
-                     f"collected ({', '.join(self.route_names)}); they went to {most}. Nothing is collected from "
-                     f"them: check MDC_ROUTES or routes= for a typo")
+        startup.warn(f"mdc: {seen} requests so far and none to a route collected ({', '.join(self.route_names)}); "
+                     f"they went to {most}. Nothing is collected from them: check MDC_ROUTES or routes= for a typo "
+                     f"(in the path or the method)")
 
     def _plan_of_match(self, route: Route, values: Dict[str, str]) -> Union[RoutePlan, _Refusal]:
         model, version = model_in_path(values)

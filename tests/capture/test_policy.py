@@ -63,8 +63,21 @@ def test_a_route_no_request_meets_is_warned_of_once_naming_where_requests_went(w
         for _ in range(100):
             chosen.select("POST", "/score")
     assert unmatched_warnings(caplog) == [
-        "mdc: 20 POST requests so far and none to a route collected (POST /scroe); they went to POST /score (15), "
-        "POST '/predict\\n' (5). Nothing is collected from them: check MDC_ROUTES or routes= for a typo"]
+        "mdc: 20 requests so far and none to a route collected (POST /scroe); they went to POST /score (15), "
+        "POST '/predict\\n' (5). Nothing is collected from them: check MDC_ROUTES or routes= for a typo (in the path "
+        "or the method)"]
+
+
+def test_a_route_given_the_wrong_method_is_warned_of_too(writer, caplog):
+    """``MDC_ROUTES=/score`` takes POST; the app's scoring route is a PUT: nothing was collected, and the PUTs
+    were not counted, so nothing was said either."""
+    chosen = policy(writer, {"/score": Schema()})
+    with caplog.at_level(logging.WARNING, logger="mdc_middleware"):
+        for _ in range(UNMATCHED_BEFORE_WARNING):
+            assert chosen.select("PUT", "/score") is None
+    assert unmatched_warnings(caplog) == [
+        "mdc: 20 requests so far and none to a route collected (POST /score); they went to PUT /score (20). Nothing "
+        "is collected from them: check MDC_ROUTES or routes= for a typo (in the path or the method)"]
 
 
 @pytest.mark.parametrize("routes", [{"POST /score": Schema()}, {}])

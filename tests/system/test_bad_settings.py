@@ -97,7 +97,7 @@ def test_a_route_no_request_meets_is_said_in_the_servers_output(tmp_path):
             server.send_signal(signal.SIGTERM)
             server.wait(30)
     text = log.read_text()
-    assert text.count("mdc: 20 POST requests so far and none to a route collected (POST /scroe); they went to "
+    assert text.count("mdc: 20 requests so far and none to a route collected (POST /scroe); they went to "
                       "POST /score (20)") == 1, text
     assert not (tmp_path / "data").exists()
 
