@@ -14,6 +14,8 @@ Response shapes: a list, ``{"predictions"|"result"|"outputs"|"output"|"predictio
 """
 from __future__ import annotations
 
+import difflib
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
@@ -22,6 +24,8 @@ from ..storage.paths import as_component
 from .privacy import FieldRules, Redactor
 
 Table = Tuple[Tuple[str, ...], List[list]]
+
+logger = logging.getLogger("mdc_middleware")
 
 INPUT_KEYS = ("input_data", "data", "instances", "inputs", "dataframe_split", "dataframe_records")
 PREDICTION_KEYS = ("predictions", "result", "results", "outputs", "output", "prediction", "scores")
@@ -227,6 +231,8 @@ def _tabulate(values: Any, given: Optional[Sequence[str]], declared: Optional[Se
             names = tuple(declared)
             if not any(name in row for row in values for name in names):
                 raise PayloadMismatch("no_declared_feature")
+            if not all(name in first for name in names):
+                _note_missing_declared(names, first)
         else:
             keys: dict = {}
             for row in values:
@@ -261,6 +267,25 @@ def _tabulate(values: Any, given: Optional[Sequence[str]], declared: Optional[Se
     if len(names) != 1:
         raise PayloadMismatch("width_mismatch", f"1 value per row, {len(names)} names")
     return _drop_media_columns(names, [[v] for v in values], media_fields)
+
+
+# (declared names, a name) already looked for among a record's keys: each pair once per process, at most this many.
+_judged_names: set = set()
+_MAX_JUDGED_NAMES = 4096
+
+
+def _note_missing_declared(names: Tuple[str, ...], record: dict) -> None:
+    """A declared column a record lacks is an empty cell (clients leave out empty fields), unless the record has
+    a key like it that is not declared: then it is a typo in the Schema, said once (``sepal_lenght``)."""
+    for name in names:
+        if name in record or (names, name) in _judged_names or len(_judged_names) >= _MAX_JUDGED_NAMES:
+            continue
+        _judged_names.add((names, name))
+        undeclared = [str(key) for key in record if key not in names]
+        close = difflib.get_close_matches(str(name), undeclared, n=1, cutoff=0.8)
+        if close:
+            logger.warning("mdc: the Schema declares column %r, which the records do not have, and they have %r, "
+                           "which it does not declare: is it misspelt? Its cells are written empty", name, close[0])
 
 
 def default_names(prefix: str, width: int) -> Tuple[str, ...]:

@@ -166,3 +166,16 @@ def test_the_short_body_test_for_long_integers_answers_as_the_translation_does(b
     translated = cr._LONG_INTEGER_AFTER_BLANK in shaped or shaped.startswith(cr._LONG_INTEGER)
     assert cr.may_hold_a_long_integer(body) == translated
     assert cr.may_hold_a_long_integer(body + b" " * cr._PATTERN_UP_TO) == translated  # the translation's way
+
+
+def test_a_declared_column_misspelt_against_the_records_is_said_once_and_written_empty(caplog):
+    """Records lacking a declared column are empty cells (clients leave out empty fields); a record with an
+    undeclared key like it means a typo in the Schema, which wrote an empty column and said nothing."""
+    schema = Schema(inputs=["sepal_lenght", "petal_width", "region"])
+    with caplog.at_level("WARNING", logger="mdc_middleware"):
+        for _ in range(3):
+            names, rows = schema.extract_inputs({"data": [{"sepal_length": 5.1, "petal_width": 0.2}]})
+            assert names == ("sepal_lenght", "petal_width", "region") and rows == [[None, 0.2, None]]
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["mdc: the Schema declares column 'sepal_lenght', which the records do not have, and they have "
+                    "'sepal_length', which it does not declare: is it misspelt? Its cells are written empty"]
