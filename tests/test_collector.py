@@ -357,3 +357,35 @@ def test_a_designation_that_looks_like_a_slip_of_azures_is_warned_of_once_and_st
         "'predictions'?"]
     mdc_middleware.flush(10)
     assert read_collected(data_dir, "input", as_text=True)["a"].tolist() == ["1"] * 3
+
+
+def test_a_frame_without_the_feature_names_is_written_by_position_as_azures_was(settings, data_dir, caplog):
+    """``pd.DataFrame(array)`` (columns 0, 1) collected with feature_names had every cell written empty; Azure's
+    collector wrote the frame's values. Numeric frames and mixed ones, said once."""
+    dc = ModelDataCollector("m", designation="inputs", feature_names=["f1", "f2"], settings=settings)
+    dc.collect(pd.DataFrame(np.array([[1.5, 2.0], [3.0, 4.0]])))
+    dc.collect(pd.DataFrame({"a": ["x"], "b": [5]}))
+    mdc_middleware.flush(10)
+    assert read_collected(data_dir, "inputs", as_text=True)[["f1", "f2"]].values.tolist() == [
+        ["1.5", "2.0"], ["3.0", "4.0"], ["x", "5"]]
+    said = [r.getMessage() for r in caplog.records if "by position" in r.getMessage()]
+    assert said == ["mdc: collect() for model 'm' (inputs) was given a DataFrame whose columns (0, 1) are none of "
+                    "its feature_names (f1, f2): its values are written by position under feature_names, as Azure's "
+                    "collector wrote them"]
+
+
+def test_feature_names_misspelt_against_the_data_are_said_and_sparse_records_are_not(settings, data_dir, caplog):
+    typo = ModelDataCollector("typo", designation="inputs", feature_names=["sepal_lenght", "b"], settings=settings)
+    typo.collect(pd.DataFrame({"sepal_length": [1.0], "b": [2.0]}))
+    typo.collect([{"sepal_length": 1.0, "b": 3.0}])
+    sparse = ModelDataCollector("sparse", designation="inputs", feature_names=["a", "b", "c"], settings=settings)
+    sparse.collect([{"a": 1, "b": 2}, {"a": 3, "c": 4}])  # clients leave out empty fields
+    mdc_middleware.flush(10)
+    assert read_collected(data_dir, "inputs", model="typo", as_text=True)[["sepal_lenght", "b"]].values.tolist() == [
+        ["", "2.0"], ["", "3.0"]]
+    assert read_collected(data_dir, "inputs", model="sparse", as_text=True)[["a", "b", "c"]].values.tolist() == [
+        ["1", "2", ""], ["3", "", "4"]]
+    said = [r.getMessage() for r in caplog.records if "feature_names" in r.getMessage()]
+    assert said == ["mdc: collect() for model 'typo' (inputs) was given data without its feature_names sepal_lenght: "
+                    "their cells are written empty; the data has 'sepal_length' (for 'sepal_lenght'?), which "
+                    "feature_names does not name: a typo?"]

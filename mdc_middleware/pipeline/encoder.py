@@ -7,7 +7,9 @@ process instead, with this same code, so JSON parsing and CSV encoding leave the
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
+import difflib
 import functools
 import io
 import json
@@ -19,7 +21,7 @@ from ..metrics import Metrics
 from ..storage.paths import Target
 from ..records.csv_encoding import CsvLines, encode, header_line, plain_lines, share_row_suffix
 from ..records.record import META_COLUMNS, Record, is_reserved, unreserved
-from ..records.snapshot import default_prefix, infer_columns, text_columns
+from ..records.snapshot import FrameSnapshot, column_names, default_prefix, infer_columns, is_frame, text_columns
 
 logger = logging.getLogger("mdc_middleware")
 
@@ -176,6 +178,8 @@ class _FileRows:
 def with_rules(record: Record, metrics: Metrics) -> Optional[Tuple[Record, Tuple[str, ...]]]:
     """The record's columns (declared, or found in its data) and the record without what its field rules
     withhold; None when a rule of the app's raised (never written unredacted; counted)."""
+    if record.columns:
+        record = _declared_against_data(record)
     columns = record.columns or infer_columns(record.data, default_prefix(record.target.designation))
     _count_reserved(columns, record.rows, metrics)
     try:
@@ -184,6 +188,49 @@ def with_rules(record: Record, metrics: Metrics) -> Optional[Tuple[Record, Tuple
         logger.exception("mdc: field rules failed for %s; its rows are not written", record.target.model_name)
         metrics.drop("field_rules_error", record.rows or 1)
         return None
+
+
+def _declared_against_data(record: Record) -> Record:
+    """A record whose declared columns (``feature_names``) the data's own names (a DataFrame's columns, the keys
+    of dict rows) do not match. A frame that has none of them, and as many columns, is taken by position under
+    the declared names, as Azure's collector wrote a frame's values. Otherwise a
+    declared name the data lacks stays an empty cell (sparse records leave out empty fields), said once per model
+    and designation when the data has a name like it (``sepal_lenght`` declared, ``sepal_length`` given) or has
+    none of the declared names."""
+    data, declared = record.data, record.columns
+    assert declared is not None
+    if type(data) is FrameSnapshot or is_frame(data):
+        given = column_names(data.columns)
+    elif type(data) is list and data and type(data[0]) is dict:
+        given = tuple(str(key) for key in data[0])
+    else:
+        return record
+    if given == declared:
+        return record
+    missing = [name for name in declared if name not in given]
+    if not missing:
+        return record
+    where = f"collect() for model {record.target.model_name!r} ({record.target.designation})"
+    if len(missing) == len(declared) and len(given) == len(declared) and not type(data) is list:
+        warn_once(("declared by position", where),
+                  "mdc: %s was given a DataFrame whose columns (%s) are none of its feature_names (%s): its values "
+                  "are written by position under feature_names, as Azure's collector wrote them", where,
+                  ", ".join(given), ", ".join(declared))
+        if type(data) is FrameSnapshot:
+            import pandas as pd  # loaded: the snapshot was taken of a DataFrame
+
+            return dataclasses.replace(record, data=FrameSnapshot(data.block, pd.Index(declared)))
+        return dataclasses.replace(record, data=data.set_axis(list(declared), axis=1))
+    undeclared = [name for name in given if name not in declared]
+    alike = [(name, close[0]) for name in missing
+             for close in [difflib.get_close_matches(name, undeclared, n=1, cutoff=0.8)] if close]
+    if alike or len(missing) == len(declared):  # else sparse records: clients leave out empty fields
+        warn_once(("declared missing", where),
+                  "mdc: %s was given data without its feature_names %s: their cells are written empty%s", where,
+                  ", ".join(missing),
+                  "; the data has " + ", ".join(f"{b!r} (for {a!r}?)" for a, b in alike) + ", which feature_names "
+                  "does not name: a typo?" if alike else "")
+    return record
 
 
 def _rows_text(record: Record, metrics: Metrics, neutralize_formulas: bool
