@@ -389,3 +389,20 @@ def test_feature_names_misspelt_against_the_data_are_said_and_sparse_records_are
     assert said == ["mdc: collect() for model 'typo' (inputs) was given data without its feature_names sepal_lenght: "
                     "their cells are written empty; the data has 'sepal_length' (for 'sepal_lenght'?), which "
                     "feature_names does not name: a typo?"]
+
+
+def test_rows_wider_or_narrower_than_the_feature_names_are_counted_and_said(settings, data_dir, caplog):
+    """A fourth value under three names was cut without a count or a word."""
+    dc = ModelDataCollector("wide", designation="inputs", feature_names=["f1", "f2", "f3"], settings=settings)
+    dc.collect(np.array([[1.0, 2.0, 3.0, 4.0]]))
+    dc.collect([[1, 2]])
+    dc.collect(pd.DataFrame(np.array([[5.0, 6.0, 7.0, 8.0]])))  # none of the names: by position, then cut
+    dc.collect([[1, 2, 3]])
+    mdc_middleware.flush(10)
+    assert read_collected(data_dir, "inputs", model="wide", as_text=True)[["f1", "f2", "f3"]].values.tolist() == [
+        ["1.0", "2.0", "3.0"], ["1", "2", ""], ["5.0", "6.0", "7.0"], ["1", "2", "3"]]
+    assert mdc_middleware.metrics()["skipped"]["collect:width_mismatch"] == 3
+    said = [r.getMessage() for r in caplog.records if "values for" in r.getMessage()]
+    assert said == ["mdc: collect() for model 'wide' (inputs) was given rows of 4 values for 3 feature_names (f1, f2, "
+                    "f3): values past the names are not written and missing ones are empty cells (counted as "
+                    "collect:width_mismatch)"]

@@ -16,12 +16,15 @@ import json
 import logging
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
+import numpy as np
+
 from ..payloads.captured_request import Capture, warn_once
 from ..metrics import Metrics
 from ..storage.paths import Target
 from ..records.csv_encoding import CsvLines, encode, header_line, plain_lines, share_row_suffix
 from ..records.record import META_COLUMNS, Record, is_reserved, unreserved
-from ..records.snapshot import FrameSnapshot, column_names, default_prefix, infer_columns, is_frame, text_columns
+from ..records.snapshot import (FrameSnapshot, column_names, default_prefix, infer_columns, is_frame, rows_as_lists,
+                                text_columns)
 
 logger = logging.getLogger("mdc_middleware")
 
@@ -179,7 +182,7 @@ def with_rules(record: Record, metrics: Metrics) -> Optional[Tuple[Record, Tuple
     """The record's columns (declared, or found in its data) and the record without what its field rules
     withhold; None when a rule of the app's raised (never written unredacted; counted)."""
     if record.columns:
-        record = _declared_against_data(record)
+        record = _declared_against_data(record, metrics)
     columns = record.columns or infer_columns(record.data, default_prefix(record.target.designation))
     _count_reserved(columns, record.rows, metrics)
     try:
@@ -190,47 +193,81 @@ def with_rules(record: Record, metrics: Metrics) -> Optional[Tuple[Record, Tuple
         return None
 
 
-def _declared_against_data(record: Record) -> Record:
-    """A record whose declared columns (``feature_names``) the data's own names (a DataFrame's columns, the keys
-    of dict rows) do not match. A frame that has none of them, and as many columns, is taken by position under
-    the declared names, as Azure's collector wrote a frame's values. Otherwise a
-    declared name the data lacks stays an empty cell (sparse records leave out empty fields), said once per model
-    and designation when the data has a name like it (``sepal_lenght`` declared, ``sepal_length`` given) or has
-    none of the declared names."""
+def _declared_against_data(record: Record, metrics: Metrics) -> Record:
+    """The record, its data matched to its declared columns (``feature_names``, a schema's names).
+
+    By name, for data that names its columns (a DataFrame's columns, the keys of dict rows): a declared name the
+    data lacks is an empty cell (sparse records leave out empty fields), said once per model and designation when
+    the data has a name like it (``sepal_lenght`` declared, ``sepal_length`` given). A frame that has none of the
+    names is taken by position instead, as Azure's collector wrote a frame's values (``pd.DataFrame(array)``,
+    whose columns are 0, 1, …). By position, for arrays and rows: values past the names are not written and
+    missing ones are empty cells, counted (``collect:width_mismatch``) and said once."""
     data, declared = record.data, record.columns
     assert declared is not None
+    where = f"collect() for model {record.target.model_name!r} ({record.target.designation})"
     if type(data) is FrameSnapshot or is_frame(data):
         given = column_names(data.columns)
-    elif type(data) is list and data and type(data[0]) is dict:
-        given = tuple(str(key) for key in data[0])
-    else:
-        return record
-    if given == declared:
-        return record
-    missing = [name for name in declared if name not in given]
-    if not missing:
-        return record
-    where = f"collect() for model {record.target.model_name!r} ({record.target.designation})"
-    if len(missing) == len(declared) and len(given) == len(declared) and not type(data) is list:
+        if given == declared:
+            return record
+        if any(name in given for name in declared):
+            _say_missing(where, declared, given)
+            return record
         warn_once(("declared by position", where),
                   "mdc: %s was given a DataFrame whose columns (%s) are none of its feature_names (%s): its values "
                   "are written by position under feature_names, as Azure's collector wrote them", where,
-                  ", ".join(given), ", ".join(declared))
-        if type(data) is FrameSnapshot:
-            import pandas as pd  # loaded: the snapshot was taken of a DataFrame
+                  _shown(given), _shown(declared))
+        if len(given) == len(declared):  # renamed, and written as such a frame is
+            if type(data) is FrameSnapshot:
+                import pandas as pd  # loaded: the snapshot was taken of a DataFrame
 
-            return dataclasses.replace(record, data=FrameSnapshot(data.block, pd.Index(declared)))
-        return dataclasses.replace(record, data=data.set_axis(list(declared), axis=1))
+                return dataclasses.replace(record, data=FrameSnapshot(data.block, pd.Index(declared)))
+            return dataclasses.replace(record, data=data.set_axis(list(declared), axis=1))
+        data = rows_as_lists(data, given)
+        record = dataclasses.replace(record, data=data)
+    elif type(data) is list and data and type(data[0]) is dict:
+        _say_missing(where, declared, tuple(str(key) for key in data[0]))
+        return record
+    width = _width(data, len(declared))
+    if width is not None and width != len(declared):
+        metrics.skip("collect:width_mismatch")
+        warn_once(("width", where), "mdc: %s was given rows of %d values for %d feature_names (%s): values past the "
+                  "names are not written and missing ones are empty cells (counted as collect:width_mismatch)",
+                  where, width, len(declared), _shown(declared))
+    return record
+
+
+def _say_missing(where: str, declared: Tuple[str, ...], given: Tuple[str, ...]) -> None:
+    missing = [name for name in declared if name not in given]
     undeclared = [name for name in given if name not in declared]
     alike = [(name, close[0]) for name in missing
              for close in [difflib.get_close_matches(name, undeclared, n=1, cutoff=0.8)] if close]
     if alike or len(missing) == len(declared):  # else sparse records: clients leave out empty fields
         warn_once(("declared missing", where),
                   "mdc: %s was given data without its feature_names %s: their cells are written empty%s", where,
-                  ", ".join(missing),
-                  "; the data has " + ", ".join(f"{b!r} (for {a!r}?)" for a, b in alike) + ", which feature_names "
-                  "does not name: a typo?" if alike else "")
-    return record
+                  _shown(missing), "; the data has " + ", ".join(f"{b!r} (for {a!r}?)" for a, b in alike)
+                  + ", which feature_names does not name: a typo?" if alike else "")
+
+
+def _width(data: Any, names: int) -> Optional[int]:
+    """How many values the rows of positional data hold (a ragged one's first odd width); None for other data."""
+    if isinstance(data, np.ndarray):
+        if data.ndim == 0:
+            return 1
+        if data.ndim == 1:
+            return names if names == len(data) > 1 else 1
+        return int(np.prod(data.shape[1:]))
+    if type(data) is list and data:
+        if isinstance(data[0], (list, tuple)):
+            widths = set(map(len, data))
+            return names if widths == {names} else next(w for w in sorted(widths) if w != names)
+        if not isinstance(data[0], (dict, np.ndarray)):
+            return names if names == len(data) > 1 else 1
+    return None
+
+
+def _shown(names: Sequence[str], most: int = 8) -> str:
+    shown = ", ".join(str(name) for name in list(names)[:most])
+    return shown + (f", … {len(names) - most} more" if len(names) > most else "")
 
 
 def _rows_text(record: Record, metrics: Metrics, neutralize_formulas: bool
