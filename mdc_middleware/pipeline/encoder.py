@@ -14,6 +14,7 @@ import functools
 import io
 import json
 import logging
+import math
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -204,17 +205,17 @@ def _declared_against_data(record: Record, metrics: Metrics) -> Record:
     missing ones are empty cells, counted (``collect:width_mismatch``) and said once."""
     data, declared = record.data, record.columns
     assert declared is not None
-    where = f"collect() for model {record.target.model_name!r} ({record.target.designation})"
+    target = record.target
     if type(data) is FrameSnapshot or is_frame(data):
         given = column_names(data.columns)
         if given == declared:
             return record
         if any(name in given for name in declared):
-            _say_missing(where, declared, given)
+            _say_missing(_where(target), declared, given)
             return record
-        warn_once(("declared by position", where),
+        warn_once(("declared by position", _where(target)),
                   "mdc: %s was given a DataFrame whose columns (%s) are none of its feature_names (%s): its values "
-                  "are written by position under feature_names, as Azure's collector wrote them", where,
+                  "are written by position under feature_names, as Azure's collector wrote them", _where(target),
                   _shown(given), _shown(declared))
         if len(given) == len(declared):  # renamed, and written as such a frame is
             if type(data) is FrameSnapshot:
@@ -225,18 +226,32 @@ def _declared_against_data(record: Record, metrics: Metrics) -> Record:
         data = rows_as_lists(data, given)
         record = dataclasses.replace(record, data=data)
     elif type(data) is list and data and type(data[0]) is dict:
-        _say_missing(where, declared, tuple(str(key) for key in data[0]))
+        _say_missing(_where(target), declared, tuple(str(key) for key in data[0]))
         return record
     width = _width(data, len(declared))
     if width is not None and width != len(declared):
         metrics.skip("collect:width_mismatch")
+        where = _where(target)
         warn_once(("width", where), "mdc: %s was given rows of %d values for %d feature_names (%s): values past the "
                   "names are not written and missing ones are empty cells (counted as collect:width_mismatch)",
                   where, width, len(declared), _shown(declared))
     return record
 
 
+def _where(target: Target) -> str:
+    return f"collect() for model {target.model_name!r} ({target.designation})"
+
+
+# (where, the data's names) already judged by _say_missing: once each, and at most this many (sparse records bring
+# many sets of keys).
+_judged: set = set()
+_MAX_JUDGED = 4096
+
+
 def _say_missing(where: str, declared: Tuple[str, ...], given: Tuple[str, ...]) -> None:
+    if (where, given) in _judged or len(_judged) >= _MAX_JUDGED:
+        return
+    _judged.add((where, given))
     missing = [name for name in declared if name not in given]
     undeclared = [name for name in given if name not in declared]
     alike = [(name, close[0]) for name in missing
@@ -255,7 +270,7 @@ def _width(data: Any, names: int) -> Optional[int]:
             return 1
         if data.ndim == 1:
             return names if names == len(data) > 1 else 1
-        return int(np.prod(data.shape[1:]))
+        return math.prod(data.shape[1:])
     if type(data) is list and data:
         if isinstance(data[0], (list, tuple)):
             widths = set(map(len, data))

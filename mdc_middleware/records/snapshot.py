@@ -187,9 +187,19 @@ def _is_row(value: Any) -> bool:
     return isinstance(value, (list, tuple, dict, np.ndarray))
 
 
+_last_names: Tuple[Any, Tuple[str, ...]] = (None, ())  # (an Index, its names): one record asks several times
+
+
 def column_names(index: pd.Index) -> Tuple[str, ...]:
-    """A frame's column labels as the CSV header writes them."""
-    return tuple(map(str, index.tolist()))
+    """A frame's column labels as the CSV header writes them. (An Index is immutable, and reading its labels costs
+    several µs, so the last one's names are kept.)"""
+    global _last_names
+    last, names = _last_names
+    if last is index:
+        return names
+    names = tuple(map(str, index.tolist()))
+    _last_names = (index, names)
+    return names
 
 
 def infer_columns(data: Any, prefix: str) -> Tuple[str, ...]:
