@@ -281,11 +281,15 @@ def _note_missing_declared(names: Tuple[str, ...], record: dict) -> None:
         if name in record or (names, name) in _judged_names or len(_judged_names) >= _MAX_JUDGED_NAMES:
             continue
         _judged_names.add((names, name))
-        undeclared = [str(key) for key in record if key not in names]
-        close = difflib.get_close_matches(str(name), undeclared, n=1, cutoff=0.8)
-        if close:
+        for _, like in names_like([name], [str(key) for key in record if key not in names]):
             logger.warning("mdc: the Schema declares column %r, which the records do not have, and they have %r, "
-                           "which it does not declare: is it misspelt? Its cells are written empty", name, close[0])
+                           "which it does not declare: is it misspelt? Its cells are written empty", name, like)
+
+
+def names_like(missing: Sequence[str], undeclared: Sequence[str]) -> List[Tuple[str, str]]:
+    """(a declared name the data lacks, the data's undeclared name like it) for each that has one: likely typos."""
+    return [(name, close[0]) for name in missing
+            for close in [difflib.get_close_matches(str(name), undeclared, n=1, cutoff=0.8)] if close]
 
 
 def default_names(prefix: str, width: int) -> Tuple[str, ...]:

@@ -85,7 +85,6 @@ class Delivery:
         self._backoff = Backoff(1.0, MAX_BACKOFF)
         self._last_error = ""
         self._last_cause = ""  # the last storage error other than the shutdown deadline itself
-        self.lost_at_stop = 0  # rows dropped at stop, without a spool to keep them (the writer says so once)
         self._spool_dirty = self.spool is not None
         self._next_adoption = 0.0
 
@@ -214,8 +213,7 @@ class Delivery:
         detail = str(exc) if isinstance(exc, SinkError) else type(exc).__name__  # never a raw message
         if detail != _DEADLINE_PASSED:
             self._last_cause = detail
-        if self.spool is None and not requeue:  # stopping, and nowhere to keep them: the writer says it once
-            self.lost_at_stop += remainder.rows
+        if self.spool is None and not requeue:  # stopping, and nowhere to keep them: report_waiting says it once
             self.metrics.drop("shutdown_undelivered", remainder.rows)
             return
         if detail != self._last_error:  # once per distinct problem, not once per retry
@@ -298,7 +296,8 @@ class Delivery:
         without a spool to keep them, captures not encoded in time), why, and what would have kept it.
         ``deadline``: the shutdown deadline, in seconds."""
         _, skipped, dropped = self.metrics.totals()
-        lost_rows = self.lost_at_stop + dropped.get("shutdown_deadline", 0)
+        undelivered = dropped.get("shutdown_undelivered", 0)  # without a spool to keep them
+        lost_rows = undelivered + dropped.get("shutdown_deadline", 0)
         lost_captures = skipped.get("capture:shutdown_deadline", 0)
         if lost_rows or lost_captures:
             what = " and ".join(part for part in (f"{lost_rows} rows" if lost_rows else "",
@@ -308,7 +307,7 @@ class Delivery:
                          "under dropped_reasons and skipped_reasons.%s", what, deadline,
                          f" (storage: {self._last_cause})" if self._last_cause else "",
                          " Set MDC_SPOOL_DIR to keep rows that storage does not take on disk for the next start."
-                         if self.spool is None and self.lost_at_stop else "")
+                         if self.spool is None and undelivered else "")
         if self.spool is None:
             return
         journaled = self.journal.unresolved_rows() if self.journal is not None else 0

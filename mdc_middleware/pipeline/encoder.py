@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime as dt
-import difflib
 import functools
 import io
 import json
@@ -20,6 +19,7 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tu
 import numpy as np
 
 from ..payloads.captured_request import Capture, warn_once
+from ..payloads.schema import names_like
 from ..metrics import Metrics
 from ..storage.paths import Target
 from ..records.csv_encoding import CsvLines, encode, header_line, plain_lines, share_row_suffix
@@ -254,8 +254,7 @@ def _say_missing(where: str, declared: Tuple[str, ...], given: Tuple[str, ...]) 
     _judged.add((where, given))
     missing = [name for name in declared if name not in given]
     undeclared = [name for name in given if name not in declared]
-    alike = [(name, close[0]) for name in missing
-             for close in [difflib.get_close_matches(name, undeclared, n=1, cutoff=0.8)] if close]
+    alike = names_like(missing, undeclared)
     if alike or len(missing) == len(declared):  # else sparse records: clients leave out empty fields
         warn_once(("declared missing", where),
                   "mdc: %s was given data without its feature_names %s: their cells are written empty%s", where,
