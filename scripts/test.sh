@@ -37,7 +37,9 @@ if ! command -v java >/dev/null 2>&1; then
 fi
 
 status=0
-.venv/bin/python -m pytest "$@" || status=$?
+# Two workers (pytest-xdist): the system tests mostly wait on servers, outages and deadlines. Spark's tests share
+# one worker and one Spark session. "-n 0" after the script's name runs everything in this process.
+.venv/bin/python -m pytest -n 2 --dist loadgroup "$@" || status=$?
 if [ "$status" -eq 5 ]; then
   echo "pytest collected no tests: that is a failure here" >&2
   exit 1

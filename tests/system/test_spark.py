@@ -19,7 +19,7 @@ pyspark = pytest.importorskip("pyspark")  # the dev extra has it; scripts/test.s
 if shutil.which("java") is None:
     pytest.skip("no Java runtime for PySpark (scripts/test.sh installs openjdk-17-jre-headless)",
                 allow_module_level=True)
-pytestmark = [pytest.mark.spark, pytest.mark.slow]
+pytestmark = [pytest.mark.spark, pytest.mark.slow, pytest.mark.xdist_group("spark")]  # one Spark session
 
 
 @pytest.fixture(scope="module")
