@@ -112,6 +112,11 @@ def _because(feature: FeatureDrift, result: DriftResult) -> str:
     return ", ".join(reasons) or f"PSI under {result.psi_threshold:g}"
 
 
+def _table_order(feature: FeatureDrift) -> tuple:
+    """Drifted features first, then by PSI, highest first: the table's order, and the plots'."""
+    return (not feature.drifted, -feature.psi)
+
+
 def _feature_table(features: List[FeatureDrift], result: DriftResult) -> str:
     numeric = any(f.kind == "numeric" for f in features)
     categorical = any(f.kind == "categorical" for f in features)
@@ -121,7 +126,7 @@ def _feature_table(features: List[FeatureDrift], result: DriftResult) -> str:
     if categorical:
         head += ["chi²", "chi² p"]
     rows = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
-    for f in sorted(features, key=lambda f: (not f.drifted, -f.psi)):
+    for f in sorted(features, key=_table_order):
         cells = [html.escape(f.feature), f.kind, f"{f.rows:,}", "yes" if f.drifted else "no", _because(f, result),
                  _number(f.psi), _number(f.distance)]
         if numeric:
@@ -200,8 +205,9 @@ def _psi_figure(result: DriftResult) -> str:
 
 
 def _histograms(result: DriftResult) -> str:
-    """Each feature's distributions, drawn from the counts drift was computed from (``result.distributions``)."""
-    features = sorted(result.overall.features, key=lambda f: -f.distance)[:_MAX_HISTOGRAMS]
+    """Each feature's distributions, drawn from the counts drift was computed from (``result.distributions``), in the
+    order of the features' table."""
+    features = sorted(result.overall.features, key=_table_order)[:_MAX_HISTOGRAMS]
     features = [f for f in features if f.feature in result.distributions]
     if not features:
         return ""

@@ -5,6 +5,7 @@ import datetime as dt
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -574,3 +575,25 @@ def test_drift_of_predictions_as_well_as_inputs(settings, data_dir, tmp_path):
     shifted = runner().invoke(main, ["--data", str(data_dir), "drift", "--designation", "predictions",
                                      "--baseline", str(tmp_path / "predictions.csv")])
     assert shifted.exit_code == 3 and "DRIFT: 1 of 1 features drifted (answer)" in shifted.output, shifted.output
+
+
+def test_the_reports_distributions_come_in_the_order_of_its_table(monkeypatch):
+    """A reader goes down the table and then the plots: the worst feature first in both."""
+    from mdc_middleware.analysis import report
+    from mdc_middleware.analysis.drift import compute_drift
+
+    rng = np.random.default_rng(3)
+    baseline = pd.DataFrame({name: rng.normal(0, 1, 2000) for name in ("calm", "shift", "spread")})
+    collected = pd.DataFrame({"calm": rng.normal(0, 1, 2000), "shift": rng.normal(0.7, 1, 2000),
+                              "spread": rng.normal(0, 2.5, 2000), "$aml_dc_scoring_timestamp": "2026-11-02T00:00:00Z"})
+    result = compute_drift(baseline, collected)
+    psi, distance = ({f.feature: getattr(f, name) for f in result.overall.features} for name in ("psi", "distance"))
+    assert psi["spread"] > psi["shift"] and distance["spread"] < distance["shift"]  # the two orders differ
+    titles = []
+    drawn = report._png
+    monkeypatch.setattr(report, "_png", lambda figure: titles.append(
+        [axis.get_title().split("\n")[0] for axis in figure.axes if axis.get_title()]) or drawn(figure))
+    page = report.render_html(result)
+    table = re.findall(r"<tr[^>]*><td>(\w+)</td><td>numeric</td>", page.split("Features over the whole range")[1])
+    assert result.drifted_features == ["shift", "spread"]
+    assert titles[-1] == table[:3] == ["spread", "shift", "calm"]  # drifted, by PSI; then the others
