@@ -38,12 +38,13 @@ def free_port() -> int:
 
 
 def start_server(command: list, env: dict, port: int, timeout: float = 60.0, output: Optional[IO] = None,
-                 health: str = "/healthz", cwd: Path = ROOT) -> subprocess.Popen:
+                 health: str = "/healthz", cwd: Path = ROOT, own_group: bool = False) -> subprocess.Popen:
     """Start a real server on loopback and wait until ``health`` answers. Its output goes to a pipe, read
-    when it stops, or to ``output`` (a file: readable while the server runs)."""
+    when it stops, or to ``output`` (a file: readable while the server runs). ``own_group``: in a process group
+    of its own, which ``os.killpg(server.pid, ...)`` ends at once, workers and all (as a container's end)."""
     full_env = dict(os.environ, PYTHONPATH=str(ROOT), **env)
     process = subprocess.Popen(command, cwd=cwd, env=full_env, stdout=output or subprocess.PIPE,
-                               stderr=subprocess.STDOUT)
+                               stderr=subprocess.STDOUT, start_new_session=own_group)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -4,6 +4,7 @@ loopback, Azurite, every row counted by its id and read back from storage direct
 import collections
 import json
 import os
+import random
 import signal
 import subprocess
 import time
@@ -107,6 +108,43 @@ def test_sigkill_of_workers_at_random_moments_loses_no_acknowledged_row(azurite,
     figures = check_every_acknowledged_row(stored, acked, answered_by, killed_at)
     figures.update(server=server, kills=len(kills), failed_requests=driver["errors"])
     record_figures("sigkill", figures)
+    assert figures["acknowledged"] > 200
+
+
+@pytest.mark.parametrize("storage", ["up", "unreachable"])
+def test_sigkill_of_the_whole_server_loses_no_acknowledged_row(azurite, container_name, tmp_path, storage):
+    """Master and workers killed at once at a random moment, as a container killed for memory (Kubernetes sets
+    the cgroup's memory.oom.group) or a node's crash: the next start delivers every row the journals hold."""
+    port, spool = free_port(), tmp_path / "spool"
+    reachable = azurite.connection_string
+    env = {"MDC_ENABLED": "true", "MDC_CONTAINER": container_name, "MDC_SPOOL_DIR": str(spool),
+           "MDC_STORAGE_CONNECTION_STRING": reachable if storage == "up" else reachable.replace(
+               str(azurite.port), str(free_port()))}
+    command = SERVERS["uvicorn --workers 2"](port)
+    log = tmp_path / "server.log"
+    with log.open("wb") as output:
+        server = start_server(command, env, port, output=output, own_group=True)
+        try:
+            with Clients(port, threads=2) as clients:
+                time.sleep(random.uniform(2.0, 5.0))
+                killed = time.monotonic()
+                os.killpg(server.pid, signal.SIGKILL)
+                time.sleep(0.5)  # requests after the kill fail; none is acknowledged
+        finally:
+            server.wait(30)
+        env["MDC_STORAGE_CONNECTION_STRING"] = reachable
+        again = start_server(command, env, port, output=output)
+        try:
+            assert wait_until_journal_and_spool_are_empty(spool), sorted(p.name for p in spool.iterdir())
+        finally:
+            again.send_signal(signal.SIGTERM)
+            again.wait(90)
+    stored = stored_ids(azurite.connection_string, container_name)
+    killed_at = {pid: killed for pid in set(clients.pids.values())}
+    figures = check_every_acknowledged_row(stored, clients.acked, clients.pids, killed_at)
+    figures.update(storage=storage, failed_requests=clients.errors)
+    record_figures("sigkill_whole_server", figures)
+    assert figures["inputs_duplicates"] == figures["predictions_duplicates"] == 0
     assert figures["acknowledged"] > 200
 
 
