@@ -1,6 +1,6 @@
 """What the middleware costs a request in-process, without a server or a load generator: the quiet view.
 
-    .venv/bin/python benchmarks/bench_request_path.py [--requests 5000] [--rounds 5] [--stacks fastapi,flask]
+    .venv/bin/python benchmarks/bench_request_path.py [--requests 5000] [--rounds 5] [--stacks fastapi,flask] [--rows 1]
 
 bench_http.py measures the real thing, but its figures move by ±5 % from run to run on this machine,
 more than most changes to the request path are worth. Here the same apps (benchmarks/http_apps.py,
@@ -39,7 +39,7 @@ from pathlib import Path
 from common import table  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-BODY = json.dumps({"data": [[5.1, 3.5, 1.4, 0.2]]}).encode()
+BODY = json.dumps({"data": [[5.1, 3.5, 1.4, 0.2]]}).encode()  # --rows N: N rows
 MODES = ("off", "passthrough", "floor-discard", "discard", "floor", "on-local")
 
 
@@ -169,8 +169,11 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--interleaved", action="store_true",
                         help="off, passthrough and discard alternated in one process (the request path alone)")
+    parser.add_argument("--rows", type=int, default=1, help="rows per request")
     parser.add_argument("--child", nargs=2, metavar=("STACK", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global BODY
+    BODY = json.dumps({"data": [[5.1, 3.5, 1.4, 0.2]] * args.rows}).encode()
     if args.interleaved:
         interleaved(args.stacks.split(","), args.rounds, args.requests)
         return
@@ -184,7 +187,7 @@ def main() -> None:
         for stack in stacks:
             for mode in modes:
                 out = subprocess.run([sys.executable, __file__, "--child", stack, mode, "--requests",
-                                      str(args.requests)], capture_output=True, text=True, check=True, timeout=300)
+                                      str(args.requests), "--rows", str(args.rows)], capture_output=True, text=True, check=True, timeout=300)
                 measured = json.loads(out.stdout.strip().splitlines()[-1])
                 results[(stack, mode)].append(measured["us"])
                 cpu[(stack, mode)].append(measured["cpu_us"])
