@@ -156,6 +156,7 @@ class DriftCounter:
     def for_baseline(cls, baseline: pd.DataFrame, target_columns: Sequence[str],
                      features: Optional[Sequence[str]] = None, bins: int = 10) -> "DriftCounter":
         skipped: Dict[str, str] = {}
+        chosen = features is not None  # by the caller: compared whatever they hold
         if features is None:
             features = [c for c in baseline.columns if c in target_columns and c not in META_COLUMNS]
             lowered = {str(c).lower(): c for c in target_columns}
@@ -171,6 +172,10 @@ class DriftCounter:
             profile = Profile.of(baseline[name], bins)
             if profile is None:
                 skipped[name] = "no values in the baseline"
+            elif not chosen and profile.names_rows():
+                skipped[name] = (f"an identifier, not a distribution: {len(profile.counts):,} of its "
+                                 f"{int(profile.counts.sum()):,} baseline values are distinct; pass it in "
+                                 f"features (--features) to compare it")
             else:
                 profiles[name] = profile
         return cls(len(baseline), profiles, skipped, target_columns, baseline.columns)
@@ -216,9 +221,12 @@ class DriftCounter:
                 raise NothingCompared("nothing to compare: the baseline has no rows")
             if not self.profiles:
                 lowered = {str(c).lower(): c for c in data}
-                in_case_only = [(c, lowered[str(c).lower()]) for c in base if str(c).lower() in lowered]
+                in_case_only = [(c, lowered[str(c).lower()]) for c in base
+                                if str(c).lower() in lowered and lowered[str(c).lower()] != c]
                 hint = (f"; these differ only in case: {', '.join(f'{b} and {d}' for b, d in in_case_only[:8])}"
                         if in_case_only else "")
+                shared = [f"{name} ({why})" for name, why in self.skipped.items() if name in data]
+                hint += f"; not compared: {', '.join(shared[:8])}" if shared else ""
                 raise NothingCompared(f"nothing to compare: the baseline's columns ({_names(base)}) and the "
                                       f"collected data's ({_names(data)}) share no feature with values{hint}")
             raise NothingCompared("nothing to compare: the collected data has no values in the features it "
@@ -240,6 +248,12 @@ def _names(columns: Sequence[str], most: int = 8) -> str:
     return (shown + f", … {len(columns) - most} more" if len(columns) > most else shown) or "none"
 
 
+# A text feature of the baseline is taken for an identifier when at least this share of its values (and at least
+# this many) are distinct: chosen automatically, it is not compared (said in ``skipped_features``).
+_IDENTIFIER_SHARE = 0.95
+_IDENTIFIER_MIN_VALUES = 50
+
+
 class Profile:
     """What is kept of one baseline feature: its kind, its grid (numeric) and its counts."""
 
@@ -258,6 +272,14 @@ class Profile:
             counts.add(grid, values)
             return cls("numeric", grid, counts, float(np.std(values)) if len(values) > 1 else 0.0)
         return cls("categorical", None, column.astype(str).value_counts().astype(float))
+
+    def names_rows(self) -> bool:
+        """Text whose every value, or nearly, is distinct (an id, a free text): no distribution to compare, and
+        collected values, all new, would always read as drift."""
+        if self.grid is not None:
+            return False
+        values = float(self.counts.sum())
+        return values >= _IDENTIFIER_MIN_VALUES and len(self.counts) >= _IDENTIFIER_SHARE * values
 
     def empty(self) -> Any:
         if self.grid is not None:

@@ -5,7 +5,7 @@ import pytest
 from scipy import stats
 
 from mdc_middleware.analysis.distributions import NumericCounts, NumericGrid, numeric_statistics, proportions, psi_of
-from mdc_middleware.analysis.drift import compute_drift
+from mdc_middleware.analysis.drift import NothingCompared, compute_drift
 
 SAMPLES = {
     "normal, shifted": lambda rng: (rng.normal(0, 1, 50_000), rng.normal(0.3, 1.2, 20_000)),
@@ -70,3 +70,33 @@ def test_empty_cells_are_missing_values_not_a_category():
     target = pd.DataFrame({"color": ["red", "blue", ""] * 30})
     feature = compute_drift(baseline, target).overall.features[0]
     assert feature.rows == 60 and feature.distance == 0.0
+
+
+def test_an_identifier_column_is_not_compared_unless_named():
+    """A customer id in the training data and in the inputs: every collected id is new, so compared as categories
+    it would read as drift every day. Chosen automatically it is left out, and said; named, it is compared."""
+    rng = np.random.default_rng(5)
+    baseline = pd.DataFrame({"customer": [f"B{i}" for i in range(2000)], "amount": rng.normal(100, 10, 2000),
+                             "channel": rng.choice([f"c{i}" for i in range(60)], 2000)})
+    collected = pd.DataFrame({"customer": [f"C{i}" for i in range(3000)], "amount": rng.normal(100, 10, 3000),
+                              "channel": rng.choice([f"c{i}" for i in range(60)], 3000),
+                              "$aml_dc_scoring_timestamp": "2026-11-02T00:00:00Z"})
+    result = compute_drift(baseline, collected)
+    assert not result.drifted
+    assert [f.feature for f in result.overall.features] == ["amount", "channel"]  # 60 categories: compared
+    assert result.skipped_features["customer"].startswith(
+        "an identifier, not a distribution: 2,000 of its 2,000 baseline values are distinct")
+    named = compute_drift(baseline, collected, features=["customer", "amount"])
+    assert named.drifted and named.drifted_features == ["customer"] and not named.skipped_features
+    with pytest.raises(NothingCompared) as nothing:
+        compute_drift(baseline[["customer"]], collected)
+    assert "not compared: customer (an identifier" in str(nothing.value)
+    assert "differ only in case" not in str(nothing.value)
+
+
+def test_nothing_compared_names_the_shared_column_without_values_and_no_false_case_hint():
+    baseline = pd.DataFrame({"a": [np.nan] * 10})
+    collected = pd.DataFrame({"a": [1.0, 2.0], "$aml_dc_scoring_timestamp": "2026-11-02T00:00:00Z"})
+    with pytest.raises(NothingCompared) as nothing:
+        compute_drift(baseline, collected)
+    assert str(nothing.value).endswith("share no feature with values; not compared: a (no values in the baseline)")
