@@ -16,6 +16,7 @@ import pandas as pd
 from .drift import DriftResult, FeatureDrift
 
 _MAX_HISTOGRAMS = 12
+_MAX_CATEGORIES = 15  # bars per categorical feature
 
 
 def render_html(result: DriftResult, *, title: str = "Data drift report",
@@ -222,13 +223,19 @@ def _histograms(result: DriftResult) -> str:
             edges = np.linspace(low, high, 31) if high > low else np.array([low - 0.5, high + 0.5])
             for counts, label in ((profile.counts, "baseline"), (seen, "collected")):
                 axis.stairs(_density(counts, edges), edges, fill=True, alpha=0.5, label=label)
+            x_label = feature.feature
         else:
             base = profile.counts / profile.counts.sum()
-            table = pd.concat([base, seen / seen.sum()], axis=1, keys=["baseline", "collected"]).fillna(0).head(15)
+            table = pd.concat([base, seen / seen.sum()], axis=1, keys=["baseline", "collected"]).fillna(0)
+            x_label = "category"
+            if len(table) > _MAX_CATEGORIES:  # those that explain the drift, whichever side has them
+                moved = (table["collected"] - table["baseline"]).abs()
+                table = table.loc[moved.nlargest(_MAX_CATEGORIES).index]
+                x_label = f"the {_MAX_CATEGORIES} of {len(moved)} categories whose share moved most"
             table.plot.bar(ax=axis, alpha=0.7)
         axis.set_title(f"{feature.feature}\nPSI {feature.psi:.2f}{' - drifted' if feature.drifted else ''}",
                        fontsize="small", color="#900" if feature.drifted else "#222")
-        axis.set_xlabel(feature.feature if feature.kind == "numeric" else "category", fontsize="x-small")
+        axis.set_xlabel(x_label, fontsize="x-small")
         axis.set_ylabel("density" if feature.kind == "numeric" else "share", fontsize="x-small")
         axis.legend(fontsize="x-small")
     for axis in list(axes.flat)[len(features):]:

@@ -597,3 +597,29 @@ def test_the_reports_distributions_come_in_the_order_of_its_table(monkeypatch):
     table = re.findall(r"<tr[^>]*><td>(\w+)</td><td>numeric</td>", page.split("Features over the whole range")[1])
     assert result.drifted_features == ["shift", "spread"]
     assert titles[-1] == table[:3] == ["spread", "shift", "calm"]  # drifted, by PSI; then the others
+
+
+def test_a_feature_of_many_categories_shows_those_whose_share_moved(monkeypatch):
+    """80 stores, ten of them now taking most of the traffic: those ten are among the bars drawn, whatever the
+    baseline's most frequent stores were."""
+    from mdc_middleware.analysis import report
+    from mdc_middleware.analysis.drift import compute_drift
+
+    rng = np.random.default_rng(1)
+    stores = [f"store_{i:03d}" for i in range(80)]
+    weights = np.ones(80)
+    weights[:10] = 8
+    baseline = pd.DataFrame({"store": rng.choice(stores, 5000)})
+    collected = pd.DataFrame({"store": rng.choice(stores, 5000, p=weights / weights.sum()),
+                              "$aml_dc_scoring_timestamp": "2026-11-02T00:00:00Z"})
+    result = compute_drift(baseline, collected)
+    assert result.drifted_features == ["store"]
+    drawn = {}
+    keep = report._png
+    monkeypatch.setattr(report, "_png", lambda figure: drawn.update(
+        {axis.get_title().split("\n")[0]: axis for axis in figure.axes}) or keep(figure))
+    report.render_html(result)
+    axis = drawn["store"]
+    shown = [label.get_text() for label in axis.get_xticklabels()]
+    assert len(shown) == 15 and set(stores[:10]) <= set(shown)
+    assert axis.get_xlabel() == "the 15 of 80 categories whose share moved most"
