@@ -402,6 +402,14 @@ class Settings:
             if value is not None:
                 values[name] = value
                 sources.pop(name, None)
+        if (sources.get("enabled", "").startswith("AML_MODEL_DC_STORAGE_ENABLED=") and values.get("enabled")
+                and not values.get("storage_connection_string") and not values.get("storage_account_url")
+                and "local_dir" not in values):
+            # Azure's switch asks for Azure storage (its collector refused to collect without it): rows must not
+            # go, unannounced but for a log line, into a folder of the container's own disk.
+            raise ConfigError("AML_MODEL_DC_STORAGE_ENABLED is true but no storage is set: set AML_MODEL_DC_STORAGE "
+                              "(or MDC_STORAGE_CONNECTION_STRING, MDC_STORAGE_ACCOUNT_URL) to write to Azure Blob "
+                              "Storage, or MDC_LOCAL_DIR to write to a local folder")
         try:
             return cls(**values)
         except ConfigError as exc:  # name the variable the bad value came from, as the operator wrote it

@@ -16,8 +16,21 @@ CONNECTION_STRING = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1
 def test_collection_is_off_unless_enabled():
     assert Settings.from_env({}).enabled is False
     assert Settings.from_env({"MDC_ENABLED": "true"}).enabled is True
-    assert Settings.from_env({"AML_MODEL_DC_STORAGE_ENABLED": "True"}).enabled is True
+    assert Settings.from_env({"AML_MODEL_DC_STORAGE_ENABLED": "True", "MDC_LOCAL_DIR": "here"}).enabled is True
     assert Settings.from_env({"MDC_ENABLED": "false", "AML_MODEL_DC_STORAGE_ENABLED": "true"}).enabled is False
+
+
+def test_azures_switch_without_storage_fails_start_up_naming_the_variable():
+    """Azure's collector, switched on without AML_MODEL_DC_STORAGE, collected nothing; ours wrote to ./mdc-data on the
+    container's own disk. A Secret that did not reach the pod looks just like this."""
+    with pytest.raises(ConfigError, match="AML_MODEL_DC_STORAGE_ENABLED is true but no storage is set: set "
+                                          "AML_MODEL_DC_STORAGE"):
+        Settings.from_env({"AML_MODEL_DC_STORAGE_ENABLED": "true", "AML_MODEL_DC_STORAGE": " "})
+    for storage in ({"AML_MODEL_DC_STORAGE": CONNECTION_STRING}, {"MDC_LOCAL_DIR": "/var/mdc"},
+                    {"MDC_STORAGE_ACCOUNT_URL": "https://acct.blob.core.windows.net", "MDC_STORAGE_SAS_TOKEN": "sv=1"}):
+        assert Settings.from_env({"AML_MODEL_DC_STORAGE_ENABLED": "true", **storage}).enabled
+    assert Settings.from_env({"MDC_ENABLED": "true"}).local_dir == "mdc-data"  # our switch: the local default
+    assert Settings.from_env({"AML_MODEL_DC_STORAGE_ENABLED": "true"}, local_dir="/data").enabled  # set in code
 
 
 def test_azure_names_and_own_names():
@@ -197,7 +210,7 @@ def test_a_variable_set_to_nothing_is_not_set():
     empty = {name: "" for name in ("MDC_CSV_NEUTRALIZE_FORMULAS", "MDC_ECHO_REQUEST_ID", "MDC_BATCH_ROWS",
                                    "MDC_SAMPLE_RATE", "MDC_BOUNDARY", "MDC_ROUTES", "MDC_MODEL_NAME")}
     settings = Settings.from_env({**empty, "MDC_REQUEST_ID_HEADER": "", "AML_MODEL_DC_STORAGE_ENABLED": "true",
-                                  "MDC_ENABLED": " "})
+                                  "MDC_ENABLED": " ", "MDC_LOCAL_DIR": "mdc-data"})
     default = Settings()
     assert (settings.neutralize_formulas, settings.echo_request_id, settings.batch_rows, settings.sample_rate,
             settings.boundary, settings.routes, settings.model_name) == (
