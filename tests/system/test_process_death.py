@@ -50,6 +50,16 @@ def wait_until_journal_and_spool_are_empty(spool: Path, timeout: float = 90.0) -
     return False
 
 
+def deliver_what_was_left(command: list, env: dict, port: int, output, spool: Path) -> None:
+    """Start the server again (storage reachable) and wait until its journals and spool are delivered; stop it."""
+    again = start_server(command, env, port, output=output)
+    try:
+        assert wait_until_journal_and_spool_are_empty(spool), sorted(p.name for p in spool.iterdir())
+    finally:
+        again.send_signal(signal.SIGTERM)
+        again.wait(90)
+
+
 def check_every_acknowledged_row(stored: dict, acked: dict, answered_by: dict, killed_at: dict) -> dict:
     """A lost row must have been acknowledged within WINDOW before the kill of the worker that answered it;
     copies share their correlation id. ``answered_by``: row id → worker pid; ``killed_at``: pid → kill time."""
@@ -92,12 +102,7 @@ def test_sigkill_of_workers_at_random_moments_loses_no_acknowledged_row(azurite,
             killed_at.setdefault(pid, at)
         assert len(kills) == KILLS
         # The next start delivers what the killed workers had journaled (the survivors may have already).
-        again = start_server(SERVERS[server](port), env, port, output=output)
-        try:
-            assert wait_until_journal_and_spool_are_empty(spool), sorted(p.name for p in spool.iterdir())
-        finally:
-            again.send_signal(signal.SIGTERM)
-            again.wait(90)
+        deliver_what_was_left(SERVERS[server](port), env, port, output, spool)
     stored = stored_ids(azurite.connection_string, container_name)
     keep = os.environ.get("TEST_DEBUG_LOSSES_DIR")
     if keep:  # what a person needs to look into a loss: who answered each row, who was killed when, the logs
@@ -133,12 +138,7 @@ def test_sigkill_of_the_whole_server_loses_no_acknowledged_row(azurite, containe
         finally:
             server.wait(30)
         env["MDC_STORAGE_CONNECTION_STRING"] = reachable
-        again = start_server(command, env, port, output=output)
-        try:
-            assert wait_until_journal_and_spool_are_empty(spool), sorted(p.name for p in spool.iterdir())
-        finally:
-            again.send_signal(signal.SIGTERM)
-            again.wait(90)
+        deliver_what_was_left(command, env, port, output, spool)
     stored = stored_ids(azurite.connection_string, container_name)
     killed_at = {pid: killed for pid in set(clients.pids.values())}
     figures = check_every_acknowledged_row(stored, clients.acked, clients.pids, killed_at)
@@ -171,12 +171,7 @@ def test_sigterm_after_storage_was_unreachable_loses_nothing(azurite, container_
             server.wait(90)
         stopped = time.monotonic()
         env["MDC_STORAGE_CONNECTION_STRING"] = azurite.connection_string
-        again = start_server(command, env, port, output=output)
-        try:
-            assert wait_until_journal_and_spool_are_empty(spool)
-        finally:
-            again.send_signal(signal.SIGTERM)
-            again.wait(90)
+        deliver_what_was_left(command, env, port, output, spool)
     text = log.read_text()
     assert "rows not yet in storage" in text, text[-3000:]
     stored = stored_ids(azurite.connection_string, container_name)
