@@ -43,6 +43,11 @@ class QualityResult:
         return asdict(self)
 
 
+NO_LABELS = ("no labels collected (designation 'labels'): once the truth is known, collect it with "
+             "ModelDataCollector(<model>, designation='labels'), beside the request's correlation values or a key "
+             "its inputs carry (README: Model quality)")
+
+
 def data_columns(frame: pd.DataFrame) -> List[str]:
     return [c for c in frame.columns if c not in META_COLUMNS]
 
@@ -54,7 +59,7 @@ def model_quality(inputs: pd.DataFrame, predictions: pd.DataFrame, labels: pd.Da
 
     Raises ValueError (saying what is missing) when nothing joins or a named column is absent."""
     if labels.empty:
-        raise ValueError("no labels collected (designation 'labels')")
+        raise ValueError(NO_LABELS)
     if predictions.empty:
         raise ValueError("no predictions collected")
     return model_quality_streamed([inputs], [predictions], [labels], list(inputs.columns), list(predictions.columns),
@@ -68,7 +73,7 @@ def model_quality_streamed(inputs: Iterable[pd.DataFrame], predictions: Iterable
     """``model_quality`` of rows that come a chunk at a time (cells typed or as text): joined a partition at a
     time (``partitions``) and scored into counts, so memory does not grow with rows."""
     if not label_columns:
-        raise ValueError("no labels collected (designation 'labels')")
+        raise ValueError(NO_LABELS)
     if not prediction_columns:
         raise ValueError("no predictions collected")
     prediction = prediction or _only(_data(prediction_columns), "prediction", "predictions")

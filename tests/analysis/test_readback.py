@@ -536,6 +536,9 @@ def test_quality_of_a_regression_and_when_nothing_joins(settings, data_dir):
     assert result.overall.metrics == pytest.approx({"mae": 0.5, "rmse": (1.25 / 3) ** 0.5, "bias": 1 / 6})
     with pytest.raises(ValueError, match="no prediction joined a label"):
         model_quality(pd.DataFrame(), predictions, labels.assign(**{CORRELATION_ID: ["x", "y", "z"]}))
+    with pytest.raises(ValueError, match=r"no labels collected \(designation 'labels'\): once the truth is known, "
+                                         r"collect it with ModelDataCollector\(<model>, designation='labels'\)"):
+        model_quality(pd.DataFrame(), predictions, pd.DataFrame())
 
 
 def test_the_report_leads_with_a_verdict_that_agrees_with_its_features(tmp_path):
