@@ -173,7 +173,7 @@ class DriftCounter:
             if profile is None:
                 skipped[name] = "no values in the baseline"
             elif not chosen and profile.names_rows():
-                skipped[name] = (f"an identifier, not a distribution: {len(profile.counts):,} of its "
+                skipped[name] = (f"an identifier or free text, not a distribution: {len(profile.counts):,} of its "
                                  f"{int(profile.counts.sum()):,} baseline values are distinct; pass it in "
                                  f"features (--features) to compare it")
             else:
