@@ -25,8 +25,10 @@ def is_append_block(method: str, path: str) -> bool:
 
 
 class _Fault:
-    def __init__(self, kind: str, count: int, match: Match, status: int = 503, seconds: float = 0.0) -> None:
+    def __init__(self, kind: str, count: int, match: Match, status: int = 503, seconds: float = 0.0,
+                 error_code: str = "") -> None:
         self.kind, self.count, self.match, self.status, self.seconds = kind, count, match, status, seconds
+        self.error_code = error_code
 
 
 class FaultProxy:
@@ -53,7 +55,8 @@ class FaultProxy:
                 if fault is not None:
                     proxy.injected.append((fault.kind, self.command, self.path))
                     if fault.kind == "fail":
-                        return self._send(fault.status, [("content-length", "0")], b"")
+                        code = [("x-ms-error-code", fault.error_code)] if fault.error_code else []
+                        return self._send(fault.status, [("content-length", "0"), *code], b"")
                     if fault.kind == "reset":
                         return self._reset()
                     if fault.kind == "stall":
@@ -118,8 +121,10 @@ class FaultProxy:
         with self._lock:
             self._faults.append(fault)
 
-    def fail(self, count: int, status: int = 503, match: Match = is_append_block) -> None:
-        self._add(_Fault("fail", count, match, status=status))
+    def fail(self, count: int, status: int = 503, match: Match = is_append_block, error_code: str = "") -> None:
+        """The next ``count`` matching requests answered ``status`` (with Azure's ``x-ms-error-code``, if given),
+        never forwarded."""
+        self._add(_Fault("fail", count, match, status=status, error_code=error_code))
 
     def drop_response(self, count: int, match: Match = is_append_block) -> None:
         self._add(_Fault("drop_response", count, match))

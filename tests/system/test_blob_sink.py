@@ -125,6 +125,24 @@ def test_full_blob_rolls_over_without_losing_or_duplicating(azurite, container_n
     assert blob_texts(azurite, container_name)[newest].endswith("late0\n")
 
 
+@pytest.mark.parametrize("code", ["BlockCountExceedsLimit", "MaxBlobSizeConditionNotMet"])
+def test_a_blob_storage_calls_full_rolls_over_though_this_writer_counted_less(azurite, container_name, proxy, code):
+    """Replicas sharing a day's file each count only their own blocks: the 50,000th block may be another's, and
+    storage's refusal is then the only word of it (Azurite answers so past 50,000 blocks; 50,000 appends take
+    minutes, so the proxy answers in its place, once)."""
+    metrics = Metrics()
+    sink = sink_for(azurite.connection_string.replace(str(azurite.port), str(proxy.port)), container_name,
+                    metrics=metrics)
+    sink.append("f/2026/01/01", "data", HEADER, lines("a", 3))
+    proxy.fail(1, status=409, error_code=code)
+    sink.append("f/2026/01/01", "data", HEADER, lines("b", 3))
+    sink.append("f/2026/01/01", "data", HEADER, lines("c", 3))
+    texts = blob_texts(azurite, container_name)
+    assert texts == {"f/2026/01/01/data.csv": HEADER + "".join(f"a{n}\n" for n in range(3)),
+                     "f/2026/01/01/data_1.csv": HEADER + "".join(f"{x}{n}\n" for x in "bc" for n in range(3))}
+    assert metrics.snapshot()["files_rolled_over"] == 1 and proxy.pending_faults() == 0
+
+
 @pytest.fixture
 def proxy(azurite):
     server = FaultProxy(azurite.port).start()
