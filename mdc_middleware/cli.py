@@ -291,6 +291,7 @@ def join_command(context: _Context, model: Optional[str], version: Optional[str]
     """Inputs beside their predictions, on the correlation id; redelivered rows removed."""
     from .analysis.chunks import data_bytes
     from .analysis.export import as_kinds, column_kinds
+    from .analysis.read import as_collected
     from .analysis.join import joined_columns
     from .analysis.partitions import JoinTotals, join_partitioned
 
@@ -313,7 +314,7 @@ def join_command(context: _Context, model: Optional[str], version: Optional[str]
         for name in joined_columns(columns["inputs"], columns["predictions"]):
             own = name[:-len("_prediction")] if name.endswith("_prediction") else name
             kinds[name] = found["inputs"].get(name) or found["predictions"].get(own) or "text"
-        _parquet((as_kinds(frame, kinds) for frame in frames), output)
+        _parquet((as_kinds(as_collected(frame), kinds) for frame in frames), output)
     else:
         _csv(frames, joined_columns(columns["inputs"], columns["predictions"]), output)
     click.echo(f"{totals.rows} rows; {totals.duplicates_removed} redelivered rows removed; "
@@ -400,7 +401,7 @@ def drift_command(context: _Context, baseline: str, model: Optional[str], versio
     def target():  # the collected rows streamed a chunk at a time: memory does not grow with them
         for chunk in context.chunks(designation, model, version, start, end):
             seen[0] += len(chunk.frame)
-            yield chunk.frame
+            yield chunk.values()  # as collected: the training data never had a neutralising quote
 
     try:
         if engine == "spark":

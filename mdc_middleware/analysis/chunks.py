@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import pandas as pd
 
 from ..storage.paths import JSONL
-from .read import Day, Source, _data_files, list_data_files, read_jsonl_lines
+from .read import Day, Source, _data_files, as_collected, list_data_files, read_jsonl_lines
 from .source import is_container
 
 CHUNK_ROWS = 100_000
@@ -26,8 +26,13 @@ class Chunk:
 
     file: str
     folder: str
-    frame: pd.DataFrame
+    frame: pd.DataFrame  # the cells as written
     index: int
+
+    def values(self) -> pd.DataFrame:
+        """The cells as collected: in a CSV file's text, the quote the writer put before a formula's first
+        character taken off (``unneutralized``); a JSON Lines file's cells as they are."""
+        return self.frame if self.file.endswith(JSONL) else as_collected(self.frame)
 
 
 def iter_chunks(source: Source, designation: Optional[str] = None, *, model: Optional[str] = None,

@@ -36,7 +36,7 @@ def column_kinds(chunks: Iterable[Chunk], notes: Callable[[str], Optional[set]],
     "empty"."""
     kinds = dict(kinds or {})
     for chunk in chunks:
-        kinds = _merged(kinds, chunk_kinds(typed(chunk.frame, notes(chunk.folder))))
+        kinds = _merged(kinds, chunk_kinds(typed(chunk.values(), notes(chunk.folder))))
     return kinds
 
 
@@ -64,7 +64,7 @@ def typed_frames(chunks: Callable[[], Iterable[Chunk]], notes: Callable[[str], O
     kinds: Dict[str, str] = {}
     passed = 0
     for chunk in chunks():
-        frame = typed(chunk.frame, notes(chunk.folder))
+        frame = typed(chunk.values(), notes(chunk.folder))
         found = _merged(kinds, chunk_kinds(frame))
         if passed and found != kinds:
             break
@@ -76,7 +76,7 @@ def typed_frames(chunks: Callable[[], Iterable[Chunk]], notes: Callable[[str], O
     yield RESTART
     kinds = column_kinds(chunks(), notes)
     for chunk in chunks():
-        yield as_kinds(chunk.frame, kinds)
+        yield as_kinds(chunk.values(), kinds)
 
 
 RESTART = pd.DataFrame()  # yielded by typed_frames: start the output again

@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import pandas as pd
 
+from ..records.csv_encoding import unneutralized
 from ..storage.paths import JSONL, JSONL_ROOT, ROOT, ParsedPath, parse_path
 from .source import describe_source
 from .source import is_container as _is_container
@@ -151,6 +152,7 @@ def read_collected(source: Source, designation: Optional[str] = None, *, model: 
                    progress: Optional[Callable[[Iterable[Any]], Iterable[Any]]] = None) -> pd.DataFrame:
     """All rows of the matching files in one DataFrame (columns united across files).
 
+    Cells are the values collected: text the writer neutralised (``'=1+1``) reads as it was sent (``=1+1``).
     ``as_text`` keeps every cell exactly as written (strings, empty cells as ""), for byte-exact checks.
     ``progress`` wraps the list of files (e.g. ``tqdm``) to show downloads as they go.
 
@@ -181,7 +183,7 @@ def read_collected(source: Source, designation: Optional[str] = None, *, model: 
             folder = _folder_of(name)
             if folder not in notes:
                 notes[folder] = text_columns_noted(source, [folder])
-            frame = typed(frame, notes[folder])
+            frame = typed(as_collected(frame), notes[folder])
         frames.append(frame)
     if not frames:
         return pd.DataFrame()
@@ -260,6 +262,12 @@ def text_columns_noted(source: Source, folders: Iterable[str]) -> Optional[set]:
                 except (ValueError, AttributeError):
                     continue  # a torn line: the conservative typing still applies
     return found
+
+
+def as_collected(frame: pd.DataFrame) -> pd.DataFrame:
+    """Cells of CSV files as collected: the quote the writer put before a formula's first character (or before a
+    quote) taken off, ``'=1+1`` read as ``=1+1`` (``records.csv_encoding.unneutralized``). Apply once."""
+    return pd.DataFrame({name: unneutralized(column) for name, column in frame.items()}, index=frame.index)
 
 
 def typed(frame: pd.DataFrame, text: Optional[Iterable[str]] = None) -> pd.DataFrame:

@@ -27,6 +27,7 @@ import pandas as pd
 
 from ..storage.paths import parse_path
 from ..records.record import BOUNDARY, CORRELATION_ID, META_COLUMNS, SCORING_TIMESTAMP
+from ..records.csv_encoding import WRITTEN_QUOTE
 from .distributions import NumericCounts, add_categories
 from .drift import DriftCounter, DriftResult
 from .read import _TEXT_COLUMNS, Day, _wanted, absent_name, as_day
@@ -169,6 +170,8 @@ def read_spark(spark: "SparkSession", path: str, designation: str, **filters: An
             column = _number(name, "long")
         elif kinds.get(name) in ("long", "double") and name not in _TEXT_COLUMNS:
             column = _number(name, kinds[name])
+        else:  # text as collected, as read_collected gives it
+            column = F.regexp_replace(column, WRITTEN_QUOTE, "")
         columns.append(column.alias(name))
     return raw.select(*columns)
 
@@ -325,7 +328,8 @@ def drift_spark(spark: "SparkSession", path: str, baseline: pd.DataFrame, *, des
                     target: NumericCounts = window.features[name]
                     target.merge(counts, sums, low, high)
         else:
-            found = rows.where(cell != "").groupBy("_mdc_day", cell.alias("v")).count().collect()
+            as_sent = F.regexp_replace(cell, WRITTEN_QUOTE, "")  # as collected, as the embedded engine counts it
+            found = rows.where(cell != "").groupBy("_mdc_day", as_sent.alias("v")).count().collect()
             by_day: Dict[Optional[str], Dict[str, float]] = {}
             for day, value, n in found:
                 by_day.setdefault(day, {})[value] = float(n)

@@ -26,6 +26,23 @@ from .snapshot import FrameSnapshot, column_names, is_frame, rows_as_lists
 LINE_END = "\n"
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+# Text written with one more leading quote, neutralising or not, so that readers can take exactly one off again:
+# a neutralised formula ("'=1+1"), and text that starts with a quote and then one of those characters or a quote.
+_QUOTED_START = tuple("'" + start for start in (*_FORMULA_START, "'"))
+WRITTEN_QUOTE = r"^'(?=[=+\-@\t\r'])"  # the quote ``_cell`` added, as a regex (Python's and Java's)
+
+
+def unneutralized(column: "pd.Series") -> "pd.Series":
+    """Text cells as they were collected: the leading quote the writer put before a formula's first character (or
+    before a quote) taken off, ``"'=1+1"`` read as ``"=1+1"``. Other cells, and other text, as they are.
+    (Azure's collector added no quote: its rare text starting with a quote and one of ``=+-@'`` loses the quote.)"""
+    if column.dtype.kind != "O":  # text is object or pandas' string dtype; numbers and times have no quote
+        return column
+    try:
+        marked = column.str.match(WRITTEN_QUOTE, na=False)
+    except AttributeError:  # no text in it
+        return column
+    return column.where(~marked, column.str.slice(1)) if marked.any() else column
 
 
 def _scalar(value: np.generic) -> Any:
@@ -49,6 +66,8 @@ def _json_value(value: Any) -> Any:
 def _cell(value: Any, neutralize: bool) -> Any:
     if isinstance(value, str):
         if neutralize and value.startswith(_FORMULA_START) and not _NUMBER.match(value):
+            return "'" + value
+        if value.startswith(_QUOTED_START):  # would read back as neutralised: one more quote (see ``unneutralized``)
             return "'" + value
         return value
     if isinstance(value, float):
@@ -235,8 +254,8 @@ def _plain_text_rows(rows: list, text: bytes, width: int, neutralize: bool) -> O
     without a backslash has none of them and every quote in it opens or closes a string. A comma inside
     a string shows in the count of commas; a formula's first character follows an opening quote.
     """
-    if b"\\" in text or (neutralize and any(mark in text for mark in _FORMULA_TEXT)):
-        return None
+    if b"\\" in text or b'"\'' in text or (neutralize and any(mark in text for mark in _FORMULA_TEXT)):
+        return None  # a backslash, a string starting with a quote, a formula: the csv path
     if not set(map(type, itertools.chain.from_iterable(rows))) <= _PLAIN_CELL_TYPES:
         return None  # bools and None, lists and dicts, subclasses of str
     if b"null" in text:  # a NaN or an infinity (or, rarely, text holding "null": the csv path then)

@@ -16,16 +16,18 @@ TEXT = st.one_of(
     st.from_regex(r"[0-9]{1,6}", fullmatch=True),               # zip codes, ids: "00501", "12345"
     st.from_regex(r"[0-9]\.[0-9]{1,3}0", fullmatch=True),       # versions: "1.10"
     st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=12),
+    st.from_regex(r"['=+\-@]{1,3}[a-z0-9 ]{0,3}", fullmatch=True),  # "-", "+1 555", "=SUM", "@who", "'=x"
 )
 ROWS = st.lists(st.tuples(TEXT, st.integers(-10**12, 10**12),
                           st.floats(allow_nan=False, allow_infinity=False, width=64)), min_size=1, max_size=8)
 
 
 @hypothesis_settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(batches=st.lists(ROWS, min_size=1, max_size=3))
-def test_values_survive_the_parquet_round_trip(tmp_path_factory, batches):
+@given(batches=st.lists(ROWS, min_size=1, max_size=3), neutralize=st.booleans())
+def test_values_survive_the_parquet_round_trip(tmp_path_factory, batches, neutralize):
+    """With formula neutralising on (the default) as well: the files hold ``'=x``, the values read back ``=x``."""
     folder = tmp_path_factory.mktemp("collected")
-    settings = Settings.from_env({}, enabled=True, local_dir=str(folder), neutralize_formulas=False,
+    settings = Settings.from_env({}, enabled=True, local_dir=str(folder), neutralize_formulas=neutralize,
                                  model_version="1.10")
     collector = ModelDataCollector("m", designation="inputs", feature_names=["code", "count", "score"],
                                    settings=settings)

@@ -626,3 +626,21 @@ def test_a_feature_of_many_categories_shows_those_whose_share_moved(monkeypatch)
     shown = [label.get_text() for label in axis.get_xticklabels()]
     assert len(shown) == 15 and set(stores[:10]) <= set(shown)
     assert axis.get_xlabel() == "the 15 of 80 categories whose share moved most"
+
+
+def test_text_the_writer_neutralised_is_compared_as_collected(settings, data_dir, tmp_path):
+    """A category "-" (a placeholder for none) and "+1 sale" are written "'-" and "'+1 sale" (formula neutralising,
+    the default): drift against training data that holds "-" must see the same categories, not new ones."""
+    rng = np.random.default_rng(4)
+    categories = ["-", "+1 sale", "@web", "store"]
+    collector = ModelDataCollector("m", designation="inputs", feature_names=["channel"], settings=settings)
+    sent = rng.choice(categories, 2000).tolist()
+    for start in range(0, 2000, 100):
+        collector.collect([[value] for value in sent[start:start + 100]])
+    assert mdc_middleware.flush(10)
+    assert set(read_collected(data_dir, "inputs", as_text=True)["channel"]) == {"'-", "'+1 sale", "'@web", "store"}
+    assert read_collected(data_dir, "inputs")["channel"].tolist() == sent
+    baseline = tmp_path / "train.csv"
+    pd.DataFrame({"channel": rng.choice(categories, 2000)}).to_csv(baseline, index=False)
+    result = runner().invoke(main, ["--data", str(data_dir), "drift", "--baseline", str(baseline)])
+    assert result.exit_code == 0 and result.stdout.startswith("no drift: 0 of 1 features drifted"), result.output

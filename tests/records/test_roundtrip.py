@@ -40,7 +40,9 @@ def expected_text(value) -> str:
         return ""
     if isinstance(value, str):
         value = value.replace("\x00", "\ufffd")  # NUL is written as the replacement character (README)
-        return "'" + value if value.startswith(FORMULA_START) and not NUMBER.match(value) else value
+        neutralised = value.startswith(FORMULA_START) and not NUMBER.match(value)
+        quoted = value.startswith(tuple("'" + c for c in (*FORMULA_START, "'")))  # would read as neutralised
+        return "'" + value if neutralised or quoted else value
     if isinstance(value, float) and math.isnan(value):
         return ""
     return str(value)

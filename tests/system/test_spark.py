@@ -149,3 +149,20 @@ def test_a_header_read_through_hadoop_is_the_one_read_from_disk(spark, collected
     name = data_files(spark, str(collected), "inputs")[0]
     assert _header(spark, "file://" + name) == _header(spark, name)
     assert _header(spark, name).split("\x1f")[:3] == ["a", "b", "city"]
+
+
+def test_spark_reads_and_counts_neutralised_text_as_collected(spark, settings, data_dir):
+    """Text written "'-" (formula neutralising) is "-" in Spark's rows and categories, as in the embedded engine."""
+    import mdc_middleware
+    from mdc_middleware import ModelDataCollector
+    from mdc_middleware.analysis.spark import drift_spark, read_spark
+
+    sent = ["-", "+1 sale", "store", "'=x"] * 50
+    collector = ModelDataCollector("m", designation="inputs", feature_names=["channel"], settings=settings)
+    collector.collect([[value] for value in sent])
+    assert mdc_middleware.flush(10)
+    assert read_spark(spark, str(data_dir), "inputs").toPandas()["channel"].tolist() == sent
+    baseline = pd.DataFrame({"channel": sent})
+    counted = drift_spark(spark, str(data_dir), baseline).to_dict()
+    embedded = compute_drift(baseline, read_collected(data_dir, "inputs")).to_dict()
+    assert _close(counted, embedded) and not counted["drifted"]
