@@ -39,6 +39,8 @@ def unneutralized(column: "pd.Series") -> "pd.Series":
     if column.dtype.kind != "O":  # text is object or pandas' string dtype; numbers and times have no quote
         return column
     try:
+        if not column.str.startswith("'", na=False).any():  # the usual column: a C-level test (Arrow strings)
+            return column
         marked = column.str.match(WRITTEN_QUOTE, na=False)
     except AttributeError:  # no text in it
         return column
