@@ -291,7 +291,6 @@ def join_command(context: _Context, model: Optional[str], version: Optional[str]
     """Inputs beside their predictions, on the correlation id; redelivered rows removed."""
     from .analysis.chunks import data_bytes
     from .analysis.export import as_kinds, column_kinds
-    from .analysis.read import as_collected
     from .analysis.join import joined_columns
     from .analysis.partitions import JoinTotals, join_partitioned
 
@@ -302,19 +301,24 @@ def join_command(context: _Context, model: Optional[str], version: Optional[str]
     if not columns["inputs"] and not columns["predictions"]:
         context.check_names("inputs", model, version)
     totals = JoinTotals()
-    frames = join_partitioned((c.frame for c in context.chunks("inputs", **filters)),
-                              (c.frame for c in context.chunks("predictions", **filters)),
+    parquet = bool(output and output.lower().endswith(".parquet"))
+
+    def cells(chunk: Any) -> pd.DataFrame:  # Parquet holds values as collected; CSV the cells as written
+        return chunk.values() if parquet else chunk.frame
+
+    frames = join_partitioned((cells(c) for c in context.chunks("inputs", **filters)),
+                              (cells(c) for c in context.chunks("predictions", **filters)),
                               columns["inputs"], columns["predictions"], how,
                               data_bytes(context.source, "inputs", **days)
                               + data_bytes(context.source, "predictions", **days), totals)
-    if output and output.lower().endswith(".parquet"):
+    if parquet:
         found = {side: column_kinds(context.chunks(side, **filters, shown=False), context.notes)
                  for side in ("inputs", "predictions")}
         kinds = {}
         for name in joined_columns(columns["inputs"], columns["predictions"]):
             own = name[:-len("_prediction")] if name.endswith("_prediction") else name
             kinds[name] = found["inputs"].get(name) or found["predictions"].get(own) or "text"
-        _parquet((as_kinds(as_collected(frame), kinds) for frame in frames), output)
+        _parquet((as_kinds(frame, kinds) for frame in frames), output)
     else:
         _csv(frames, joined_columns(columns["inputs"], columns["predictions"]), output)
     click.echo(f"{totals.rows} rows; {totals.duplicates_removed} redelivered rows removed; "

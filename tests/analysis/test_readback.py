@@ -644,3 +644,17 @@ def test_text_the_writer_neutralised_is_compared_as_collected(settings, data_dir
     pd.DataFrame({"channel": rng.choice(categories, 2000)}).to_csv(baseline, index=False)
     result = runner().invoke(main, ["--data", str(data_dir), "drift", "--baseline", str(baseline)])
     assert result.exit_code == 0 and result.stdout.startswith("no drift: 0 of 1 features drifted"), result.output
+
+
+def test_join_to_parquet_gives_text_as_collected_and_to_csv_as_written(settings, data_dir, tmp_path):
+    inputs = ModelDataCollector("m", designation="inputs", feature_names=["channel"], settings=settings)
+    predictions = ModelDataCollector("m", designation="predictions", feature_names=["label"], settings=settings)
+    correlation = inputs.collect([["-"], ["=x"], ["store"]])
+    predictions.collect(predictions.add_correlations([["+1 sale"], ["@web"], ["ok"]], correlation))
+    assert mdc_middleware.flush(10)
+    invoke("--data", str(data_dir), "join", "-o", str(tmp_path / "joined.parquet"))
+    joined = pd.read_parquet(tmp_path / "joined.parquet")
+    assert joined["channel"].tolist() == ["-", "=x", "store"] and joined["label"].tolist() == ["+1 sale", "@web", "ok"]
+    invoke("--data", str(data_dir), "join", "-o", str(tmp_path / "joined.csv"))
+    written = pd.read_csv(tmp_path / "joined.csv", dtype=str)
+    assert written["channel"].tolist() == ["'-", "'=x", "store"]  # neutralised for spreadsheets
