@@ -11,6 +11,8 @@ import atexit
 import contextvars
 import functools
 import logging
+import multiprocessing
+import multiprocessing.util
 import os
 import signal
 import threading
@@ -211,6 +213,24 @@ def metrics_of(writer: Writer) -> Dict[str, object]:
 
 
 atexit.register(shutdown)
+
+
+def _flush_when_a_multiprocessing_child_ends(_registry: object = None) -> None:
+    """In a worker process that ``multiprocessing`` forked (granian's workers), flush when its target returns.
+
+    With the ``fork`` and ``forkserver`` start methods (Python 3.14's default on Linux) such a process ends with
+    ``os._exit`` once its target returns, so atexit never runs there: granian's WSGI workers take SIGTERM with a
+    handler of their own, return, and every row still queued was lost. The process's own exit hooks
+    (``multiprocessing.util.Finalize``) do run. Called at import (the app is loaded in the worker) and by
+    ``multiprocessing`` in each worker it starts, after it has cleared the hooks the worker inherited (imported
+    before: in its parent, or while its target was unpickled). A ``spawn`` worker runs both, the second a no-op.
+    """
+    if multiprocessing.parent_process() is not None:
+        multiprocessing.util.Finalize(None, shutdown, exitpriority=100)
+
+
+_flush_when_a_multiprocessing_child_ends()
+multiprocessing.util.register_after_fork(registry, _flush_when_a_multiprocessing_child_ends)
 
 
 def _flush_on_sigterm() -> None:

@@ -146,21 +146,22 @@ def test_a_new_header_rolls_over_to_a_sibling_file(data_dir):
 
 
 def _child_collects(local_dir):
+    """Returns with the row still queued (a minute's flush interval): multiprocessing then ends the process with
+    os._exit, which skips atexit; the flush must come from multiprocessing's own exit hooks."""
     settings = Settings.from_env({}, enabled=True, local_dir=local_dir, flush_interval=60)
     ModelDataCollector("m", designation="inputs", feature_names=["x"], settings=settings).collect([[7]])
-    # multiprocessing ends its children with os._exit, skipping atexit: flush explicitly here.
-    # (The atexit path is covered by the gunicorn end-to-end test.)
-    assert mdc_middleware.shutdown(10)
 
 
-def test_after_fork_the_child_starts_its_own_writer(settings, data_dir):
+@pytest.mark.parametrize("start_method", ["fork", "forkserver", "spawn"])
+def test_a_multiprocessing_child_starts_its_own_writer_and_flushes_when_it_returns(settings, data_dir, start_method):
     dc = ModelDataCollector("m", designation="inputs", feature_names=["x"], settings=settings)
     dc.collect([[1]])  # the parent's writer thread is running before the fork
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context(start_method)
     child = context.Process(target=_child_collects, args=(str(data_dir),))
     child.start()
-    child.join(30)
+    child.join(60)
     assert child.exitcode == 0
+    mdc_middleware.flush(10)
     assert sorted(rows(data_dir, "inputs")["x"].tolist()) == ["1", "7"]
 
 

@@ -14,13 +14,14 @@ from tests.helpers import PYTHON, free_port, start_server
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
 
 
-def send_traffic(port: int, requests: int) -> list:
-    """Each request carries 1-3 rows; returns the rows sent, in order."""
+def send_traffic(port: int, requests: int, chunked: bool = True) -> list:
+    """Each request carries 1-3 rows, every fifth without a content-length (chunked) unless ``chunked`` is
+    False; returns the rows sent, in order."""
     sent = []
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
         for i in range(requests):
             batch = ROWS[: 1 + i % 3]
-            if i % 5 == 0:  # chunked transfer encoding: no content-length
+            if chunked and i % 5 == 0:  # chunked transfer encoding: no content-length
                 body = json.dumps({"data": batch}).encode()
                 response = client.post("/score", content=iter([body[:7], body[7:]]),
                                        headers={"content-type": "application/json"})
@@ -208,3 +209,48 @@ def test_uvicorn_behind_a_proxy_with_a_root_path_collects_the_apps_routes(data_d
         output = stop(process)
     assert "Application shutdown complete" in output
     check_collected(data_dir, sent, 20)
+
+
+OTHER_SERVERS = {
+    # Each with two worker processes (waitress: one process, eight threads), stopped with SIGTERM.
+    "granian-wsgi": ["-m", "granian", "--interface", "wsgi", "--workers", "2", "--blocking-threads", "4",
+                     "examples.flask_app:app"],
+    "granian-asgi": ["-m", "granian", "--interface", "asgi", "--workers", "2", "examples.fastapi_app:app"],
+    "hypercorn-wsgi": ["-m", "hypercorn", "-w", "2", "examples.flask_app:app"],
+    "hypercorn-asgi": ["-m", "hypercorn", "-w", "2", "examples.fastapi_app:app"],
+    "gunicorn-gevent": ["-m", "gunicorn", "-k", "gevent", "-w", "2", "examples.flask_app:app"],
+    "waitress": ["-m", "waitress", "--threads", "8", "examples.flask_app:app"],
+}
+# hypercorn's WSGI adapter gives the app no body of a chunked request (Flask answers 400), middleware or not.
+UNCHUNKED = {"hypercorn-wsgi"}
+
+
+def _bind(server: str, port: int) -> list:
+    if server.startswith("granian"):
+        return ["--host", "127.0.0.1", "--port", str(port)]
+    if server == "waitress":
+        return ["--host", "127.0.0.1", "--port", str(port)]
+    return ["-b", f"127.0.0.1:{port}"]
+
+
+@pytest.mark.parametrize("server", sorted(OTHER_SERVERS))
+def test_other_servers_keep_every_row_through_sigterm(data_dir, server_env, server_log, server):
+    """Servers beside uvicorn and gunicorn's sync workers, each stopped as Kubernetes stops a pod. granian's
+    workers are forked ``multiprocessing`` processes that end with ``os._exit`` once they return: atexit never runs
+    there, and its WSGI workers (no lifespan) lost every row before the flush at ``multiprocessing``'s exit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    command = OTHER_SERVERS[server]
+    port = free_port()
+    log, log_file = server_log
+    process = start_server([PYTHON, *command[:-1], *_bind(server, port), command[-1]], server_env, port,
+                           output=log_file)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            sent = [row for rows in pool.map(send_traffic, [port] * 4, [30] * 4, [server not in UNCHUNKED] * 4)
+                    for row in rows]
+    finally:
+        output = stop(process, log)
+    assert process.returncode in (0, -signal.SIGTERM), output  # waitress dies of SIGTERM after our flush
+    assert "Traceback" not in output, output
+    check_collected(data_dir, sent, 4 * 30)
