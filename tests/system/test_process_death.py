@@ -32,6 +32,8 @@ SERVERS = {
                                    "tests.apps.numbered_flask_app:app"],
     "gunicorn uvicorn workers": lambda port: [PYTHON, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "-k",
                                               "uvicorn.workers.UvicornWorker", "tests.apps.numbered_app:app"],
+    "gunicorn gevent": lambda port: [PYTHON, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "-k", "gevent",
+                                     "tests.apps.numbered_flask_app:app"],
 }
 
 
