@@ -94,6 +94,20 @@ class _Context:
             self._notes[folder] = text_columns_noted(self.source, [folder])
         return self._notes[folder]
 
+    def days_collected(self, designation: str, model: Optional[str], version: Optional[str], start: Any,
+                       end: Any) -> str:
+        """When ``--from``/``--to`` left no rows: the days there are, so that an empty answer is not read as no
+        traffic (" (--from 2026-12-09: inputs was collected from 2026-11-30 to 2026-12-08)"); "" otherwise."""
+        if start is None and end is None:
+            return ""
+        entries = inventory(self.source, model=model, version=version, designation=designation)
+        asked = " ".join(f"--{flag} {value:%Y-%m-%d}" for flag, value in (("from", start), ("to", end)) if value)
+        if not entries:
+            return f" ({asked}: no {designation} rows on any day)"
+        first, last = min(e.first_day for e in entries), max(e.last_day for e in entries)
+        span = f"on {first}" if first == last else f"from {first} to {last}"
+        return f" ({asked}: {designation} was collected {span})"
+
     def check_names(self, designation: Optional[str], model: Optional[str], version: Optional[str]) -> None:
         """A designation, model or version that is nowhere in the data is a typo: say what there is (exit 1)."""
         entries = inventory(self.source)
@@ -250,7 +264,8 @@ def read_command(context: _Context, designation: str, model: Optional[str], vers
         if not columns:
             context.check_names(designation, model, version)
         rows = _csv((c.frame for c in context.chunks(designation, **filters)), columns, output)
-    click.echo(f"{rows} rows", err=True)
+    click.echo(f"{rows} rows" + ("" if rows else context.days_collected(designation, model, version, start, end)),
+               err=True)
 
 
 def _csv(frames: Any, columns: list, output: Optional[str]) -> int:
@@ -323,7 +338,9 @@ def join_command(context: _Context, model: Optional[str], version: Optional[str]
         _csv(frames, joined_columns(columns["inputs"], columns["predictions"]), output)
     click.echo(f"{totals.rows} rows; {totals.duplicates_removed} redelivered rows removed; "
                f"{totals.unmatched_inputs} inputs without a prediction; "
-               f"{totals.unmatched_predictions} predictions without an input", err=True)
+               f"{totals.unmatched_predictions} predictions without an input"
+               + ("" if totals.inputs or totals.predictions
+                  else context.days_collected("inputs", model, version, start, end)), err=True)
     if totals.inputs and totals.predictions and totals.matched == 0:
         click.echo("error: no input joined a prediction: their $aml_dc_correlation_id values never agree. Rows "
                    "collected outside any web request (or in a sync FastAPI route that does not take the request) "
@@ -419,7 +436,8 @@ def drift_command(context: _Context, baseline: str, model: Optional[str], versio
         if not seen[0]:
             context.check_names(designation, model, version)
             raise click.ClickException(f"no collected {designation} rows in {describe_source(context.source)} "
-                                       "for these filters") from None
+                                       "for these filters"
+                                       + context.days_collected(designation, model, version, start, end)) from None
         raise _NotCompared(f"--baseline {baseline}: {exc}") from None
     summary = json.dumps(result.to_dict(), indent=2)
     if json_path == "-":

@@ -122,9 +122,11 @@ def _text(value: Any) -> str:
 
 
 def write_csv(frames: Iterable[pd.DataFrame], columns: List[str], stream: TextIO) -> int:
-    """The frames under one header of ``columns`` (a column a frame lacks is empty there); rows written."""
+    """The frames under one header of ``columns`` (a column a frame lacks is empty there); rows written. No
+    columns (no file in the days asked for) write nothing, not an empty line."""
     write = RowsEndingInNewline(stream.write)
-    pd.DataFrame(columns=columns).to_csv(write, index=False, lineterminator="\r\n")
+    if columns:
+        pd.DataFrame(columns=columns).to_csv(write, index=False, lineterminator="\r\n")
     rows = 0
     for frame in frames:
         frame = frame.reindex(columns=columns, fill_value="")

@@ -398,6 +398,18 @@ def test_cli_typos_and_impossible_requests_fail_saying_what_exists(small_collect
     assert message in (result.stderr if code else result.output) or message in result.output
 
 
+def test_days_that_hold_no_rows_read_nothing_and_say_which_days_do(small_collection):
+    """An empty answer for --from/--to must not read as "no traffic" when the data is on other days."""
+    today = dt.datetime.now(dt.timezone.utc).date()
+    later = f"{today + dt.timedelta(days=2):%Y-%m-%d}"
+    said = f"(--from {later}: inputs was collected on {today})"
+    read = runner().invoke(main, ["--data", str(small_collection), "read", "inputs", "--from", later])
+    assert read.exit_code == 0 and read.stdout == "" and read.stderr.strip() == f"0 rows {said}"
+    join = runner().invoke(main, ["--data", str(small_collection), "join", "--from", later])
+    assert join.exit_code == 0 and join.stderr.strip().endswith(said)
+    assert runner().invoke(main, ["--data", str(small_collection), "read", "inputs"]).stderr == "50 rows\n"
+
+
 @pytest.mark.parametrize("filters,message", [
     (dict(designation="input"), "no designation 'input' in {}; there is: inputs. Nothing read"),
     (dict(designation="inputs", model="irs"), "no model 'irs' in {}; there is: iris. Nothing read"),
