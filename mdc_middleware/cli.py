@@ -430,8 +430,10 @@ def drift_command(context: _Context, baseline: str, model: Optional[str], versio
                                      psi_threshold=psi_threshold, drift_share=drift_share, model=model,
                                      version=version, start=_day(start), end=_day(end))
         else:
+            columns = header_columns(context.source, designation, model=model, version=version, start=_day(start),
+                                     end=_day(end))  # of every file: a feature some files lack is still compared
             result = compute_drift(base, target(), features=chosen, threshold=threshold,
-                                   psi_threshold=psi_threshold, drift_share=drift_share)
+                                   psi_threshold=psi_threshold, drift_share=drift_share, columns=columns)
     except ValueError as exc:
         if not seen[0]:
             context.check_names(designation, model, version)
@@ -453,7 +455,7 @@ def drift_command(context: _Context, baseline: str, model: Optional[str], versio
     drifted, compared = result.drifted_features, result.compared_features
     worst = max(result.days, key=lambda day: day.magnitude, default=None)
     click.echo(f"{'DRIFT' if result.drifted else 'no drift'}: {len(drifted)} of {len(compared)} features drifted"
-               + (f" ({', '.join(drifted)})" if drifted else "")
+               + (f" ({', '.join(_with_missing_values(name, result) for name in drifted)})" if drifted else "")
                + f"; magnitude {result.overall.magnitude:.1f}"
                + (f", worst day {worst.label} {worst.magnitude:.1f}" if worst else "")
                + f"; {result.overall.rows:,} rows over {len(result.days)} day(s). Drift: a feature at PSI "
@@ -463,6 +465,17 @@ def drift_command(context: _Context, baseline: str, model: Optional[str], versio
                   if result.skipped_features else ""), err=json_path == "-")
     if result.drifted:
         sys.exit(EXIT_DRIFT)
+
+
+def _with_missing_values(feature: str, result: Any) -> str:
+    """``feature``, and its rows without a value where their share moved by the drift threshold or more, on the
+    whole range or on a day (the worst): "y: no value in 50% of rows, 0% in the baseline"."""
+    moves = [f for window in [result.overall, *result.days] for f in window.features if f.feature == feature]
+    worst = max(moves, key=lambda f: abs(f.missing_share - f.baseline_missing_share), default=None)
+    if worst is None or 100 * abs(worst.missing_share - worst.baseline_missing_share) < result.threshold:
+        return feature
+    return (f"{feature}: no value in {worst.missing_share:.0%} of rows, {worst.baseline_missing_share:.0%} in the "
+            "baseline")
 
 
 def _drift_on_spark(context: _Context, base: pd.DataFrame, designation: str, features: Optional[list],

@@ -5,8 +5,10 @@ Kolmogorov–Smirnov test and the Wasserstein distance; categorical features get
 a chi-squared test. The overall drift magnitude is read like Azure ML's dataset monitors, 0 (same
 distribution) to 100 (completely separable), but is computed from the features themselves rather than
 from a trained classifier, so it is deterministic and explains itself: it is 100 × the mean per-feature
-distance (the KS statistic for numeric features, total variation distance for categorical ones; both
-are 0 for equal distributions and 1 for disjoint ones).
+distance. A feature's distance is the larger of its values' distance (the KS statistic for numeric features,
+total variation distance for categorical ones; both are 0 for equal distributions and 1 for disjoint ones) and
+the change in its share of rows without a value (an empty cell; for a numeric feature, also text that is not a
+number): a feature that stops arriving, on some rows or all, is a shift too, however its other values fall.
 
 The verdict follows from the features it shows, as Evidently's dataset drift does: a feature has drifted when
 its PSI reaches ``psi_threshold`` (0.2, the usual "significant shift") or its distance reaches
@@ -33,15 +35,18 @@ from .distributions import NumericCounts, NumericGrid, add_categories, categoric
 class FeatureDrift:
     feature: str
     kind: str                      # "numeric" or "categorical"
-    rows: int
-    distance: float                # 0..1, what the drift magnitude averages
-    psi: float
+    rows: int                      # rows with a value of the feature
+    distance: float                # 0..1, what the drift magnitude averages (see the module's docstring)
+    psi: float                     # of the values; NaN (null in JSON) when no row has one
     ks_statistic: Optional[float] = None
     ks_pvalue: Optional[float] = None
     chi2_statistic: Optional[float] = None
     chi2_pvalue: Optional[float] = None
     wasserstein: Optional[float] = None
     wasserstein_normalized: Optional[float] = None  # in baseline standard deviations
+    values_distance: Optional[float] = None         # KS or total variation of the values alone
+    missing_share: float = 0.0                      # of the window's rows, those without a value
+    baseline_missing_share: float = 0.0
     drifted: bool = False
 
 
@@ -122,14 +127,18 @@ def _finite(value):
 
 def compute_drift(baseline: pd.DataFrame, target: Union[pd.DataFrame, Iterable[pd.DataFrame]], *,
                   features: Optional[Sequence[str]] = None, threshold: float = 30.0, psi_threshold: float = 0.2,
-                  bins: int = 10, drift_share: float = 0.5) -> DriftResult:
+                  bins: int = 10, drift_share: float = 0.5, columns: Optional[Sequence[str]] = None) -> DriftResult:
     """Drift of ``target`` (collected inputs) from ``baseline`` over the whole range and per day.
 
     ``target`` is one DataFrame or DataFrames one after the other (chunks of a stream: memory does not grow
-    with their rows). Their cells may be typed or text as written, empty text being a missing value. Raises
-    ``NothingCompared`` when no feature could be compared (none in common, or none with values)."""
+    with their rows). Their cells may be typed or text as written, empty text being a missing value; a chunk
+    without one of the features (a file of another header) has no value of it. ``columns``: every column of
+    the collected data, when its chunks differ (``chunks.header_columns``); by default the first chunk's.
+    Raises ``NothingCompared`` when no feature could be compared (none in common, or no collected rows)."""
     frames = [target] if isinstance(target, pd.DataFrame) else target
     counter: Optional[DriftCounter] = None
+    if columns is not None:
+        counter = DriftCounter.for_baseline(baseline, list(columns), features, bins)
     for frame in frames:
         if counter is None:
             counter = DriftCounter.for_baseline(baseline, list(frame.columns), features, bins)
@@ -199,7 +208,8 @@ class DriftCounter:
         counts = self.window(label)
         counts.rows += len(frame)
         for name, profile in self.profiles.items():
-            counts.features[name] = profile.add(counts.features[name], frame[name])
+            if name in frame.columns:  # else these rows have no value of it: counted as missing
+                counts.features[name] = profile.add(counts.features[name], frame[name])
 
     def result(self, *, threshold: float = 30.0, psi_threshold: float = 0.2, drift_share: float = 0.5) -> DriftResult:
         def judged(feature: FeatureDrift) -> FeatureDrift:
@@ -208,7 +218,7 @@ class DriftCounter:
 
         def window(label: str) -> DriftWindow:
             counts = self.window(label)
-            drifts = [judged(d) for d in (p.compare(name, counts.features[name])
+            drifts = [judged(d) for d in (p.compare(name, counts.features[name], counts.rows)
                                           for name, p in self.profiles.items()) if d is not None]
             magnitude = 100.0 * float(np.mean([d.distance for d in drifts])) if drifts else 0.0
             return DriftWindow(label, counts.rows, round(magnitude, 3), drifts)
@@ -229,8 +239,7 @@ class DriftCounter:
                 hint += f"; not compared: {', '.join(shared[:8])}" if shared else ""
                 raise NothingCompared(f"nothing to compare: the baseline's columns ({_names(base)}) and the "
                                       f"collected data's ({_names(data)}) share no feature with values{hint}")
-            raise NothingCompared("nothing to compare: the collected data has no values in the features it "
-                                  f"shares with the baseline ({_names(list(self.profiles))})")
+            raise NothingCompared("nothing to compare: there are no collected rows")
         days = [window(label) for label in sorted(self.windows) if label != "overall"]
         result = DriftResult(self.baseline_rows, threshold, psi_threshold, overall, days, self.skipped, drift_share)
         result.distributions = {name: (p, self.window("overall").features[name]) for name, p in self.profiles.items()}
@@ -255,23 +264,32 @@ _IDENTIFIER_MIN_VALUES = 50
 
 
 class Profile:
-    """What is kept of one baseline feature: its kind, its grid (numeric) and its counts."""
+    """What is kept of one baseline feature: its kind, its grid (numeric), its counts and its share of rows without
+    a value."""
 
-    def __init__(self, kind: str, grid: Optional[NumericGrid], counts: Any, std: float = 0.0) -> None:
+    def __init__(self, kind: str, grid: Optional[NumericGrid], counts: Any, std: float = 0.0,
+                 missing_share: float = 0.0) -> None:
         self.kind, self.grid, self.counts, self.std = kind, grid, counts, std
+        self.missing_share = missing_share
 
     @classmethod
     def of(cls, column: pd.Series, bins: int = 10) -> Optional["Profile"]:
+        rows = len(column)
         column = column.dropna()
-        if column.empty:
-            return None
         if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
             values = column.to_numpy(dtype=float)
+            if not len(values):
+                return None
             grid = NumericGrid.of(values, psi_bins=bins)
             counts = NumericCounts.empty(grid)
             counts.add(grid, values)
-            return cls("numeric", grid, counts, float(np.std(values)) if len(values) > 1 else 0.0)
-        return cls("categorical", None, column.astype(str).value_counts().astype(float))
+            return cls("numeric", grid, counts, float(np.std(values)) if len(values) > 1 else 0.0,
+                       1.0 - len(values) / rows)
+        text = column.astype(str)
+        text = text[text != ""]  # as an empty collected cell: no value
+        if text.empty:
+            return None
+        return cls("categorical", None, text.value_counts().astype(float), missing_share=1.0 - len(text) / rows)
 
     def names_rows(self) -> bool:
         """Text whose every value, or nearly, is distinct (an id, a free text): no distribution to compare, and
@@ -297,17 +315,25 @@ class Profile:
         text = text[text != ""]
         return add_categories(counts, text.value_counts().astype(float), self.counts.index) if len(text) else counts
 
-    def compare(self, name: str, counts: Any) -> Optional[FeatureDrift]:
+    def compare(self, name: str, counts: Any, rows: int) -> Optional[FeatureDrift]:
+        """This feature's drift in a window of ``rows`` rows whose values are ``counts``; None when the window
+        has no rows."""
+        if not rows:
+            return None
+        valued = counts.rows if self.grid is not None else int(counts.sum())
+        missing = max(0.0, 1.0 - valued / rows)
+        moved = abs(missing - self.missing_share)
+        shares = dict(missing_share=missing, baseline_missing_share=self.missing_share)
+        if not valued:  # every row without a value: nothing else to compare
+            return FeatureDrift(name, self.kind, 0, moved, math.nan, **shares)
         if self.grid is not None:
-            if not counts.rows:
-                return None
             found = numeric_statistics(self.grid, self.counts, counts)
-            return FeatureDrift(name, "numeric", counts.rows, found["ks_statistic"], found["psi"],
+            return FeatureDrift(name, "numeric", valued, max(found["ks_statistic"], moved), found["psi"],
                                 ks_statistic=found["ks_statistic"], ks_pvalue=found["ks_pvalue"],
                                 wasserstein=found["wasserstein"],
-                                wasserstein_normalized=found["wasserstein"] / self.std if self.std else None)
-        if not len(counts) or not counts.sum():
-            return None
+                                wasserstein_normalized=found["wasserstein"] / self.std if self.std else None,
+                                values_distance=found["ks_statistic"], **shares)
         found = categorical_statistics(self.counts, counts)
-        return FeatureDrift(name, "categorical", int(counts.sum()), found["distance"], found["psi"],
-                            chi2_statistic=found["chi2_statistic"], chi2_pvalue=found["chi2_pvalue"])
+        return FeatureDrift(name, "categorical", valued, max(found["distance"], moved), found["psi"],
+                            chi2_statistic=found["chi2_statistic"], chi2_pvalue=found["chi2_pvalue"],
+                            values_distance=found["distance"], **shares)

@@ -62,8 +62,10 @@ def render_html(result: DriftResult, *, title: str = "Data drift report",
         "a significant shift. <b>KS</b> is the largest gap between the two cumulative distributions (0 to 1); "
         "its p-value is tiny for any difference once there are thousands of rows, so read the statistic. "
         "<b>Wasserstein</b> is how far values moved, in the feature's own units (normalised: in baseline "
-        "standard deviations). <b>Distance</b> is KS for numbers and total variation for categories, 0 to 1; "
-        f"the <b>magnitude</b> is 100 × their mean. A feature has drifted when its PSI reaches "
+        "standard deviations). <b>Distance</b> is KS for numbers and total variation for categories, 0 to 1, "
+        "or the change in the share of rows <b>without a value</b> (baseline &rarr; collected) where that is larger: "
+        "a feature that stops arriving has shifted too. The <b>magnitude</b> is 100 × their mean. A feature has "
+        f"drifted when its PSI reaches "
         f"{result.psi_threshold:g} or its distance reaches {result.threshold / 100:g}; the data has drifted when "
         f"at least {result.drift_share:.0%} of the features have, or the magnitude reaches {result.threshold:g}, "
         "on the whole range or on any day.</p>",
@@ -108,20 +110,28 @@ def _because(feature: FeatureDrift, result: DriftResult) -> str:
     reasons = []
     if feature.psi >= result.psi_threshold:
         reasons.append(f"PSI {_number(feature.psi)} &ge; {result.psi_threshold:g}")
-    if 100 * feature.distance >= result.threshold:
+    if 100 * abs(feature.missing_share - feature.baseline_missing_share) >= result.threshold:
+        reasons.append(f"rows without a value {_percent(feature.baseline_missing_share)} &rarr; "
+                       f"{_percent(feature.missing_share)}")
+    elif 100 * feature.distance >= result.threshold:
         reasons.append(f"distance {_number(feature.distance)} &ge; {result.threshold / 100:g}")
     return ", ".join(reasons) or f"PSI under {result.psi_threshold:g}"
 
 
+def _percent(value: float) -> str:
+    return f"{100 * value:.0f}%" if value == 0 or value >= 0.01 else "&lt; 1%"
+
+
 def _table_order(feature: FeatureDrift) -> tuple:
-    """Drifted features first, then by PSI, highest first: the table's order, and the plots'."""
-    return (not feature.drifted, -feature.psi)
+    """Drifted features first, then by PSI, highest first (a feature without a value in any row first of all):
+    the table's order, and the plots'."""
+    return (not feature.drifted, -feature.psi if np.isfinite(feature.psi) else -np.inf)
 
 
 def _feature_table(features: List[FeatureDrift], result: DriftResult) -> str:
     numeric = any(f.kind == "numeric" for f in features)
     categorical = any(f.kind == "categorical" for f in features)
-    head = ["feature", "kind", "rows", "drifted", "because", "PSI", "distance"]
+    head = ["feature", "kind", "rows", "drifted", "because", "PSI", "distance", "without a value"]
     if numeric:
         head += ["KS", "KS p", "Wasserstein", "Wasserstein (std)"]
     if categorical:
@@ -129,7 +139,8 @@ def _feature_table(features: List[FeatureDrift], result: DriftResult) -> str:
     rows = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
     for f in sorted(features, key=_table_order):
         cells = [html.escape(f.feature), f.kind, f"{f.rows:,}", "yes" if f.drifted else "no", _because(f, result),
-                 _number(f.psi), _number(f.distance)]
+                 _number(f.psi), _number(f.distance),
+                 f"{_percent(f.baseline_missing_share)} &rarr; {_percent(f.missing_share)}"]
         if numeric:
             cells += [_number(f.ks_statistic), _number(f.ks_pvalue), _number(f.wasserstein),
                       _number(f.wasserstein_normalized)]
@@ -209,7 +220,7 @@ def _histograms(result: DriftResult) -> str:
     """Each feature's distributions, drawn from the counts drift was computed from (``result.distributions``), in the
     order of the features' table."""
     features = sorted(result.overall.features, key=_table_order)[:_MAX_HISTOGRAMS]
-    features = [f for f in features if f.feature in result.distributions]
+    features = [f for f in features if f.feature in result.distributions and f.rows]  # values to draw
     if not features:
         return ""
     plt = _pyplot()

@@ -69,7 +69,62 @@ def test_empty_cells_are_missing_values_not_a_category():
     baseline = pd.DataFrame({"color": ["red", "blue"] * 50})
     target = pd.DataFrame({"color": ["red", "blue", ""] * 30})
     feature = compute_drift(baseline, target).overall.features[0]
-    assert feature.rows == 60 and feature.distance == 0.0
+    assert feature.rows == 60 and feature.values_distance == 0.0 and feature.psi == 0.0
+    assert feature.missing_share == pytest.approx(1 / 3) and feature.baseline_missing_share == 0.0
+
+
+@pytest.mark.parametrize("kind", ["numeric", "categorical"])
+def test_a_feature_that_stops_arriving_has_drifted_whatever_its_other_values(kind):
+    """An upstream change leaves a feature empty on half the rows, the values that still come unchanged: the
+    values alone (PSI, KS, total variation) read "no drift"; the share without a value moved by 0.5."""
+    rng = np.random.default_rng(2)
+    draw = (lambda n: rng.normal(0, 1, n)) if kind == "numeric" else (lambda n: rng.choice(["a", "b", "c"], n))
+    baseline = pd.DataFrame({"f": draw(4000), "g": draw(4000)})
+    half = pd.Series(draw(2000)).astype(str).where(np.arange(2000) % 2 == 0, "")
+    result = compute_drift(baseline, pd.DataFrame({"f": half, "g": pd.Series(draw(2000)).astype(str)}))
+    f, g = result.overall.features
+    assert f.values_distance < 0.1 and f.psi < 0.1  # the values that came are as in the baseline
+    assert f.missing_share == 0.5 and f.distance == 0.5 and f.drifted
+    assert g.missing_share == 0.0 and not g.drifted
+    assert result.drifted and result.drifted_features == ["f"]
+
+
+def test_missing_values_as_often_as_in_the_baseline_are_no_drift():
+    rng = np.random.default_rng(4)
+    values = rng.normal(0, 1, 4000)
+    baseline = pd.DataFrame({"x": np.where(np.arange(4000) % 4 == 0, np.nan, values)})  # a quarter missing
+    target = pd.DataFrame({"x": [("" if i % 4 == 0 else str(float(v))) for i, v in enumerate(rng.normal(0, 1, 2000))]})
+    feature = compute_drift(baseline, target).overall.features[0]
+    assert feature.baseline_missing_share == 0.25 and feature.missing_share == 0.25
+    assert not feature.drifted and feature.distance == feature.values_distance
+
+
+def test_a_feature_without_a_value_in_any_row_is_drift_not_nothing_compared():
+    """Every row empty (a payload key renamed upstream) is the plainest drift there is; it used to be an error."""
+    baseline = pd.DataFrame({"x": np.random.default_rng(1).normal(0, 1, 500), "color": ["a", "b"] * 250})
+    target = pd.DataFrame({"x": [""] * 300, "color": ["a", "b", "a"] * 100,
+                           "$aml_dc_scoring_timestamp": "2026-12-01T10:00:00Z"})
+    result = compute_drift(baseline, target)
+    x = result.overall.features[0]
+    assert (x.rows, x.missing_share, x.distance, x.drifted) == (0, 1.0, 1.0, True)
+    assert result.to_dict()["overall"]["features"][0]["psi"] is None  # JSON has no NaN
+    assert result.drifted_features == ["x"]
+    with pytest.raises(NothingCompared, match="no collected rows"):
+        compute_drift(baseline, target.iloc[:0])
+
+
+def test_chunks_of_files_with_other_headers_count_the_absent_feature_as_missing():
+    """A day's data_1.csv lacks a column its data.csv has (the schema changed): the chunks differ. Given every
+    column, the feature is compared over all rows; it used to raise KeyError, or to be skipped as "not in the
+    collected data" when the first file lacked it."""
+    rng = np.random.default_rng(8)
+    baseline = pd.DataFrame({"x": rng.normal(0, 1, 1000), "y": rng.normal(0, 1, 1000)})
+    with_y = pd.DataFrame({"x": rng.normal(0, 1, 100), "y": rng.normal(0, 1, 100)}).astype(str)
+    without_y = pd.DataFrame({"x": rng.normal(0, 1, 300)}).astype(str)
+    for chunks in ([with_y, without_y], [without_y, with_y]):
+        result = compute_drift(baseline, iter(chunks), columns=["x", "y"])
+        x, y = result.overall.features
+        assert (x.rows, y.rows, y.missing_share) == (400, 100, 0.75) and y.drifted and not x.drifted
 
 
 def test_an_identifier_column_is_not_compared_unless_named():

@@ -670,3 +670,42 @@ def test_join_to_parquet_gives_text_as_collected_and_to_csv_as_written(settings,
     invoke("--data", str(data_dir), "join", "-o", str(tmp_path / "joined.csv"))
     written = pd.read_csv(tmp_path / "joined.csv", dtype=str)
     assert written["channel"].tolist() == ["'-", "'=x", "store"]  # neutralised for spreadsheets
+
+
+def test_mdc_drift_names_a_feature_that_stopped_arriving_and_its_report_says_why(settings, data_dir, tmp_path):
+    """A new model build stops sending "tenure": the day's rows go on in a data_1.csv without it. `mdc drift`
+    raised KeyError on such a day; the values of the rows that had it are unchanged, and the drift is in the
+    rows without it, named in the summary and in the report."""
+    from mdc_middleware.analysis import report
+
+    rng = np.random.default_rng(6)
+    before = ModelDataCollector("churn", designation="inputs", feature_names=["age", "tenure"], settings=settings)
+    after = ModelDataCollector("churn", designation="inputs", feature_names=["age"], settings=settings)
+    before.collect(rng.normal(40, 10, (200, 2)).round(1))
+    mdc_middleware.flush(10)
+    after.collect(rng.normal(40, 10, (300, 1)).round(1))
+    mdc_middleware.flush(10)
+    assert sorted(p.name for p in data_dir.rglob("data*.csv")) == ["data.csv", "data_1.csv"]
+    baseline = tmp_path / "train.csv"
+    pd.DataFrame(rng.normal(40, 10, (1000, 2)), columns=["age", "tenure"]).to_csv(baseline, index=False)
+    page = tmp_path / "report.html"
+    done = runner().invoke(main, ["--data", str(data_dir), "drift", "--baseline", str(baseline), "--html", str(page)])
+    assert done.exit_code == 3, done.output
+    assert "DRIFT: 1 of 2 features drifted (tenure: no value in 60% of rows, 0% in the baseline)" in done.output
+    html_text = page.read_text()
+    assert "rows without a value 0% &rarr; 60%" in html_text
+    assert re.findall(r"<tr class='drift'><td>(\w+)</td>", html_text)[0] == "tenure"
+    assert "<td>age</td><td>numeric</td><td>500</td><td>no</td>" in html_text
+
+
+def test_the_report_of_a_feature_without_any_value_draws_no_empty_plot(tmp_path):
+    from mdc_middleware.analysis.drift import compute_drift
+    from mdc_middleware.analysis.report import render_html
+
+    rng = np.random.default_rng(2)
+    baseline = pd.DataFrame({"x": rng.normal(0, 1, 500), "y": rng.normal(0, 1, 500)})
+    collected = pd.DataFrame({"x": [""] * 200, "y": rng.normal(0, 1, 200).astype(str),
+                              "$aml_dc_scoring_timestamp": "2026-11-02T00:00:00Z"})
+    page = render_html(compute_drift(baseline, collected))
+    assert "rows without a value 0% &rarr; 100%" in page and "nan" not in page.lower().split("<img")[0]
+    assert page.count("<img") == 3  # magnitude, PSI per day, and the one feature with values

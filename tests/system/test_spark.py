@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import mdc_middleware
+from mdc_middleware import ModelDataCollector
 from mdc_middleware.analysis import read_collected
 from mdc_middleware.analysis.chunks import iter_chunks
 from mdc_middleware.analysis.drift import compute_drift
@@ -82,15 +84,24 @@ def test_spark_joins_and_removes_redeliveries_as_the_embedded_join_does(spark, c
     assert sorted(map(tuple, rows[key].values.tolist())) == sorted(map(tuple, embedded.frame[key].values.tolist()))
 
 
-def test_spark_drift_gives_the_embedded_statistics(spark, collected):
+def test_spark_drift_gives_the_embedded_statistics(spark, collected, settings):
+    from mdc_middleware.analysis.chunks import header_columns
     from mdc_middleware.analysis.spark import drift_spark
 
+    # Today, rows without "city" (a file of another header) and some with an empty "b": rows without a value.
+    later = ModelDataCollector("m", designation="inputs", feature_names=["a", "b"], settings=settings.replace(
+        model_version="1"))
+    later.collect([[0.1 * i, "" if i % 3 else i % 9] for i in range(30)])
+    mdc_middleware.flush(10)
     rng = np.random.default_rng(1)
     baseline = pd.DataFrame({"a": rng.normal(0.5, 1, 2000).round(3), "b": rng.integers(0, 9, 2000),
                              "city": rng.choice(["Oslo", "Lima, Peru"], 2000)})
-    embedded = compute_drift(baseline, (c.frame for c in iter_chunks(collected, "inputs", chunk_rows=100))).to_dict()
+    embedded = compute_drift(baseline, (c.frame for c in iter_chunks(collected, "inputs", chunk_rows=100)),
+                             columns=header_columns(collected, "inputs")).to_dict()
     counted = drift_spark(spark, str(collected), baseline).to_dict()
-    assert [d["label"] for d in counted["days"]] == [d.isoformat() for d in DAYS]
+    assert [d["label"] for d in counted["days"]][:len(DAYS)] == [d.isoformat() for d in DAYS]
+    today = {f["feature"]: f for f in counted["days"][-1]["features"]}
+    assert today["city"]["missing_share"] == 1.0 and today["b"]["missing_share"] == pytest.approx(2 / 3)
     assert _close(counted, embedded)
 
 
