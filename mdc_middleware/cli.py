@@ -430,10 +430,8 @@ def drift_command(context: _Context, baseline: str, model: Optional[str], versio
                                      psi_threshold=psi_threshold, drift_share=drift_share, model=model,
                                      version=version, start=_day(start), end=_day(end))
         else:
-            columns = header_columns(context.source, designation, model=model, version=version, start=_day(start),
-                                     end=_day(end))  # of every file: a feature some files lack is still compared
             result = compute_drift(base, target(), features=chosen, threshold=threshold,
-                                   psi_threshold=psi_threshold, drift_share=drift_share, columns=columns)
+                                   psi_threshold=psi_threshold, drift_share=drift_share)
     except ValueError as exc:
         if not seen[0]:
             context.check_names(designation, model, version)

@@ -127,67 +127,82 @@ def _finite(value):
 
 def compute_drift(baseline: pd.DataFrame, target: Union[pd.DataFrame, Iterable[pd.DataFrame]], *,
                   features: Optional[Sequence[str]] = None, threshold: float = 30.0, psi_threshold: float = 0.2,
-                  bins: int = 10, drift_share: float = 0.5, columns: Optional[Sequence[str]] = None) -> DriftResult:
+                  bins: int = 10, drift_share: float = 0.5) -> DriftResult:
     """Drift of ``target`` (collected inputs) from ``baseline`` over the whole range and per day.
 
     ``target`` is one DataFrame or DataFrames one after the other (chunks of a stream: memory does not grow
-    with their rows). Their cells may be typed or text as written, empty text being a missing value; a chunk
-    without one of the features (a file of another header) has no value of it. ``columns``: every column of
-    the collected data, when its chunks differ (``chunks.header_columns``); by default the first chunk's.
-    Raises ``NothingCompared`` when no feature could be compared (none in common, or no collected rows)."""
-    frames = [target] if isinstance(target, pd.DataFrame) else target
-    counter: Optional[DriftCounter] = None
-    if columns is not None:
-        counter = DriftCounter.for_baseline(baseline, list(columns), features, bins)
-    for frame in frames:
-        if counter is None:
-            counter = DriftCounter.for_baseline(baseline, list(frame.columns), features, bins)
+    with their rows). Their cells may be typed or text as written, empty text being a missing value. Chunks may
+    differ in their columns (files of other headers): a chunk without a feature has no value of it. Raises
+    ``NothingCompared`` when no feature could be compared (none in common, or no collected rows)."""
+    counter = DriftCounter(baseline, features, bins)
+    for frame in [target] if isinstance(target, pd.DataFrame) else target:
         counter.add(frame)
-    if counter is None:  # no chunk at all: no column to compare either
-        counter = DriftCounter.for_baseline(baseline, [], features, bins)
     return counter.result(threshold=threshold, psi_threshold=psi_threshold, drift_share=drift_share)
 
 
 class DriftCounter:
     """The baseline's profiles, and counts of the target's values per window (overall, and each day) that
-    chunks are added to."""
+    chunks are added to.
 
-    def __init__(self, baseline_rows: int, profiles: Dict[str, "Profile"], skipped: Dict[str, str],
-                 target_columns: Sequence[str], baseline_columns: Sequence[str]) -> None:
-        self.baseline_rows = baseline_rows
-        self.profiles = profiles
-        self.skipped = skipped
-        self.target_columns = list(target_columns)
-        self.baseline_columns = list(baseline_columns)
+    Features are the baseline's columns that the chunks have, unless ``features`` names them; a feature first
+    seen in a later chunk is counted from there on, the rows before it having no value of it.
+    """
+
+    def __init__(self, baseline: pd.DataFrame, features: Optional[Sequence[str]] = None, bins: int = 10) -> None:
+        """:raises ValueError: ``features`` names a column the baseline does not have."""
+        self.baseline = baseline
+        self.bins = bins
+        self.baseline_rows = len(baseline)
+        self.baseline_columns = list(baseline.columns)
+        self.chosen = list(features) if features is not None else None  # named: compared whatever they hold
+        self.profiles: Dict[str, Profile] = {}
+        self.not_profiled: Dict[str, str] = {}  # baseline features seen in the chunks but not compared, and why
+        self.target_columns: List[str] = []     # every column the chunks had
         self.windows: Dict[str, WindowCounts] = {}
+        if self.chosen is not None:
+            absent = [c for c in self.chosen if c not in self.baseline_columns]
+            if absent:
+                raise ValueError(f"features not in both baseline and collected data: {absent}")
+            for name in self.chosen:
+                self._profile(name)
 
-    @classmethod
-    def for_baseline(cls, baseline: pd.DataFrame, target_columns: Sequence[str],
-                     features: Optional[Sequence[str]] = None, bins: int = 10) -> "DriftCounter":
-        skipped: Dict[str, str] = {}
-        chosen = features is not None  # by the caller: compared whatever they hold
-        if features is None:
-            features = [c for c in baseline.columns if c in target_columns and c not in META_COLUMNS]
-            lowered = {str(c).lower(): c for c in target_columns}
-            skipped.update({c: "not in the collected data" + (f"; {lowered[str(c).lower()]} differs only in case"
-                                                              if str(c).lower() in lowered else "")
-                            for c in baseline.columns if c not in target_columns and c not in META_COLUMNS})
+    def see_columns(self, columns: Iterable[str]) -> None:
+        """Columns of the collected data (a chunk's, or a whole data set's): the baseline's among them are
+        compared from now on."""
+        known = set(self.target_columns)
+        for column in columns:
+            if column in known:
+                continue
+            known.add(column)
+            self.target_columns.append(column)
+            if self.chosen is None and column in self.baseline_columns and column not in META_COLUMNS:
+                self._profile(column)
+
+    def _profile(self, name: str) -> None:
+        profile = Profile.of(self.baseline[name], self.bins)
+        if profile is None:
+            self.not_profiled[name] = "no values in the baseline"
+        elif self.chosen is None and profile.names_rows():
+            self.not_profiled[name] = (f"an identifier or free text, not a distribution: {len(profile.counts):,} of "
+                                       f"its {int(profile.counts.sum()):,} baseline values are distinct; pass it in "
+                                       "features (--features) to compare it")
         else:
-            missing = [c for c in features if c not in baseline.columns or c not in target_columns]
-            if missing:
-                raise ValueError(f"features not in both baseline and collected data: {missing}")
-        profiles = {}
-        for name in features:
-            profile = Profile.of(baseline[name], bins)
-            if profile is None:
-                skipped[name] = "no values in the baseline"
-            elif not chosen and profile.names_rows():
-                skipped[name] = (f"an identifier or free text, not a distribution: {len(profile.counts):,} of its "
-                                 f"{int(profile.counts.sum()):,} baseline values are distinct; pass it in "
-                                 f"features (--features) to compare it")
-            else:
-                profiles[name] = profile
-        return cls(len(baseline), profiles, skipped, target_columns, baseline.columns)
+            self.profiles[name] = profile
+            order = self.chosen if self.chosen is not None else self.baseline_columns  # what results list them in
+            self.profiles = {c: self.profiles[c] for c in order if c in self.profiles}
+            for counts in self.windows.values():  # windows counted before: their rows had no value of it
+                counts.features[name] = profile.empty()
+
+    @property
+    def skipped(self) -> Dict[str, str]:
+        """Baseline features not compared, and why."""
+        if self.chosen is not None:
+            return dict(self.not_profiled)
+        lowered = {str(c).lower(): c for c in self.target_columns}
+        absent = {c: "not in the collected data" + (f"; {lowered[str(c).lower()]} differs only in case"
+                                                    if str(c).lower() in lowered else "")
+                  for c in self.baseline_columns if c not in self.target_columns and c not in META_COLUMNS}
+        return {**absent, **self.not_profiled}
 
     def window(self, label: str) -> "WindowCounts":
         counts = self.windows.get(label)
@@ -197,6 +212,7 @@ class DriftCounter:
 
     def add(self, frame: pd.DataFrame) -> None:
         """Count one chunk of target rows."""
+        self.see_columns(frame.columns)
         self._add("overall", frame)
         if SCORING_TIMESTAMP in frame.columns and len(frame):
             stamps = pd.to_datetime(frame[SCORING_TIMESTAMP].replace("", None), utc=True, errors="coerce",
@@ -223,6 +239,10 @@ class DriftCounter:
             magnitude = 100.0 * float(np.mean([d.distance for d in drifts])) if drifts else 0.0
             return DriftWindow(label, counts.rows, round(magnitude, 3), drifts)
 
+        if self.chosen is not None:
+            unseen = [c for c in self.chosen if c not in self.target_columns]
+            if unseen and self.windows:
+                raise ValueError(f"features not in both baseline and collected data: {unseen}")
         overall = window("overall")
         if not overall.features:
             data = [c for c in self.target_columns if c not in META_COLUMNS]

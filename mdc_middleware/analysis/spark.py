@@ -300,7 +300,8 @@ def drift_spark(spark: "SparkSession", path: str, baseline: pd.DataFrame, *, des
 
     raw = read_raw(spark, path, designation, **filters)
     columns = [c for c in raw.columns if c not in (_FILE, _SEQ, "_mdc_file_rank")] if raw is not None else []
-    counter = DriftCounter.for_baseline(baseline, columns, features)
+    counter = DriftCounter(baseline, features)
+    counter.see_columns(columns)  # every file's: those a file lacks are empty there
     if raw is None:
         return counter.result(threshold=threshold, psi_threshold=psi_threshold, drift_share=drift_share)
     stamp = (F.to_timestamp(F.nullif(F.col(SCORING_TIMESTAMP), F.lit(""))) if SCORING_TIMESTAMP in columns

@@ -85,7 +85,6 @@ def test_spark_joins_and_removes_redeliveries_as_the_embedded_join_does(spark, c
 
 
 def test_spark_drift_gives_the_embedded_statistics(spark, collected, settings):
-    from mdc_middleware.analysis.chunks import header_columns
     from mdc_middleware.analysis.spark import drift_spark
 
     # Today, rows without "city" (a file of another header) and some with an empty "b": rows without a value.
@@ -96,8 +95,7 @@ def test_spark_drift_gives_the_embedded_statistics(spark, collected, settings):
     rng = np.random.default_rng(1)
     baseline = pd.DataFrame({"a": rng.normal(0.5, 1, 2000).round(3), "b": rng.integers(0, 9, 2000),
                              "city": rng.choice(["Oslo", "Lima, Peru"], 2000)})
-    embedded = compute_drift(baseline, (c.frame for c in iter_chunks(collected, "inputs", chunk_rows=100)),
-                             columns=header_columns(collected, "inputs")).to_dict()
+    embedded = compute_drift(baseline, (c.frame for c in iter_chunks(collected, "inputs", chunk_rows=100))).to_dict()
     counted = drift_spark(spark, str(collected), baseline).to_dict()
     assert [d["label"] for d in counted["days"]][:len(DAYS)] == [d.isoformat() for d in DAYS]
     today = {f["feature"]: f for f in counted["days"][-1]["features"]}
