@@ -11,6 +11,7 @@ import io
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional
 
@@ -364,16 +365,30 @@ def tail_command(context: _Context, designation: str, model: Optional[str], vers
     """Print new rows as they arrive, as CSV."""
     from .analysis.tail import Follower
 
-    follower = Follower(context.source, from_start=from_start, designation=designation, model=model,
-                        version=version)
-    out = sys.stdout.buffer
-
-    def write(chunk: bytes) -> None:
-        out.write(chunk)
-        out.flush()
-
+    started = time.monotonic()
     try:
-        follower.follow(write, interval=interval, duration=duration, max_rows=max_rows)
+        if context.data and not Path(context.data).exists():
+            # No data yet: the local sink makes its folder with the first rows it writes (a flush interval
+            # after the first request), so a tail started with the service waits for it, as tail -F does.
+            click.echo(f"mdc tail: no collected data folder at {context.data!r} yet; waiting for it (Ctrl-C "
+                       "stops)", err=True)
+            while not Path(context.data).exists():
+                if duration is not None and time.monotonic() - started >= duration:
+                    return
+                time.sleep(interval)
+            from_start = True  # every row there landed after the tail began
+        follower = Follower(context.source, from_start=from_start, designation=designation, model=model,
+                            version=version)
+        click.echo(f"mdc tail: {designation} rows in {describe_source(context.source)} as they land (the writer "
+                   "flushes every 5 s by default); Ctrl-C stops", err=True)
+        out = sys.stdout.buffer
+
+        def write(chunk: bytes) -> None:
+            out.write(chunk)
+            out.flush()
+
+        follower.follow(write, interval=interval, duration=None if duration is None
+                        else max(0.0, duration - (time.monotonic() - started)), max_rows=max_rows)
     except KeyboardInterrupt:
         pass
 

@@ -197,6 +197,26 @@ def test_tail_prints_rows_as_they_arrive(settings, data_dir, monkeypatch):
     assert frame["city"].tolist() == [f"town {i}, with a comma" for i in range(30)]
 
 
+def test_tail_started_before_any_data_waits_for_the_folder_and_prints_the_first_rows(settings, data_dir):
+    """Started with the service, before its first flush made the data folder: it said "no collected data folder"
+    and quit. Now it waits, says so, and prints every row that lands."""
+    assert not data_dir.exists()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mdc_middleware.cli", "--data", str(data_dir), "tail", "inputs", "--interval",
+         "0.2", "--duration", "20", "--max-rows", "5"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1.5)
+        dc = ModelDataCollector("m", designation="inputs", feature_names=["x"], settings=settings)
+        dc.collect([[i] for i in range(5)])
+        mdc_middleware.flush(10)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert b"no collected data folder at" in err and b"yet; waiting for it" in err
+    assert pd.read_csv(io.BytesIO(out), dtype=str)["x"].tolist() == ["0", "1", "2", "3", "4"]
+
+
 def test_tail_stops_at_max_rows_even_inside_one_poll(settings, data_dir, monkeypatch):
     """--max-rows 4 printed every row the first poll found: all 14 of two days, here."""
     sent = collect_on_days(settings, monkeypatch, days=DAYS[:2], requests_per_day=3)
