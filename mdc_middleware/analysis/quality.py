@@ -129,7 +129,7 @@ def _data(columns: Iterable[str]) -> List[str]:
 def _only(columns: List[str], what: str, where: str) -> str:
     if len(columns) != 1:
         raise ValueError(f"the {where} have {len(columns)} data columns ({', '.join(columns) or 'none'}): "
-                         f"name the {what} column")
+                         f"name the {what} column ({what}=… in Python, --{what} with mdc quality)")
     return columns[0]
 
 

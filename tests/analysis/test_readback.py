@@ -557,6 +557,21 @@ def test_quality_per_day_from_labels_collected_later(settings, data_dir, by_key)
     assert summary["overall"]["metrics"]["accuracy"] == 0.75
 
 
+def test_quality_with_two_prediction_columns_says_how_to_name_one(settings, data_dir):
+    """A new build adds a score beside the answer: quality cannot guess which column to score, and says which
+    option picks it."""
+    collect_with_labels(settings)
+    more = ModelDataCollector("m", designation="predictions", feature_names=["approved", "score"], settings=settings)
+    more.collect([["yes", 0.9]])
+    mdc_middleware.flush(10)
+    refused = runner().invoke(main, ["--data", str(data_dir), "quality"])
+    assert refused.exit_code == 1
+    assert ("the predictions have 2 data columns (approved, score): name the prediction column (prediction=… in "
+            "Python, --prediction with mdc quality)") in refused.stderr
+    named = runner().invoke(main, ["--data", str(data_dir), "quality", "--prediction", "approved", "--json", "-"])
+    assert named.exit_code == 0 and json.loads(named.stdout)["overall"]["metrics"]["accuracy"] == 0.75
+
+
 def test_quality_of_a_regression_and_when_nothing_joins(settings, data_dir):
     from mdc_middleware.analysis.quality import model_quality
 
