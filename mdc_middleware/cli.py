@@ -427,10 +427,7 @@ def drift_command(context: _Context, baseline: str, model: Optional[str], versio
         import scipy  # noqa: F401
     except ImportError:
         raise click.ClickException("mdc drift needs scipy and matplotlib: pip install 'mdc-middleware[analysis]'")
-    try:
-        base = pd.read_parquet(baseline) if baseline.endswith(".parquet") else pd.read_csv(baseline)
-    except Exception as exc:  # a binary file, an empty one, a broken CSV
-        raise _NotCompared(f"--baseline {baseline}: not a readable CSV or Parquet file ({type(exc).__name__})")
+    base = _read_baseline(baseline)
     chosen = [f.strip() for f in features.split(",")] if features else None
     seen = [0]
 
@@ -478,6 +475,24 @@ def drift_command(context: _Context, baseline: str, model: Optional[str], versio
                   if result.skipped_features else ""), err=json_path == "-")
     if result.drifted:
         sys.exit(EXIT_DRIFT)
+
+
+def _read_baseline(path: str) -> pd.DataFrame:
+    """The training data: Parquet, or comma-separated UTF-8 text. What a spreadsheet saves otherwise is refused
+    saying how to save it, before anything is read from storage."""
+    try:
+        base = pd.read_parquet(path) if path.lower().endswith(".parquet") else pd.read_csv(path)
+    except UnicodeDecodeError as exc:
+        raise _NotCompared(f"--baseline {path}: not UTF-8 text (a byte {exc.object[exc.start]:#04x}); save it as "
+                           "CSV UTF-8") from None
+    except Exception as exc:  # a binary file, an empty one, a broken CSV
+        raise _NotCompared(f"--baseline {path}: not a readable CSV or Parquet file ({type(exc).__name__})") from None
+    if len(base.columns) == 1:
+        separator = next((name for name in (";", "\t", "|") if name in str(base.columns[0])), None)
+        if separator is not None:
+            raise _NotCompared(f"--baseline {path}: one column named {str(base.columns[0])[:60]!r}: the file is "
+                               f"separated by {separator!r}, not commas; save it comma-separated (CSV)")
+    return base
 
 
 def _with_missing_values(feature: str, result: Any) -> str:

@@ -467,7 +467,13 @@ def test_drift_with_nothing_to_compare_is_an_error_not_ok(small_collection, tmp_
     (tmp_path / "binary.csv").write_bytes(bytes(range(256)) * 4)
     (tmp_path / "empty.csv").write_text("zip,x\n")
     (tmp_path / "case.csv").write_text("ZIP,X\n00501,2.5\n")
+    (tmp_path / "excel-de.csv").write_text("zip;x\n00501;2,5\n")  # what a spreadsheet in German saves
+    (tmp_path / "latin-1.csv").write_bytes("zip,x,city\n00501,2.5,Zürich\n".encode("latin-1"))
+    (tmp_path / "table.parquet").write_text("zip,x\n00501,2.5\n")  # CSV under a Parquet name
     for baseline, message in (("base.csv", "share no feature"), ("binary.csv", "not a readable CSV"),
+                              ("excel-de.csv", "one column named 'zip;x': the file is separated by ';', not commas"),
+                              ("latin-1.csv", "not UTF-8 text (a byte 0xfc); save it as CSV UTF-8"),
+                              ("table.parquet", "not a readable CSV or Parquet file"),
                               ("empty.csv", "the baseline has no rows"),
                               ("case.csv", "share no feature with values; these differ only in case: ZIP and zip, "
                                            "X and x")):
