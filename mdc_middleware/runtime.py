@@ -223,7 +223,8 @@ def _flush_when_a_multiprocessing_child_ends(_registry: object = None) -> None:
     handler of their own, return, and every row still queued was lost. The process's own exit hooks
     (``multiprocessing.util.Finalize``) do run. Called at import (the app is loaded in the worker) and by
     ``multiprocessing`` in each worker it starts, after it has cleared the hooks the worker inherited (imported
-    before: in its parent, or while its target was unpickled). A ``spawn`` worker runs both, the second a no-op.
+    before: in its parent, or while its target was unpickled). A ``spawn`` worker ends with ``sys.exit``, where
+    atexit runs as well and finds nothing left to flush.
     """
     if multiprocessing.parent_process() is not None:
         multiprocessing.util.Finalize(None, shutdown, exitpriority=100)
