@@ -24,7 +24,7 @@ import pandas as pd
 
 from .config import ConfigError, Settings
 from .analysis.chunks import Chunk, header_columns, iter_chunks
-from .analysis.read import absent_name, inventory, text_columns_noted
+from .analysis.read import absent_name, as_collected, inventory, text_columns_noted
 from .analysis.source import describe_source, open_source
 
 EXIT_DRIFT = 3
@@ -478,8 +478,8 @@ def drift_command(context: _Context, baseline: str, model: Optional[str], versio
 
 
 def _read_baseline(path: str) -> pd.DataFrame:
-    """The training data: Parquet, or comma-separated UTF-8 text. What a spreadsheet saves otherwise is refused
-    saying how to save it, before anything is read from storage."""
+    """The training data (or collected rows of another time): Parquet, or comma-separated UTF-8 text. What a
+    spreadsheet saves otherwise is refused saying how to save it, before anything is read from storage."""
     try:
         base = pd.read_parquet(path) if path.lower().endswith(".parquet") else pd.read_csv(path)
     except UnicodeDecodeError as exc:
@@ -492,6 +492,10 @@ def _read_baseline(path: str) -> pd.DataFrame:
         if separator is not None:
             raise _NotCompared(f"--baseline {path}: one column named {str(base.columns[0])[:60]!r}: the file is "
                                f"separated by {separator!r}, not commas; save it comma-separated (CSV)")
+    if not path.lower().endswith(".parquet") and any(str(c).startswith("$aml_") for c in base.columns):
+        # Collected rows saved by `mdc read -o x.csv` (last month as the reference): their cells as written, a
+        # formula's neutralising quote in front ("'-"); compared as collected, as the collected side is.
+        base = as_collected(base)
     return base
 
 

@@ -750,3 +750,19 @@ def test_the_report_of_a_feature_without_any_value_draws_no_empty_plot(tmp_path)
     page = render_html(compute_drift(baseline, collected))
     assert "rows without a value 0% &rarr; 100%" in page and "nan" not in page.lower().split("<img")[0]
     assert page.count("<img") == 3  # magnitude, PSI per day, and the one feature with values
+
+
+def test_collected_rows_saved_as_csv_are_a_baseline_that_does_not_drift_from_themselves(settings, data_dir, tmp_path):
+    """Last month's rows as the reference: `mdc read -o base.csv` keeps cells as written, a neutralising quote in
+    front of '-' or '=SUM(A1)', and drift against the very same rows said DRIFT (magnitude 35.8)."""
+    collector = ModelDataCollector("m", designation="inputs", feature_names=["cat", "x"], settings=settings)
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        collector.collect([[str(rng.choice(["-", "=SUM(A1)", "+44 20", "ok"])), float(rng.normal())]])
+    mdc_middleware.flush(10)
+    base = tmp_path / "base.csv"
+    assert runner().invoke(main, ["--data", str(data_dir), "read", "inputs", "-o", str(base)]).exit_code == 0
+    assert "'-" in base.read_text(encoding="utf-8")  # as written, for spreadsheets
+    result = runner().invoke(main, ["--data", str(data_dir), "drift", "--baseline", str(base), "--json", "-"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["overall"]["magnitude"] == 0.0
