@@ -111,7 +111,8 @@ def _because(feature: FeatureDrift, result: DriftResult) -> str:
     if feature.psi >= result.psi_threshold:
         reasons.append(f"PSI {_number(feature.psi)} &ge; {result.psi_threshold:g}")
     if 100 * abs(feature.missing_share - feature.baseline_missing_share) >= result.threshold:
-        reasons.append(f"rows without a value {_percent(feature.baseline_missing_share)} &rarr; "
+        what = "a number" if feature.kind == "numeric" else "a value"  # text where a number belongs counts too
+        reasons.append(f"rows without {what} {_percent(feature.baseline_missing_share)} &rarr; "
                        f"{_percent(feature.missing_share)}")
     elif 100 * feature.distance >= result.threshold:
         reasons.append(f"distance {_number(feature.distance)} &ge; {result.threshold / 100:g}")

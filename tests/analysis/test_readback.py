@@ -732,9 +732,9 @@ def test_mdc_drift_names_a_feature_that_stopped_arriving_and_its_report_says_why
     page = tmp_path / "report.html"
     done = runner().invoke(main, ["--data", str(data_dir), "drift", "--baseline", str(baseline), "--html", str(page)])
     assert done.exit_code == 3, done.output
-    assert "DRIFT: 1 of 2 features drifted (tenure: no value in 60% of rows, 0% in the baseline)" in done.output
+    assert "DRIFT: 1 of 2 features drifted (tenure: no number in 60% of rows, 0% in the baseline)" in done.output
     html_text = page.read_text()
-    assert "rows without a value 0% &rarr; 60%" in html_text
+    assert "rows without a number 0% &rarr; 60%" in html_text
     assert re.findall(r"<tr class='drift'><td>(\w+)</td>", html_text)[0] == "tenure"
     assert "<td>age</td><td>numeric</td><td>500</td><td>no</td>" in html_text
 
@@ -748,7 +748,7 @@ def test_the_report_of_a_feature_without_any_value_draws_no_empty_plot(tmp_path)
     collected = pd.DataFrame({"x": [""] * 200, "y": rng.normal(0, 1, 200).astype(str),
                               "$aml_dc_scoring_timestamp": "2026-11-02T00:00:00Z"})
     page = render_html(compute_drift(baseline, collected))
-    assert "rows without a value 0% &rarr; 100%" in page and "nan" not in page.lower().split("<img")[0]
+    assert "rows without a number 0% &rarr; 100%" in page and "nan" not in page.lower().split("<img")[0]
     assert page.count("<img") == 3  # magnitude, PSI per day, and the one feature with values
 
 
