@@ -93,3 +93,30 @@ def test_counts_of_threads_that_ended_are_kept_in_one_set_never_lost_nor_counted
     assert len(seen) > 1 and rows == sorted(rows) and skips == sorted(skips)  # never a count moved twice or lost
     assert rows[-1] <= 2000 and skips[-1] <= 1000
     assert len(metrics._shards) <= 21  # the live threads' own sets; not one per thread ever started
+
+
+def test_workers_metrics_add_up_and_a_gone_workers_counters_are_folded_once(tmp_path):
+    """The shared folder of a server's workers (mdc_middleware.worker_metrics): a live sibling's counters and
+    gauges count; a sibling gone for a minute keeps its counters, folded into retired.json once, its gauges
+    not; and the sum is the same before and after the fold."""
+    import json
+    import os
+    import time
+
+    from mdc_middleware.worker_metrics import RETIRE_AFTER, WorkerMetrics
+
+    folder = tmp_path / "mdc-metrics-0-1"
+    mine = {"rows_captured": 5, "queue_depth": 1, "skipped": {"status_422": 1}, "enabled": 1}
+    shared = WorkerMetrics(folder, lambda: dict(mine), interval=3600)
+    (folder / "101-aa.json").write_text(json.dumps({"rows_captured": 7, "queue_depth": 2, "enabled": 1}))
+    gone = folder / "102-bb.json"
+    gone.write_text(json.dumps({"rows_captured": 11, "queue_depth": 4, "skipped": {"status_422": 2}, "enabled": 1}))
+    long_ago = time.time() - RETIRE_AFTER - 5
+    os.utime(gone, (long_ago, long_ago))
+
+    first = shared.combined()
+    assert (first["rows_captured"], first["queue_depth"], first["skipped"], first["enabled"]) == (
+        23, 3, {"status_422": 3}, 1)
+    assert not gone.exists() and json.loads((folder / "retired.json").read_text())["rows_captured"] == 11
+    again = shared.combined()
+    assert (again["rows_captured"], again["queue_depth"], again["skipped"]) == (23, 3, {"status_422": 3})

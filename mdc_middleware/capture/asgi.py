@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import Any, Awaitable, Callable, MutableMapping, Optional
 
-from .. import prometheus, runtime, startup
+from .. import prometheus, runtime, startup, worker_metrics
 from ..payloads.captured_request import BoundedBody
 from ..config import ConfigError, Settings
 from .exchange import CAPTURED, Exchange, pass_nested_through
@@ -108,9 +108,12 @@ class DataCollectionMiddleware:
         root_path = scope.get("root_path")
         path = _route_path(full_path, root_path) if root_path else full_path
         metrics_path = self.settings.metrics_path
-        if metrics_path and metrics_path in (path, full_path) and scope["method"] == "GET":
-            await self._serve_metrics(send)
-            return
+        if metrics_path:
+            server = scope.get("server")
+            shared = worker_metrics.sharing(server[1] if server else None, self._metrics)
+            if metrics_path in (path, full_path) and scope["method"] == "GET":
+                await self._serve_metrics(send, shared.combined if shared is not None else self._metrics)
+                return
         try:
             plan = self.policy.select(scope["method"], path, full_path if path is not full_path else "")
             exchange = _Exchange(self.policy, plan, scope, receive, send) if plan is not None else None
@@ -129,11 +132,13 @@ class DataCollectionMiddleware:
             if not exchange.done:
                 exchange.writer.metrics.skip("response_incomplete")
 
-    async def _serve_metrics(self, send: Send) -> None:
-        # Off the event loop: the spool's size may be read from disk.
+    def _metrics(self) -> dict:
+        return runtime.metrics_of(self.policy.writer)
+
+    async def _serve_metrics(self, send: Send, source: Callable[[], dict]) -> None:
+        # Off the event loop: the spool's size, and the other workers' metrics, are read from disk.
         loop = asyncio.get_running_loop()
-        body, content_type = await loop.run_in_executor(
-            None, prometheus.render, lambda: runtime.metrics_of(self.policy.writer))
+        body, content_type = await loop.run_in_executor(None, prometheus.render, source)
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
-from .. import prometheus, runtime, startup
+from .. import prometheus, runtime, startup, worker_metrics
 from ..payloads.captured_request import BoundedBody
 from ..config import Settings
 from .exchange import CAPTURED, Exchange, pass_nested_through
@@ -42,6 +42,9 @@ class WSGIDataCollectionMiddleware:
         startup.announce(settings, self.policy.route_names)
         self._wanted = tuple((environ_key(name), name) for name in sorted(self.policy.wanted_headers))
 
+    def _metrics(self) -> dict:
+        return runtime.metrics_of(self.policy.writer)
+
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         if CAPTURED in environ:
             pass_nested_through()
@@ -51,11 +54,13 @@ class WSGIDataCollectionMiddleware:
             path = path.encode("latin-1", "replace").decode("utf-8", "replace")
         mount = environ.get("SCRIPT_NAME", "")  # where the app is mounted; PATH_INFO is below it
         full_path = mount + path if mount else ""
-        if (self.settings.metrics_path and self.settings.metrics_path in (path, full_path)
-                and environ.get("REQUEST_METHOD") == "GET"):
-            body, content_type = prometheus.render(lambda: runtime.metrics_of(self.policy.writer))
-            start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
-            return [body]
+        metrics_path = self.settings.metrics_path
+        if metrics_path:
+            shared = worker_metrics.sharing(environ.get("SERVER_PORT"), self._metrics)
+            if metrics_path in (path, full_path) and environ.get("REQUEST_METHOD") == "GET":
+                body, content_type = prometheus.render(shared.combined if shared is not None else self._metrics)
+                start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+                return [body]
         try:
             plan = self.policy.select(environ.get("REQUEST_METHOD", ""), path, full_path)
             exchange = (_Exchange(self.policy, plan, environ, self._wanted, start_response)

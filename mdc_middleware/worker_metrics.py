@@ -1,0 +1,208 @@
+"""A server's metrics summed over its worker processes, so that a scrape of any one of them answers for all.
+
+gunicorn ``-w 4``, uvicorn ``--workers 4`` and granian hand each scrape of ``MDC_METRICS_PATH`` to one worker:
+its own counters alone, another worker's at the next scrape, which Prometheus reads as counter resets (2 workers,
+200 requests: ``mdc_rows_captured`` read 208, 192, 208, 192, ...). So each worker publishes its metrics as a file
+in a folder that the workers of one server share, and a scrape adds its siblings' to its own:
+
+- The folder is ``<tempdir>/mdc-metrics-<uid>-<socket inode>``: the workers of a pre-fork server all hold the
+  listening socket their master opened, and nothing else holds it. A server started again opens another socket,
+  so its counters start from zero, as Prometheus expects of a restart. Without ``/proc`` (not Linux), a unix
+  socket, or a socket of each worker's own (``SO_REUSEPORT``), each worker answers for itself, as before.
+- Each worker publishes every ``INTERVAL`` seconds from a thread of its own, off the request path, replacing its
+  file atomically. Siblings' figures are up to ``INTERVAL`` seconds old; the scraped worker's are fresh.
+- Counters are summed over every worker of the server's run, one that exited or was killed (gunicorn's
+  ``--max-requests``, an OOM kill) with the counts it last published, so a sum does not go down while the server
+  runs. Gauges (queue depth, pending rows, spool bytes) are summed over the workers that published lately.
+- Files of workers gone for ``RETIRE_AFTER`` seconds are folded into ``retired.json`` under a lock, so a scrape
+  reads a few files however many workers came and went.
+"""
+from __future__ import annotations
+
+import atexit
+import fcntl
+import json
+import logging
+import os
+import secrets
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from . import runtime
+from .metrics import merge
+
+logger = logging.getLogger("mdc_middleware")
+
+INTERVAL = 2.0        # seconds between a worker's publications
+LIVE_FOR = 3 * INTERVAL  # a file refreshed this recently is a live worker's: its gauges count
+RETIRE_AFTER = 60.0   # a file this old is a gone worker's: folded into retired.json
+RETIRED = "retired.json"
+_GAUGES = ("queue_depth", "pending_rows", "spool_bytes", "write_seconds_mean", "write_seconds_max", "enabled")
+
+Snapshot = Dict[str, object]
+
+
+class WorkerMetrics:
+    """This process's part of a server's metrics: publishes ``source()`` to ``folder`` and sums the siblings'."""
+
+    def __init__(self, folder: Path, source: Callable[[], Snapshot], interval: float = INTERVAL) -> None:
+        self.folder = folder
+        self.source = source
+        self.interval = interval
+        self.pid = os.getpid()
+        self.path = folder / f"{self.pid}-{secrets.token_hex(4)}.json"  # a pid used again gets a file of its own
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.publish(source())
+        threading.Thread(target=self._run, name="mdc-metrics", daemon=True).start()
+        atexit.register(self._at_exit)
+
+    def _at_exit(self) -> None:
+        """The last counts, after this process's writers have delivered what they held."""
+        if os.getpid() != self.pid:  # a forked child inherited the hook, not the file
+            return
+        try:
+            runtime.shutdown()  # what atexit does next anyway; done first so that its rows are counted
+            self.publish(self.source())
+        except Exception:
+            logger.debug("mdc: could not publish this worker's last metrics", exc_info=True)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval)
+            if os.getpid() != self.pid:  # a forked child: it makes its own on its first request
+                return
+            try:
+                self.publish(self.source())
+            except Exception:
+                logger.debug("mdc: could not publish this worker's metrics", exc_info=True)
+
+    def publish(self, snapshot: Snapshot) -> None:
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(snapshot))
+        os.replace(temporary, self.path)
+
+    def combined(self) -> Snapshot:
+        """This worker's metrics, fresh, with its siblings' added (see the module's docstring)."""
+        own = self.source()
+        try:
+            self.publish(own)
+            self._retire()
+            with open(self.folder / "retired.lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_SH)  # no file is folded while they are read: none is counted twice
+                live, gone = self._siblings()
+                retired = _read(self.folder / RETIRED) or {}
+        except OSError:
+            logger.debug("mdc: could not read the other workers' metrics", exc_info=True)
+            return own
+        total = merge([own, *live, *[_counters(s) for s in gone], retired])
+        total["enabled"] = max(int(s.get("enabled", 0) or 0) for s in [own, *live])  # type: ignore[call-overload]
+        return total
+
+    def _siblings(self) -> "tuple[List[Snapshot], List[Snapshot]]":
+        """The other workers' last published metrics: of those live, of those gone."""
+        now = time.time()
+        live: List[Snapshot] = []
+        gone: List[Snapshot] = []
+        for path in self.folder.glob("*-*.json"):
+            if path == self.path:
+                continue
+            snapshot = _read(path)
+            if snapshot is not None:
+                (live if now - _modified(path, now) <= LIVE_FOR else gone).append(snapshot)
+        return live, gone
+
+    def _retire(self) -> None:
+        """Fold the files of workers gone for ``RETIRE_AFTER`` seconds into ``retired.json``."""
+        now = time.time()
+        old = [path for path in self.folder.glob("*-*.json") if now - _modified(path, now) > RETIRE_AFTER]
+        if not old:
+            return
+        retired_path = self.folder / RETIRED
+        with open(self.folder / "retired.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            retired = _read(retired_path) or {}
+            for path in old:
+                snapshot = _read(path)  # again, under the lock: another worker may have folded it already
+                if snapshot is None:
+                    continue
+                retired = merge([retired, _counters(snapshot)])
+                temporary = retired_path.with_suffix(".tmp")
+                temporary.write_text(json.dumps(retired))
+                os.replace(temporary, retired_path)
+                path.unlink()
+
+
+def _counters(snapshot: Snapshot) -> Snapshot:
+    return {key: value for key, value in snapshot.items() if key not in _GAUGES}
+
+
+def _read(path: Path) -> Optional[Snapshot]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # gone, or being replaced
+        return None
+
+
+def _modified(path: Path, default: float) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # folded by another worker meanwhile
+        return default
+
+
+def listening_socket(port: int) -> Optional[str]:
+    """The inode of a listening TCP socket on ``port`` that this process holds (inherited from the server's master,
+    as every worker of a pre-fork server holds it), or None: no ``/proc``, or no such socket."""
+    try:
+        mine = set()
+        for descriptor in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{descriptor}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                mine.add(target[len("socket:["):-1])
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                with open(table) as lines:
+                    next(lines, None)
+                    for line in lines:
+                        fields = line.split()
+                        if (len(fields) > 9 and fields[3] == "0A" and fields[9] in mine
+                                and int(fields[1].rsplit(":", 1)[1], 16) == port):
+                            return fields[9]
+            except FileNotFoundError:  # no IPv6 table
+                continue
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+_lock = threading.Lock()
+_by_port: Dict[tuple, Optional[WorkerMetrics]] = {}
+
+
+def sharing(port: object, source: Callable[[], Snapshot]) -> Optional[WorkerMetrics]:
+    """This process's ``WorkerMetrics`` for the server listening on ``port`` (ASGI's int, WSGI's text), made on the
+    first call in each process: every request with ``MDC_METRICS_PATH`` set calls this, a dictionary look-up after
+    the first. None where no shared listening socket is found, or on any fault (logged once): never raises."""
+    key = (os.getpid(), port)
+    found = _by_port.get(key, False)
+    if found is not False:
+        return found  # type: ignore[return-value]
+    with _lock:
+        if key not in _by_port:
+            made = None
+            try:
+                number = int(port) if isinstance(port, (int, str)) else None  # type: ignore[arg-type]
+                inode = listening_socket(number) if number else None
+                if inode is not None:
+                    made = WorkerMetrics(Path(tempfile.gettempdir()) / f"mdc-metrics-{os.getuid()}-{inode}", source)
+            except Exception:
+                logger.warning("mdc: this worker's metrics cannot be shared with its siblings; a scrape answers for "
+                               "the worker it reaches", exc_info=True)
+            _by_port[key] = made
+        return _by_port[key]
