@@ -54,8 +54,9 @@ class WorkerMetrics:
         self.interval = interval
         self.pid = os.getpid()
         self.path = folder / f"{self.pid}-{secrets.token_hex(4)}.json"  # a pid used again gets a file of its own
+        self._publishing = threading.Lock()  # the thread's publication and a scrape's share one temporary file
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.publish(source())
+        self.publish()
         threading.Thread(target=self._run, name="mdc-metrics", daemon=True).start()
         atexit.register(self._at_exit)
 
@@ -65,7 +66,7 @@ class WorkerMetrics:
             return
         try:
             runtime.shutdown()  # what atexit does next anyway; done first so that its rows are counted
-            self.publish(self.source())
+            self.publish()
         except Exception:
             logger.debug("mdc: could not publish this worker's last metrics", exc_info=True)
 
@@ -75,20 +76,28 @@ class WorkerMetrics:
             if os.getpid() != self.pid:  # a forked child: it makes its own on its first request
                 return
             try:
-                self.publish(self.source())
+                self.publish()
             except Exception:
                 logger.debug("mdc: could not publish this worker's metrics", exc_info=True)
 
-    def publish(self, snapshot: Snapshot) -> None:
+    def publish(self) -> Snapshot:
+        """Write this worker's metrics, taken now, to its file; returns them. Taken and written under one lock, so
+        the file never goes back to older figures than it held (a sibling's scrape would count fewer)."""
         temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(snapshot))
-        os.replace(temporary, self.path)
+        with self._publishing:
+            snapshot = self.source()
+            temporary.write_text(json.dumps(snapshot))
+            os.replace(temporary, self.path)
+            return snapshot
 
     def combined(self) -> Snapshot:
         """This worker's metrics, fresh, with its siblings' added (see the module's docstring)."""
-        own = self.source()
         try:
-            self.publish(own)
+            own = self.publish()
+        except OSError:
+            logger.debug("mdc: could not publish this worker's metrics", exc_info=True)
+            return self.source()
+        try:
             self._retire()
             with open(self.folder / "retired.lock", "a") as lock:
                 fcntl.flock(lock, fcntl.LOCK_SH)  # no file is folded while they are read: none is counted twice
