@@ -226,9 +226,7 @@ UNCHUNKED = {"hypercorn-wsgi"}
 
 
 def _bind(server: str, port: int) -> list:
-    if server.startswith("granian"):
-        return ["--host", "127.0.0.1", "--port", str(port)]
-    if server == "waitress":
+    if server.startswith("granian") or server == "waitress":
         return ["--host", "127.0.0.1", "--port", str(port)]
     return ["-b", f"127.0.0.1:{port}"]
 
