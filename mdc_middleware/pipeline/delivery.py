@@ -216,7 +216,9 @@ class Delivery:
         if self.spool is None and not requeue:  # stopping, and nowhere to keep them: report_waiting says it once
             self.metrics.drop("shutdown_undelivered", remainder.rows)
             return
-        if detail != self._last_error:  # once per distinct problem, not once per retry
+        # Once per distinct problem, not once per retry; a delivery the stop's deadline cut is not a problem of
+        # storage's: the stop says once what is left (report_waiting), not "kept and retried".
+        if detail != self._last_error and detail != _DEADLINE_PASSED:
             self._last_error = detail
             logger.error("mdc: writing %d rows to %s failed%s: %s; %s", remainder.rows, batch.folder,
                          " (not transient)" if permanent else "", detail,
