@@ -1,6 +1,6 @@
 """A server's metrics summed over its worker processes, so that a scrape of any one of them answers for all.
 
-gunicorn ``-w 4``, uvicorn ``--workers 4`` and granian hand each scrape of ``MDC_METRICS_PATH`` to one worker:
+gunicorn ``-w 4`` and uvicorn ``--workers 4`` hand each scrape of ``MDC_METRICS_PATH`` to one worker:
 its own counters alone, another worker's at the next scrape, which Prometheus reads as counter resets (2 workers,
 200 requests: ``mdc_rows_captured`` read 208, 192, 208, 192, ...). So each worker publishes its metrics as a file
 in a folder that the workers of one server share, and a scrape adds its siblings' to its own:
@@ -8,7 +8,8 @@ in a folder that the workers of one server share, and a scrape adds its siblings
 - The folder is ``<tempdir>/mdc-metrics-<uid>-<socket inode>``: the workers of a pre-fork server all hold the
   listening socket their master opened, and nothing else holds it. A server started again opens another socket,
   so its counters start from zero, as Prometheus expects of a restart. Without ``/proc`` (not Linux), a unix
-  socket, or a socket of each worker's own (``SO_REUSEPORT``), each worker answers for itself, as before.
+  socket, or a socket of each worker's own (``SO_REUSEPORT``, as granian's workers bind), each worker answers for
+  itself, as before.
 - Each worker publishes every ``INTERVAL`` seconds from a thread of its own, off the request path, replacing its
   file atomically. Siblings' figures are up to ``INTERVAL`` seconds old; the scraped worker's are fresh.
 - Counters are summed over every worker of the server's run, one that exited or was killed (gunicorn's
