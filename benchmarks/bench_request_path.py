@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -106,10 +108,18 @@ def _wsgi_runner(app):
     return many
 
 
+def _scratch_folder() -> str:
+    """A folder for this process's collected rows, removed when it exits: after the writer's own flush at exit, as
+    atexit runs its hooks last registered first and mdc_middleware is imported after this."""
+    folder = tempfile.mkdtemp(prefix="mdc-bench-")
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
 def child(stack: str, mode: str, requests: int) -> None:
     """In a process of its own: build the app for (stack, mode), warm it up, print µs per request."""
     os.environ.update(BENCH_STACK=stack, BENCH_MODE="on" if mode == "on-local" else mode, BENCH_ENDPOINT="trivial",
-                      MDC_ENABLED="true", MDC_LOCAL_DIR=tempfile.mkdtemp(prefix="mdc-bench-"))
+                      MDC_ENABLED="true", MDC_LOCAL_DIR=_scratch_folder())
     sys.path.insert(0, str(HERE))
     import http_apps
 
@@ -137,7 +147,7 @@ def interleaved(stacks: list, rounds: int, requests: int) -> None:
     """off, passthrough, floor-discard and discard of each stack in this one process, alternated request batch by request
     batch, each mode's least over the rounds: a busy neighbour's slow spell then falls on every mode alike.
     (on-local cannot join them: discard replaces the writer's submit for the whole process.)"""
-    os.environ.update(BENCH_ENDPOINT="trivial", MDC_ENABLED="true", MDC_LOCAL_DIR=tempfile.mkdtemp(prefix="mdc-bench-"))
+    os.environ.update(BENCH_ENDPOINT="trivial", MDC_ENABLED="true", MDC_LOCAL_DIR=_scratch_folder())
     sys.path.insert(0, str(HERE))
     import http_apps
 
