@@ -10,7 +10,8 @@ in a folder that the workers of one server share, and a scrape adds its siblings
   so its counters start from zero, as Prometheus expects of a restart. Without ``/proc`` (not Linux), a unix
   socket, or a socket of each worker's own (``SO_REUSEPORT``, as granian's workers bind), each worker answers for
   itself, as before.
-- Each worker publishes every ``INTERVAL`` seconds from a thread of its own, off the request path, replacing its
+- Each worker publishes every ``INTERVAL`` seconds from a thread of its own, off the request path (as is the
+  finding of the socket and the folder, on a worker's first request), replacing its
   file atomically. Siblings' figures are up to ``INTERVAL`` seconds old; the scraped worker's are fresh.
 - Counters are summed over every worker of the server's run, one that exited or was killed (gunicorn's
   ``--max-requests``, an OOM kill) with the counts it last published, so a sum does not go down while the server
@@ -192,27 +193,45 @@ def listening_socket(port: int) -> Optional[str]:
 
 
 _lock = threading.Lock()
-_by_port: Dict[tuple, Optional[WorkerMetrics]] = {}
+_by_port: Dict[object, Optional[WorkerMetrics]] = {}  # this process's, by port; None while being made, or never
 
 
 def sharing(port: object, source: Callable[[], Snapshot]) -> Optional[WorkerMetrics]:
-    """This process's ``WorkerMetrics`` for the server listening on ``port`` (ASGI's int, WSGI's text), made on the
-    first call in each process: every request with ``MDC_METRICS_PATH`` set calls this, a dictionary look-up after
-    the first. None where no shared listening socket is found, or on any fault (logged once): never raises."""
-    key = (os.getpid(), port)
-    found = _by_port.get(key, False)
-    if found is not False:
-        return found  # type: ignore[return-value]
+    """This process's ``WorkerMetrics`` for the server listening on ``port`` (ASGI's int, WSGI's text), or None.
+
+    Every request with ``MDC_METRICS_PATH`` set calls this: a dictionary look-up. The first call in a process
+    hands the making (``/proc`` read, folder, first file) to a thread of its own, off the request path, and gets
+    None, as do calls where no shared listening socket is found; a scrape that gets None answers for its own
+    worker. Never raises."""
+    try:
+        return _by_port[port]
+    except KeyError:
+        pass
     with _lock:
-        if key not in _by_port:
-            made = None
-            try:
-                number = int(port) if isinstance(port, (int, str)) else None  # type: ignore[arg-type]
-                inode = listening_socket(number) if number else None
-                if inode is not None:
-                    made = WorkerMetrics(Path(tempfile.gettempdir()) / f"mdc-metrics-{os.getuid()}-{inode}", source)
-            except Exception:
-                logger.warning("mdc: this worker's metrics cannot be shared with its siblings; a scrape answers for "
-                               "the worker it reaches", exc_info=True)
-            _by_port[key] = made
-        return _by_port[key]
+        if port in _by_port:
+            return _by_port[port]
+        _by_port[port] = None
+    threading.Thread(target=_make, args=(port, source), name="mdc-metrics-setup", daemon=True).start()
+    return None
+
+
+def _make(port: object, source: Callable[[], Snapshot]) -> None:
+    try:
+        number = int(port) if isinstance(port, (int, str)) else None  # type: ignore[arg-type]
+        inode = listening_socket(number) if number else None
+        if inode is not None:
+            _by_port[port] = WorkerMetrics(Path(tempfile.gettempdir()) / f"mdc-metrics-{os.getuid()}-{inode}", source)
+    except Exception:
+        logger.warning("mdc: this worker's metrics cannot be shared with its siblings; a scrape answers for the "
+                       "worker it reaches", exc_info=True)
+
+
+def _after_fork() -> None:
+    """A forked worker makes its own (gunicorn --preload), with a lock no thread of the parent's can hold."""
+    global _lock
+    _lock = threading.Lock()
+    _by_port.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)

@@ -120,3 +120,27 @@ def test_workers_metrics_add_up_and_a_gone_workers_counters_are_folded_once(tmp_
     assert not gone.exists() and json.loads((folder / "retired.json").read_text())["rows_captured"] == 11
     again = shared.combined()
     assert (again["rows_captured"], again["queue_depth"], again["skipped"]) == (23, 3, {"status_422": 3})
+
+
+def test_a_workers_sharing_is_set_up_off_the_request_path(tmp_path, monkeypatch):
+    """The first request only starts the set-up (reading /proc, making the folder): it gets None, answers for its
+    own worker, and a later request finds the shared metrics made."""
+    import socket
+    import tempfile
+    import time
+
+    from mdc_middleware import worker_metrics
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        assert worker_metrics.sharing(port, lambda: {"rows_captured": 1}) is None
+        deadline = time.monotonic() + 10
+        while worker_metrics.sharing(port, lambda: {}) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        shared = worker_metrics.sharing(port, lambda: {})
+        assert shared is not None and shared.combined()["rows_captured"] == 1
+        assert shared.folder.parent == tmp_path
+    assert worker_metrics.sharing(1, lambda: {}) is None  # no such socket held: never shared
