@@ -503,8 +503,8 @@ def _with_missing_values(feature: str, result: Any) -> str:
     """``feature``, and its rows without a value where their share moved by the drift threshold or more, on the
     whole range or on a day (the worst): "y: no number in 50% of rows, 0% in the baseline"."""
     moves = [f for window in [result.overall, *result.days] for f in window.features if f.feature == feature]
-    worst = max(moves, key=lambda f: abs(f.missing_share - f.baseline_missing_share), default=None)
-    if worst is None or 100 * abs(worst.missing_share - worst.baseline_missing_share) < result.threshold:
+    worst = max(moves, key=lambda f: f.missing_moved, default=None)
+    if worst is None or 100 * worst.missing_moved < result.threshold:
         return feature
     what = "no number" if worst.kind == "numeric" else "no value"  # text where a number belongs counts too
     return (f"{feature}: {what} in {worst.missing_share:.0%} of rows, {worst.baseline_missing_share:.0%} in the "

@@ -49,6 +49,11 @@ class FeatureDrift:
     baseline_missing_share: float = 0.0
     drifted: bool = False
 
+    @property
+    def missing_moved(self) -> float:
+        """How far the share of rows without a value moved from the baseline's (0..1)."""
+        return abs(self.missing_share - self.baseline_missing_share)
+
 
 @dataclass
 class DriftWindow:

@@ -110,7 +110,7 @@ def _because(feature: FeatureDrift, result: DriftResult) -> str:
     reasons = []
     if feature.psi >= result.psi_threshold:
         reasons.append(f"PSI {_number(feature.psi)} &ge; {result.psi_threshold:g}")
-    if 100 * abs(feature.missing_share - feature.baseline_missing_share) >= result.threshold:
+    if 100 * feature.missing_moved >= result.threshold:
         what = "a number" if feature.kind == "numeric" else "a value"  # text where a number belongs counts too
         reasons.append(f"rows without {what} {_percent(feature.baseline_missing_share)} &rarr; "
                        f"{_percent(feature.missing_share)}")
